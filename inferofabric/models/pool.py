@@ -1,0 +1,82 @@
+"""Pool specifications: where GPUs live, how many the fabric may use, what they cost."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from inferofabric.models.common import Location, Name, StrictModel
+
+BackendKind = Literal["local", "simulated", "kubernetes", "aws-batch", "gcp-batch", "azure-batch"]
+
+# The sub-document of a pool file that configures each back end ("aws: {...}" for aws-batch, ...).
+BACKEND_CONFIG_FIELD: dict[str, str] = {
+    "local": "local",
+    "simulated": "simulated",
+    "kubernetes": "kubernetes",
+    "aws-batch": "aws",
+    "gcp-batch": "gcp",
+    "azure-batch": "azure",
+}
+
+
+class PoolSpec(StrictModel):
+    """One pool: a cluster, an account/region/queue, or this host.
+
+    Cloud pools in several regions of one account are separate pools, so a policy's `regions`
+    can select among them.
+    """
+
+    name: Name
+    location: Location
+    backend: BackendKind
+    region: str = Field(default="local", min_length=1)
+    gpus: dict[str, int] = Field(default_factory=dict, description="GPU inventory the fabric may use, by type")
+    price_per_gpu_hour: dict[str, float] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    local: dict[str, Any] | None = None
+    simulated: dict[str, Any] | None = None
+    kubernetes: dict[str, Any] | None = None
+    aws: dict[str, Any] | None = None
+    gcp: dict[str, Any] | None = None
+    azure: dict[str, Any] | None = None
+
+    @field_validator("gpus")
+    @classmethod
+    def _non_negative_gpus(cls, value: dict[str, int]) -> dict[str, int]:
+        for gpu_type, count in value.items():
+            if count < 0:
+                raise ValueError(f"GPU count for {gpu_type} must be 0 or more, got {count}")
+        return value
+
+    @field_validator("price_per_gpu_hour")
+    @classmethod
+    def _non_negative_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        for gpu_type, price in value.items():
+            if price < 0:
+                raise ValueError(f"price for {gpu_type} must be 0 or more, got {price}")
+        return value
+
+    @model_validator(mode="after")
+    def _only_own_backend_config(self) -> PoolSpec:
+        own = BACKEND_CONFIG_FIELD[self.backend]
+        for kind, field in BACKEND_CONFIG_FIELD.items():
+            if field != own and getattr(self, field) is not None:
+                raise ValueError(f"pool {self.name!r} uses backend {self.backend!r} but sets '{field}:' (for {kind})")
+        return self
+
+    @property
+    def backend_config(self) -> dict[str, Any]:
+        return dict(getattr(self, BACKEND_CONFIG_FIELD[self.backend]) or {})
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(self.gpus.values())
+
+    @property
+    def simulated_label(self) -> str:
+        return " [SIMULATED]" if self.backend == "simulated" else ""
+
+    def price(self, gpu_type: str) -> float | None:
+        return self.price_per_gpu_hour.get(gpu_type)

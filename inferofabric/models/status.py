@@ -1,0 +1,127 @@
+"""What the fabric reports back: decisions with their reasons, workload status, pool status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from inferofabric.models.common import Health, Location, WorkloadState
+
+
+class PoolView(BaseModel):
+    """A pool as the policy engine sees it at the moment of a decision."""
+
+    name: str
+    location: Location
+    backend: str
+    region: str
+    gpus: dict[str, int]
+    used: dict[str, int] = Field(default_factory=dict)
+    price_per_gpu_hour: dict[str, float] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    health: Health = Health.HEALTHY
+
+    def free(self, gpu_type: str) -> int:
+        return self.gpus.get(gpu_type, 0) - self.used.get(gpu_type, 0)
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(self.gpus.values())
+
+    @property
+    def used_gpus(self) -> int:
+        return sum(self.used.values())
+
+
+class Rejection(BaseModel):
+    pool: str
+    reason: str
+
+
+class Decision(BaseModel):
+    """One placement decision and why: the chosen pool (or none: the workload waits) and every rejection."""
+
+    workload_id: str
+    attempt: int
+    pool: str | None = None
+    location: Location | None = None
+    region: str | None = None
+    backend: str | None = None
+    gpu_type: str | None = None
+    gpus: int = 0
+    price_per_hour: float | None = None
+    mode: str = "default"  # default | burst | failover | fallback
+    reason: str = ""
+    rejected: list[Rejection] = Field(default_factory=list)
+    inputs: dict[str, float | str] = Field(default_factory=dict)
+    policy_version: int | None = None
+    decided_at: datetime | None = None
+
+    @property
+    def placed(self) -> bool:
+        return self.pool is not None
+
+
+class JobRef(BaseModel):
+    pool: str
+    job_id: str
+    backend: str
+
+
+class AttemptRecord(BaseModel):
+    attempt: int
+    pool: str | None = None
+    job_id: str | None = None
+    outcome: str = ""  # running | succeeded | failed | moved: <why> | cancelled
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class WorkloadStatus(BaseModel):
+    id: str
+    state: WorkloadState
+    pool: str | None = None
+    location: Location | None = None
+    region: str | None = None
+    backend: str | None = None
+    gpu_type: str | None = None
+    gpus: int = 0
+    attempts: int = 0
+    job_id: str | None = None
+    message: str = ""
+    team: str | None = None
+    submitted_at: datetime | None = None
+    updated_at: datetime | None = None
+    history: list[AttemptRecord] = Field(default_factory=list)
+
+
+class Explanation(BaseModel):
+    id: str
+    state: WorkloadState
+    decisions: list[Decision] = Field(default_factory=list)
+    events: list[str] = Field(default_factory=list)
+
+
+class HealthEvent(BaseModel):
+    pool: str
+    from_health: Health | None
+    to_health: Health
+    reason: str
+    at: datetime
+
+
+class PoolStatus(BaseModel):
+    name: str
+    location: Location
+    backend: str
+    region: str
+    simulated: bool
+    health: Health
+    health_reason: str = ""
+    health_since: datetime | None = None
+    gpus: dict[str, int]
+    used: dict[str, int]
+    price_per_gpu_hour: dict[str, float] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    recent_health: list[HealthEvent] = Field(default_factory=list)

@@ -1,0 +1,96 @@
+"""Workload specifications: what a team submits once, whatever pool it lands on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from inferofabric.models.common import DataClassification, Location, Name, StrictModel, memory_bytes
+
+SIM_DURATION_ANNOTATION = "sim.inferofabric.io/duration"
+SIM_OUTCOME_ANNOTATION = "sim.inferofabric.io/outcome"
+
+
+class GpuRequest(StrictModel):
+    type: list[str] = Field(default_factory=list, description="acceptable GPU types, in order of preference")
+    count: int = Field(default=1, ge=0, le=1024)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        return value
+
+    @model_validator(mode="after")
+    def _types_when_gpus(self) -> GpuRequest:
+        if self.count > 0 and not self.type:
+            raise ValueError("resources.gpu.type is required when resources.gpu.count > 0")
+        return self
+
+
+class Resources(StrictModel):
+    gpu: GpuRequest = Field(default_factory=lambda: GpuRequest(type=[], count=0))
+    cpu: float = Field(default=1, gt=0)
+    memory: str = "4Gi"
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _valid_memory(cls, value: Any) -> Any:
+        memory_bytes(value if isinstance(value, str | int) else str(value))
+        return str(value)
+
+    @property
+    def memory_bytes(self) -> int:
+        return memory_bytes(self.memory)
+
+
+class PlacementHints(StrictModel):
+    prefer_pools: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list, description="preferred regions (a hint)")
+    require_location: Location | None = None
+    allowed_regions: list[str] = Field(default_factory=list, description="a constraint: only these regions")
+
+
+class SecretRef(StrictModel):
+    """A reference to a secret stored by the control plane; its value is resolved inside activities."""
+
+    secret: str
+    key: str = "value"
+
+
+class WorkloadSpec(StrictModel):
+    name: Name | None = Field(default=None, description="the workload id; generated when absent")
+    team: Name
+    project: str = "default"
+    image: str = Field(min_length=1)
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str | SecretRef] = Field(default_factory=dict)
+    image_pull_secret: str | None = None
+    resources: Resources = Field(default_factory=Resources)
+    data_classification: DataClassification = DataClassification.INTERNAL
+    priority: int = Field(default=50, ge=0, le=1000)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    placement: PlacementHints = Field(default_factory=PlacementHints)
+    max_retries: int = Field(default=0, ge=0, le=10, description="back-end retries of a failing job (backoffLimit)")
+    max_runtime_seconds: int | None = Field(default=None, gt=0, description="activeDeadlineSeconds")
+
+    @field_validator("command", "args", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(item) for item in value]
+        if isinstance(value, str):
+            return [value]
+        return value
+
+    @property
+    def gpu_types(self) -> list[str]:
+        return self.resources.gpu.type
+
+    @property
+    def gpu_count(self) -> int:
+        return self.resources.gpu.count

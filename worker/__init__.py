@@ -1,0 +1,1 @@
+"""Part of InferoFabric (imported as inferofabric.worker)."""
