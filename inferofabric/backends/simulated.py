@@ -1,0 +1,154 @@
+"""SIMULATED pool: a GPU cluster of declared size whose jobs only pretend to run.
+
+For demos, benchmarks and trace replay; it is labelled as simulated everywhere it appears. A job
+"runs" for the time in annotation `sim.inferofabric.io/duration` (default 10s) and ends with
+`sim.inferofabric.io/outcome` (default succeeded). Its state lives under
+$FABRIC_HOME/simulated/<pool>/, so jobs keep "running" while the control plane restarts, and an
+outage (`fabric pool fail`) makes the pool stop answering the way a dead cluster would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from inferofabric.backends._files import create_json_exclusive, read_json, write_json_atomic
+from inferofabric.backends.base import (
+    Backend,
+    BackendUnavailable,
+    JobRequest,
+    JobState,
+    JobStatus,
+    PoolProbe,
+)
+from inferofabric.models.common import Health, duration_seconds
+from inferofabric.models.workload import SIM_DURATION_ANNOTATION, SIM_OUTCOME_ANNOTATION
+
+DEFAULT_DURATION = "10s"
+SIMULATED_TAG = "[SIMULATED]"
+
+
+def _pool_dir(home: Path, pool: str) -> Path:
+    return home / "simulated" / pool
+
+
+def set_outage(home: Path, pool: str, failed: bool) -> None:
+    """Make a simulated pool stop answering (failed=True) or come back."""
+    state = read_json(_pool_dir(home, pool) / "state.json") or {}
+    state["failed"] = failed
+    write_json_atomic(_pool_dir(home, pool) / "state.json", state)
+
+
+def set_health(home: Path, pool: str, health: Health, reason: str = "") -> None:
+    """Make a simulated pool report a health (for tests and demos)."""
+    state = read_json(_pool_dir(home, pool) / "state.json") or {}
+    state["health"] = health.value
+    state["reason"] = reason
+    write_json_atomic(_pool_dir(home, pool) / "state.json", state)
+
+
+class SimulatedBackend(Backend):
+    kind = "simulated"
+
+    @property
+    def _dir(self) -> Path:
+        return _pool_dir(self.home, self.pool.name)
+
+    def _job_path(self, job_id: str) -> Path:
+        return self._dir / "jobs" / f"{job_id}.json"
+
+    def _answer_or_fail(self) -> None:
+        state = read_json(self._dir / "state.json") or {}
+        if state.get("failed"):
+            raise BackendUnavailable(f"{SIMULATED_TAG} pool {self.pool.name} is not answering (simulated outage)")
+
+    def probe(self) -> PoolProbe:
+        self._answer_or_fail()
+        state = read_json(self._dir / "state.json") or {}
+        health = Health(state.get("health", Health.HEALTHY.value))
+        return PoolProbe(health=health, reason=state.get("reason", "") or f"{SIMULATED_TAG} cluster answering",
+                         gpus=None, details={"simulated": True})
+
+    def launch(self, request: JobRequest) -> JobStatus:
+        self._answer_or_fail()
+        annotations = request.spec.annotations
+        record = {
+            "job_id": request.job_id,
+            "workload_id": request.workload_id,
+            "attempt": request.attempt,
+            "gpu_type": request.gpu_type,
+            "gpus": request.gpus,
+            "started_at": time.time(),
+            "duration": duration_seconds(annotations.get(SIM_DURATION_ANNOTATION, DEFAULT_DURATION)),
+            "outcome": annotations.get(SIM_OUTCOME_ANNOTATION, "succeeded"),
+            "cancelled": False,
+            "launches": 1,
+        }
+        if create_json_exclusive(self._job_path(request.job_id), record):
+            # Append-only ledger of real launches: the chaos suite checks exactly-once from it.
+            with (self._dir / "ledger.jsonl").open("a") as ledger:
+                ledger.write(json.dumps({"job_id": request.job_id, "workload_id": request.workload_id,
+                                         "attempt": request.attempt, "gpus": request.gpus,
+                                         "at": record["started_at"]}) + "\n")
+        return self.status(request.job_id)
+
+    def status(self, job_id: str) -> JobStatus:
+        self._answer_or_fail()
+        record = read_json(self._job_path(job_id))
+        if record is None:
+            return JobStatus(job_id=job_id, state=JobState.LOST, message=f"{SIMULATED_TAG} no such job")
+        started = datetime.fromtimestamp(record["started_at"], UTC)
+        if record.get("cancelled"):
+            return JobStatus(job_id=job_id, state=JobState.CANCELLED, started_at=started,
+                             message=f"{SIMULATED_TAG} cancelled")
+        elapsed = time.time() - record["started_at"]
+        if elapsed < record["duration"]:
+            return JobStatus(job_id=job_id, state=JobState.RUNNING, started_at=started,
+                             message=f"{SIMULATED_TAG} running {elapsed:.0f}s of {record['duration']:.0f}s")
+        finished = datetime.fromtimestamp(record["started_at"] + record["duration"], UTC)
+        failed = record.get("outcome") == "failed"
+        return JobStatus(
+            job_id=job_id, state=JobState.FAILED if failed else JobState.SUCCEEDED,
+            exit_code=1 if failed else 0, started_at=started, finished_at=finished,
+            message=f"{SIMULATED_TAG} {'failed (exit 1)' if failed else 'completed'}",
+        )
+
+    def cancel(self, job_id: str) -> None:
+        self._answer_or_fail()
+        path = self._job_path(job_id)
+        record = read_json(path)
+        if record is not None and not record.get("cancelled"):
+            record["cancelled"] = True
+            record["cancelled_at"] = time.time()
+            write_json_atomic(path, record)
+
+    def logs(self, job_id: str, tail: int = 200) -> str:
+        status = self.status(job_id)
+        lines = [f"{SIMULATED_TAG} job {job_id} on pool {self.pool.name}: {status.state.value}", status.message]
+        return "\n".join(lines[-tail:])
+
+    def list_jobs(self) -> list[str]:
+        self._answer_or_fail()
+        jobs_dir = self._dir / "jobs"
+        if not jobs_dir.exists():
+            return []
+        live = []
+        for path in sorted(jobs_dir.glob("*.json")):
+            record = read_json(path)
+            if record and not record.get("cancelled") and time.time() - record["started_at"] < record["duration"]:
+                live.append(path.stem)
+        return live
+
+    def job_records(self) -> list[dict[str, Any]]:
+        """Every job this pool ever ran (the chaos suite's ground truth)."""
+        jobs_dir = self._dir / "jobs"
+        return [r for p in sorted(jobs_dir.glob("*.json")) if (r := read_json(p)) is not None]
+
+    def ledger(self) -> list[dict[str, Any]]:
+        path = self._dir / "ledger.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

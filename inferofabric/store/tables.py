@@ -1,0 +1,76 @@
+"""The control plane's durable records (sqlmodel): pools, policy versions, reservations, placements."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PoolRow(SQLModel, table=True):
+    __tablename__ = "pools"
+    name: str = Field(primary_key=True, max_length=63)
+    spec: str = Field(sa_column=Column(Text, nullable=False))  # PoolSpec JSON
+    health: str = Field(default="healthy", max_length=16)  # last probed health
+    health_reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    health_since: datetime = Field(default_factory=utcnow)
+    cordoned: bool = False
+    discovered_gpus: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class HealthEventRow(SQLModel, table=True):
+    __tablename__ = "health_events"
+    id: int | None = Field(default=None, primary_key=True)
+    pool: str = Field(index=True, max_length=63)
+    from_health: str | None = Field(default=None, max_length=16)
+    to_health: str = Field(max_length=16)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    at: datetime = Field(default_factory=utcnow)
+
+
+class PolicyRow(SQLModel, table=True):
+    __tablename__ = "policies"
+    version: int | None = Field(default=None, primary_key=True)
+    document: str = Field(sa_column=Column(Text, nullable=False))  # PlacementPolicy JSON
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ReservationRow(SQLModel, table=True):
+    """GPUs held for one attempt of one workload, from placement until the job ends or moves."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (UniqueConstraint("workload_id", "attempt", name="uq_reservation_attempt"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workload_id: str = Field(index=True, max_length=255)
+    attempt: int
+    pool: str = Field(index=True, max_length=63)
+    gpu_type: str | None = Field(default=None, max_length=64)
+    gpus: int = 0
+    active: bool = Field(default=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    released_at: datetime | None = None
+
+
+class PlacementRow(SQLModel, table=True):
+    __tablename__ = "placements"
+    id: int | None = Field(default=None, primary_key=True)
+    workload_id: str = Field(index=True, max_length=255)
+    attempt: int
+    pool: str | None = Field(default=None, max_length=63)
+    decision: str = Field(sa_column=Column(Text, nullable=False))  # Decision JSON
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SecretRow(SQLModel, table=True):
+    __tablename__ = "secrets"
+    name: str = Field(primary_key=True, max_length=253)
+    pool: str | None = Field(default=None, max_length=63)  # scoped to one pool when set
+    ciphertext: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

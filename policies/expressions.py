@@ -1,0 +1,147 @@
+"""Policy conditions as CEL expressions (cel-python), compiled once and evaluated safely (no `eval`).
+
+Conditions read `on_prem_utilization`, `cloud_utilization`, `pool_health`, `attempt`, `workload.*`
+and `pool.*`. The health names (`healthy`, `degraded`, `unhealthy`, `cordoned`) are bound as
+constants, so `pool_health != healthy` reads as written in a policy file.
+
+Evaluation is memoized on the values an expression actually reads: placement evaluates the same
+rules for many pools and workloads whose relevant fields repeat, and a CEL program is a pure
+function of those values. That keeps a decision over 100 pools and 20 rules well under a millisecond.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import celpy
+from celpy import celtypes
+
+HEALTH_CONSTANTS = ("healthy", "degraded", "unhealthy", "cordoned")
+KNOWN_ROOTS = {"on_prem_utilization", "cloud_utilization", "pool_health", "attempt", "workload", "pool",
+               *HEALTH_CONSTANTS}
+_CEL_KEYWORDS = {"true", "false", "null", "in", "has", "size", "int", "uint", "double", "string", "bool",
+                 "bytes", "list", "map", "type", "duration", "timestamp", "matches", "exists", "all",
+                 "exists_one", "filter"}
+_STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_PATH = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(\s*\()?")
+_MISSING = object()
+# The interpreted runner: cel-python's compiled runner mishandles `has(x) && x == ...` short-circuits.
+_ENV = celpy.Environment()
+logging.getLogger("celpy").setLevel(logging.CRITICAL)
+
+
+class ExpressionError(ValueError):
+    """A policy condition that does not compile, or names a variable the fabric does not provide."""
+
+
+def _referenced_paths(text: str) -> tuple[tuple[str, ...], ...]:
+    """Dotted variable paths an expression reads (`workload.labels.residency`), for the memo key."""
+    paths: set[tuple[str, ...]] = set()
+    # Comprehension variables (`x` in `list.exists(x, x > 1)`) are local: not part of the key.
+    stripped = _STRING_LITERAL.sub("''", text)
+    for match in _PATH.finditer(stripped):
+        parts = match.group(1).split(".")
+        if match.group(2):  # a call: `has(...)`, `x.startsWith(...)` -> drop the function name
+            parts = parts[:-1]
+        if parts and parts[0] in KNOWN_ROOTS:
+            paths.add(tuple(parts))
+    return tuple(sorted(paths))
+
+
+def _unknown_roots(text: str) -> set[str]:
+    stripped = _STRING_LITERAL.sub("''", text)
+    roots = set()
+    for match in _PATH.finditer(stripped):
+        root = match.group(1).split(".")[0]
+        if match.group(2) and "." not in match.group(1):
+            continue  # a global function call such as size(...)
+        if root not in KNOWN_ROOTS and root not in _CEL_KEYWORDS:
+            roots.add(root)
+    return roots
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _resolve(variables: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = variables
+    for part in path:
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        else:
+            return _MISSING
+    return _freeze(value)
+
+
+def _first_message(error: BaseException) -> str:
+    """CEL errors nest (message, type, args); the innermost message is the readable one."""
+    current: Any = error
+    while isinstance(current, BaseException | tuple) and (current.args if isinstance(current, BaseException) else current):
+        head = current.args[0] if isinstance(current, BaseException) else current[0]
+        if isinstance(head, str):
+            return head
+        current = head
+    return str(error)
+
+
+class Expression:
+    """A compiled condition. Call `evaluate(variables)` with plain Python values."""
+
+    def __init__(self, text: str, program: Any, paths: tuple[tuple[str, ...], ...]) -> None:
+        self.text = text
+        self._program = program
+        self._paths = paths
+        self._memo: dict[tuple[Any, ...], tuple[bool, str | None]] = {}
+        self.reads_pool = any(path[0] == "pool" for path in paths)
+
+    def evaluate(self, variables: Mapping[str, Any]) -> tuple[bool, str | None]:
+        """(result, error). An expression that fails at run time (e.g. a missing label) counts as false."""
+        key = tuple(_resolve(variables, path) for path in self._paths)
+        cached = self._memo.get(key)
+        if cached is not None:
+            return cached
+        outcome = self._run(variables)
+        if len(self._memo) < 4096:
+            self._memo[key] = outcome
+        return outcome
+
+    def _run(self, variables: Mapping[str, Any]) -> tuple[bool, str | None]:
+        activation = {name: celpy.json_to_cel(value) for name, value in variables.items() if value is not None}
+        for constant in HEALTH_CONSTANTS:
+            activation[constant] = celtypes.StringType(constant)
+        try:
+            result = self._program.evaluate(activation)
+        except Exception as error:  # celpy raises several error types for bad data
+            return False, f"{self.text!r} could not be evaluated: {_first_message(error)}"
+        if isinstance(result, celpy.CELEvalError):
+            return False, f"{self.text!r} could not be evaluated: {_first_message(result)}"
+        if not isinstance(result, celtypes.BoolType | bool):
+            return False, f"{self.text!r} is not a true/false condition (gave {result!r})"
+        return bool(result), None
+
+
+@lru_cache(maxsize=1024)
+def compile_expression(text: str, where: str = "condition") -> Expression:
+    """Compile once (cached by text); raise ExpressionError with the location in the policy on failure."""
+    try:
+        ast = _ENV.compile(text)
+        program = _ENV.program(ast)
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExpressionError(f"{where}: cannot parse {text!r}: {first_line}") from None
+    unknown = _unknown_roots(text)
+    if unknown:
+        raise ExpressionError(
+            f"{where}: {text!r} uses unknown name(s) {', '.join(sorted(unknown))}; "
+            f"available: {', '.join(sorted(KNOWN_ROOTS))} (quote strings: 'pii')"
+        )
+    return Expression(text, program, _referenced_paths(text))
