@@ -166,7 +166,8 @@ def secret_name(variable: str) -> str:
 
 def _map_error(error: Exception, action: str) -> BackendError:
     """Translate client errors: refusals are JobRejected, anything transient is BackendUnavailable."""
-    if isinstance(error, gexc.Forbidden | gexc.BadRequest | gexc.Unauthorized | gexc.FailedPrecondition):
+    refusals = gexc.Forbidden | gexc.BadRequest | gexc.Unauthorized | gexc.FailedPrecondition | gexc.NotFound
+    if isinstance(error, refusals):
         return JobRejected(f"GCP Batch refused {action}: {error}")
     if isinstance(error, auth_exc.RefreshError) and not getattr(error, "retryable", False):
         return BackendConfigError(f"GCP credentials could not be refreshed for {action}: {error}")
@@ -243,8 +244,13 @@ class GcpBatchBackend(Backend):
             )
         except (gexc.Forbidden, gexc.Unauthorized, gexc.NotFound, gexc.BadRequest) as error:
             return PoolProbe(health=Health.UNHEALTHY, reason=f"GCP Batch refused list_jobs: {error.message}")
+        except BackendConfigError as error:  # credentials missing or unusable: reachable but unusable
+            return PoolProbe(health=Health.UNHEALTHY, reason=str(error))
         except _TRANSIENT as error:
-            raise _map_error(error, "probe") from error
+            mapped = _map_error(error, "probe")
+            if isinstance(mapped, BackendConfigError):
+                return PoolProbe(health=Health.UNHEALTHY, reason=str(mapped))
+            raise mapped from error
         return PoolProbe(health=Health.HEALTHY, details={"parent": self.config.parent})
 
     def launch(self, request: JobRequest) -> JobStatus:

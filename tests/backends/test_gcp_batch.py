@@ -339,8 +339,10 @@ def test_config_defaults_and_errors(fake: FakeGcpBatch, tmp_path: Path) -> None:
 
 def test_missing_credentials_file_is_a_config_error(fake: FakeGcpBatch, tmp_path: Path) -> None:
     backend = make_backend(fake, tmp_path, credentials={"service_account_file": str(tmp_path / "nope.json")})
+    probe = backend.probe()
+    assert probe.health is Health.UNHEALTHY and "nope.json" in probe.reason
     with pytest.raises(BackendConfigError, match="credentials"):
-        backend.probe()
+        backend.launch(make_request())
 
 
 def test_workload_identity_config_loads(fake: FakeGcpBatch, tmp_path: Path) -> None:
