@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import urllib3
 from kubernetes import client as k8s
@@ -47,6 +47,7 @@ KNOWN_GPU_TYPES = ("A100", "H100", "H200", "L4", "L40S", "T4", "V100", "A10G")
 TERMINATED_PHASES = ("Succeeded", "Failed")
 IMAGE_PULL_ERRORS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
 MAX_NAME = 63
+_M = TypeVar("_M", k8s.V1Job, k8s.V1Secret)
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
@@ -54,14 +55,22 @@ _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-
 class KubernetesConfig(StrictModel):
     """The pool file's `kubernetes:` sub-document. Unknown keys are errors (a typo must not go unnoticed)."""
 
-    kubeconfig: str | None = Field(default=None, description="kubeconfig path ('~' expanded); default: $KUBECONFIG")
+    kubeconfig: str | None = Field(
+        default=None, description="kubeconfig path ('~' expanded); default: $KUBECONFIG"
+    )
     context: str | None = None
-    in_cluster: bool = Field(default=False, description="use the pod's service account (the agent in the cluster)")
+    in_cluster: bool = Field(
+        default=False, description="use the pod's service account (the agent in the cluster)"
+    )
     namespace: str = "default"
     gpu_label: str = "nvidia.com/gpu.product"
-    gpu_label_map: dict[str, str] = Field(default_factory=dict, description="node label value -> fabric GPU type")
+    gpu_label_map: dict[str, str] = Field(
+        default_factory=dict, description="node label value -> fabric GPU type"
+    )
     image_pull_secret: str | None = None
-    api_server: str | None = Field(default=None, description="URL override without auth (tests, kubectl proxy)")
+    api_server: str | None = Field(
+        default=None, description="URL override without auth (tests, kubectl proxy)"
+    )
     request_timeout: float = Field(default=5.0, gt=0, description="seconds per API call")
 
     @property
@@ -103,7 +112,9 @@ def gpu_type_for(label_value: str, label_map: dict[str, str]) -> str:
     return label_value
 
 
-def label_values_for(gpu_types: Iterable[str], label_map: dict[str, str], seen: Iterable[str] = ()) -> list[str]:
+def label_values_for(
+    gpu_types: Iterable[str], label_map: dict[str, str], seen: Iterable[str] = ()
+) -> list[str]:
     """Node label values that satisfy the accepted GPU types: mapped values, values seen on nodes that the
     heuristic maps to the type, and the type itself when nothing maps to it (clusters labelled plainly)."""
     candidates = [*label_map, *seen]
@@ -136,13 +147,15 @@ def _labels(request: JobRequest) -> dict[str, str]:
     accounting select on them)."""
     user = {**request.spec.labels, **request.labels}
     labels = {k: label_value(v) for k, v in user.items() if _LABEL_KEY.match(k)}
-    labels.update({
-        "inferofabric.io/workload": label_value(request.workload_id),
-        "inferofabric.io/team": label_value(request.spec.team),
-        "inferofabric.io/project": label_value(request.spec.project),
-        "inferofabric.io/attempt": str(request.attempt),
-        MANAGED_BY: MANAGED_BY_VALUE,
-    })
+    labels.update(
+        {
+            "inferofabric.io/workload": label_value(request.workload_id),
+            "inferofabric.io/team": label_value(request.spec.team),
+            "inferofabric.io/project": label_value(request.spec.project),
+            "inferofabric.io/attempt": str(request.attempt),
+            MANAGED_BY: MANAGED_BY_VALUE,
+        }
+    )
     return labels
 
 
@@ -152,7 +165,9 @@ def _env(request: JobRequest, job_name: str) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
     for name, value in request.env.items():
         if name in secret:
-            env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name(job_name), "key": name}}})
+            env.append(
+                {"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name(job_name), "key": name}}}
+            )
         else:
             env.append({"name": name, "value": value})
     return env
@@ -175,8 +190,13 @@ def _affinity(request: JobRequest, config: KubernetesConfig, seen: Iterable[str]
         return None
     values = label_values_for(types, config.gpu_label_map, seen)
     expression = {"key": config.gpu_label, "operator": "In", "values": values}
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [expression]}]}}}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [expression]}]
+            }
+        }
+    }
 
 
 def _pull_secrets(request: JobRequest, config: KubernetesConfig, job_name: str) -> list[dict[str, str]]:
@@ -186,9 +206,14 @@ def _pull_secrets(request: JobRequest, config: KubernetesConfig, job_name: str) 
     return [{"name": n} for n in names if n]
 
 
-def _pod_spec(request: JobRequest, config: KubernetesConfig, job_name: str, seen: Iterable[str]) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": request.spec.image,
-                                 "resources": _resources(request)}
+def _pod_spec(
+    request: JobRequest, config: KubernetesConfig, job_name: str, seen: Iterable[str]
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": request.spec.image,
+        "resources": _resources(request),
+    }
     if request.spec.command:
         container["command"] = list(request.spec.command)
     if request.spec.args:
@@ -207,8 +232,9 @@ def _pod_spec(request: JobRequest, config: KubernetesConfig, job_name: str, seen
     return pod
 
 
-def build_job_manifest(request: JobRequest, config: KubernetesConfig, seen_label_values: Iterable[str] = ()
-                       ) -> dict[str, Any]:
+def build_job_manifest(
+    request: JobRequest, config: KubernetesConfig, seen_label_values: Iterable[str] = ()
+) -> dict[str, Any]:
     """The batch/v1 Job for one attempt, as a plain dict (pure, so it can be schema-validated offline).
 
     `seen_label_values` are GPU label values observed on nodes; they let the affinity match cards the
@@ -219,15 +245,24 @@ def build_job_manifest(request: JobRequest, config: KubernetesConfig, seen_label
     annotations = {**request.spec.annotations, JOB_ID_ANNOTATION: request.job_id}
     spec: dict[str, Any] = {
         "backoffLimit": request.spec.max_retries,
-        "template": {"metadata": {"labels": labels, "annotations": dict(request.spec.annotations)},
-                     "spec": _pod_spec(request, config, job_name, seen_label_values)},
+        "template": {
+            "metadata": {"labels": labels, "annotations": dict(request.spec.annotations)},
+            "spec": _pod_spec(request, config, job_name, seen_label_values),
+        },
     }
     if request.spec.max_runtime_seconds:
         spec["activeDeadlineSeconds"] = request.spec.max_runtime_seconds
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": job_name, "namespace": config.namespace, "labels": labels,
-                         "annotations": annotations},
-            "spec": spec}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name,
+            "namespace": config.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
 
 
 def build_env_secret(request: JobRequest, config: KubernetesConfig) -> dict[str, Any] | None:
@@ -235,8 +270,13 @@ def build_env_secret(request: JobRequest, config: KubernetesConfig) -> dict[str,
     values = {name: request.env[name] for name in request.secret_env if name in request.env}
     if not values:
         return None
-    return _secret(secret_name(k8s_name(request.job_id)), request, config, "Opaque",
-                   {k: v.encode() for k, v in values.items()})
+    return _secret(
+        secret_name(k8s_name(request.job_id)),
+        request,
+        config,
+        "Opaque",
+        {k: v.encode() for k, v in values.items()},
+    )
 
 
 def build_pull_secret(request: JobRequest, config: KubernetesConfig) -> dict[str, Any] | None:
@@ -247,17 +287,34 @@ def build_pull_secret(request: JobRequest, config: KubernetesConfig) -> dict[str
         return None
     registry = creds.get("registry") or creds.get("server") or request.spec.image.split("/", 1)[0]
     auth = base64.b64encode(f"{creds.get('username', '')}:{creds.get('password', '')}".encode()).decode()
-    config_json = {"auths": {registry: {"username": creds.get("username", ""),
-                                        "password": creds.get("password", ""), "auth": auth}}}
-    return _secret(pull_secret_name(k8s_name(request.job_id)), request, config,
-                   "kubernetes.io/dockerconfigjson", {".dockerconfigjson": json.dumps(config_json).encode()})
+    config_json = {
+        "auths": {
+            registry: {
+                "username": creds.get("username", ""),
+                "password": creds.get("password", ""),
+                "auth": auth,
+            }
+        }
+    }
+    return _secret(
+        pull_secret_name(k8s_name(request.job_id)),
+        request,
+        config,
+        "kubernetes.io/dockerconfigjson",
+        {".dockerconfigjson": json.dumps(config_json).encode()},
+    )
 
 
-def _secret(name: str, request: JobRequest, config: KubernetesConfig, kind: str,
-            data: dict[str, bytes]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "type": kind,
-            "metadata": {"name": name, "namespace": config.namespace, "labels": _labels(request)},
-            "data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
+def _secret(
+    name: str, request: JobRequest, config: KubernetesConfig, kind: str, data: dict[str, bytes]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": kind,
+        "metadata": {"name": name, "namespace": config.namespace, "labels": _labels(request)},
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
 
 
 # -- status interpretation (pure) ------------------------------------------------------------------
@@ -290,10 +347,12 @@ def _exit_code(pods: list[k8s.V1Pod]) -> int | None:
 
 def _newest_first(pods: Iterable[k8s.V1Pod]) -> list[k8s.V1Pod]:
     """Pods by creation time, newest first (a Job with retries has one pod per try)."""
+
     def key(pod: k8s.V1Pod) -> tuple[str, str]:
         meta = pod.metadata
         created: datetime | None = meta.creation_timestamp if meta else None
         return (created.isoformat() if created else "", (meta.name or "") if meta else "")
+
     return sorted(pods, key=key, reverse=True)
 
 
@@ -304,26 +363,41 @@ def job_status_from(job_id: str, job: k8s.V1Job, pods: list[k8s.V1Pod]) -> JobSt
     pods = _newest_first(pods)
     details: dict[str, Any] = {
         "job_name": job.metadata.name if job.metadata else k8s_name(job_id),
-        "active": st.active or 0, "succeeded": st.succeeded or 0, "failed": st.failed or 0,
-        "pods": [{"name": p.metadata.name, "phase": p.status.phase if p.status else None,
-                  "node": p.spec.node_name if p.spec else None} for p in pods if p.metadata],
+        "active": st.active or 0,
+        "succeeded": st.succeeded or 0,
+        "failed": st.failed or 0,
+        "pods": [
+            {
+                "name": p.metadata.name,
+                "phase": p.status.phase if p.status else None,
+                "node": p.spec.node_name if p.spec else None,
+            }
+            for p in pods
+            if p.metadata
+        ],
     }
-    base = {"job_id": job_id, "started_at": st.start_time, "details": details, "exit_code": _exit_code(pods)}
+    base = JobStatus(
+        job_id=job_id,
+        state=JobState.PENDING,
+        started_at=st.start_time,
+        details=details,
+        exit_code=_exit_code(pods),
+    )
     complete, failed = _condition(st.conditions, "Complete"), _condition(st.conditions, "Failed")
     if complete is not None:
-        return JobStatus(state=JobState.SUCCEEDED, finished_at=st.completion_time or complete.last_transition_time,
-                         **base)
+        finished = st.completion_time or complete.last_transition_time
+        return base.model_copy(update={"state": JobState.SUCCEEDED, "finished_at": finished})
     if failed is not None:
-        details["reason"] = failed.reason
         message = ": ".join(x for x in (failed.reason, failed.message) if x)
-        return JobStatus(state=JobState.FAILED, message=message, finished_at=failed.last_transition_time, **base)
+        update = {"state": JobState.FAILED, "message": message, "finished_at": failed.last_transition_time}
+        return base.model_copy(update={**update, "details": {**details, "reason": failed.reason}})
     problem = next((pr for pr in map(_pod_problem, pods) if pr), None)
     if problem is not None:
-        details["reason"] = problem[0]
-        return JobStatus(state=JobState.PENDING, message=f"{problem[0]}: {problem[1]}".rstrip(": "), **base)
+        message = f"{problem[0]}: {problem[1]}".rstrip(": ")
+        return base.model_copy(update={"message": message, "details": {**details, "reason": problem[0]}})
     if any(p.status and p.status.phase == "Running" for p in pods) or ((st.active or 0) > 0 and not pods):
-        return JobStatus(state=JobState.RUNNING, **base)
-    return JobStatus(state=JobState.PENDING, **base)
+        return base.model_copy(update={"state": JobState.RUNNING})
+    return base
 
 
 # -- capacity (pure) -------------------------------------------------------------------------------
@@ -332,11 +406,13 @@ def job_status_from(job_id: str, job: k8s.V1Job, pods: list[k8s.V1Pod]) -> JobSt
 def pod_gpus(pod: k8s.V1Pod) -> int:
     """GPUs a pod holds: its containers' requests (limits when no request), or its largest init
     container if that is larger, as the scheduler computes it."""
+
     def one(container: k8s.V1Container) -> int:
         res = container.resources
         if res is None:
             return 0
         return gpu_quantity(res.requests) if gpu_quantity(res.requests) else gpu_quantity(res.limits)
+
     spec = pod.spec
     if spec is None:
         return 0
@@ -349,7 +425,9 @@ def node_unusable_reason(node: k8s.V1Node) -> str | None:
     """Why a GPU node takes no new work: cordoned, or its Ready condition is not True."""
     if node.spec is not None and node.spec.unschedulable:
         return "cordoned"
-    ready = next((c for c in (node.status.conditions if node.status else None) or [] if c.type == "Ready"), None)
+    ready = next(
+        (c for c in (node.status.conditions if node.status else None) or [] if c.type == "Ready"), None
+    )
     if ready is None or ready.status != "True":
         return "NotReady"
     return None
@@ -381,8 +459,13 @@ def capacity_probe(nodes: list[k8s.V1Node], pods: list[k8s.V1Pod], config: Kuber
         total[gpu_type] = total.get(gpu_type, 0) + allocatable
         free[gpu_type] = free.get(gpu_type, 0) + max(0, allocatable - used.get(name, 0))
     health, reason_text = _health(usable, unusable)
-    details = {"free": free, "nodes": usable, "gpu_nodes": usable + len(unusable), "unusable": unusable,
-               "namespace": config.namespace}
+    details = {
+        "free": free,
+        "nodes": usable,
+        "gpu_nodes": usable + len(unusable),
+        "unusable": unusable,
+        "namespace": config.namespace,
+    }
     return PoolProbe(health=health, reason=reason_text, gpus=total, details=details)
 
 
@@ -421,10 +504,16 @@ class KubernetesBackend(Backend):
             else:
                 from kubernetes.config import load_kube_config
 
-                load_kube_config(config_file=self.config.kubeconfig_path, context=self.config.context,
-                                 client_configuration=cfg, persist_config=False)
+                load_kube_config(
+                    config_file=self.config.kubeconfig_path,
+                    context=self.config.context,
+                    client_configuration=cfg,
+                    persist_config=False,
+                )
         except Exception as error:  # ConfigException, missing file, bad YAML: all a pool-file problem
-            raise BackendConfigError(f"pool {self.pool.name!r}: cannot load Kubernetes config: {error}") from error
+            raise BackendConfigError(
+                f"pool {self.pool.name!r}: cannot load Kubernetes config: {error}"
+            ) from error
         # Retry a refused/dropped connection once; never re-send after a read timeout or an HTTP status,
         # so a wedged server costs at most two timeouts.
         cfg.retries = urllib3.Retry(total=2, connect=2, read=1, status=0, redirect=0, backoff_factor=0)
@@ -473,7 +562,8 @@ class KubernetesBackend(Backend):
         with self._errors("probe"):
             nodes = self.core.list_node(_request_timeout=self.timeout).items
             pods = self.core.list_pod_for_all_namespaces(
-                field_selector="status.phase!=Succeeded,status.phase!=Failed", _request_timeout=self.timeout).items
+                field_selector="status.phase!=Succeeded,status.phase!=Failed", _request_timeout=self.timeout
+            ).items
         return capacity_probe(nodes, pods, self.config)
 
     def launch(self, request: JobRequest) -> JobStatus:
@@ -484,8 +574,12 @@ class KubernetesBackend(Backend):
                 self._put_secret(secret)
         with self._errors(f"create job {manifest['metadata']['name']}", rejected=(400, 403, 404, 422)):
             try:
-                self.batch.create_namespaced_job(self.ns, k8s.V1Job.from_dict(manifest), field_validation="Strict",
-                                                 _request_timeout=self.timeout)
+                self.batch.create_namespaced_job(
+                    self.ns,
+                    _model(k8s.V1Job, manifest),
+                    field_validation="Strict",
+                    _request_timeout=self.timeout,
+                )
             except ApiException as error:
                 if error.status != 409:  # AlreadyExists: a retried launch; report the Job we started
                     raise
@@ -508,11 +602,17 @@ class KubernetesBackend(Backend):
         with self._errors(f"delete job {name}"):
             # Foreground: the Job disappears only after its pods, so "cancelled" means nothing still runs.
             options = k8s.V1DeleteOptions(propagation_policy="Foreground")
-            self._delete_missing_ok(lambda: self.batch.delete_namespaced_job(
-                name, self.ns, body=options, _request_timeout=self.timeout))
+            self._delete_missing_ok(
+                lambda: self.batch.delete_namespaced_job(
+                    name, self.ns, body=options, _request_timeout=self.timeout
+                )
+            )
             for secret in (secret_name(name), pull_secret_name(name)):
-                self._delete_missing_ok(lambda s=secret: self.core.delete_namespaced_secret(
-                    s, self.ns, _request_timeout=self.timeout))
+                self._delete_missing_ok(
+                    lambda s=secret: self.core.delete_namespaced_secret(
+                        s, self.ns, _request_timeout=self.timeout
+                    )
+                )
 
     def logs(self, job_id: str, tail: int = 200) -> str:
         name = k8s_name(job_id)
@@ -521,8 +621,13 @@ class KubernetesBackend(Backend):
             if not pods or not pods[0].metadata or not pods[0].metadata.name:
                 return ""
             try:
-                text = self.core.read_namespaced_pod_log(pods[0].metadata.name, self.ns, container=CONTAINER_NAME,
-                                                         tail_lines=tail, _request_timeout=self.timeout)
+                text = self.core.read_namespaced_pod_log(
+                    pods[0].metadata.name,
+                    self.ns,
+                    container=CONTAINER_NAME,
+                    tail_lines=tail,
+                    _request_timeout=self.timeout,
+                )
             except ApiException as error:
                 if error.status in (400, 404):  # container not started yet, or pod just went away
                     return ""
@@ -531,14 +636,18 @@ class KubernetesBackend(Backend):
 
     def list_jobs(self) -> list[str]:
         with self._errors("list jobs"):
-            jobs = self.batch.list_namespaced_job(self.ns, label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE}",
-                                                  _request_timeout=self.timeout).items
+            jobs = self.batch.list_namespaced_job(
+                self.ns, label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE}", _request_timeout=self.timeout
+            ).items
         return [_job_id_of(job) for job in jobs if job.metadata and job.metadata.name]
 
     # -- helpers ----------------------------------------------------------------------------------
     def _job_pods(self, name: str) -> list[k8s.V1Pod]:
-        return list(self.core.list_namespaced_pod(self.ns, label_selector=f"job-name={name}",
-                                                  _request_timeout=self.timeout).items)
+        return list(
+            self.core.list_namespaced_pod(
+                self.ns, label_selector=f"job-name={name}", _request_timeout=self.timeout
+            ).items
+        )
 
     def _seen_label_values(self, request: JobRequest) -> list[str]:
         """GPU label values on the cluster's nodes, only when the map cannot translate every accepted type
@@ -554,7 +663,7 @@ class KubernetesBackend(Backend):
     def _put_secret(self, manifest: dict[str, Any]) -> None:
         """Create the Secret, or replace it when a retried launch finds the one it created before."""
         name = manifest["metadata"]["name"]
-        body = k8s.V1Secret.from_dict(manifest)
+        body = _model(k8s.V1Secret, manifest)
         with self._errors(f"create secret {name}", rejected=(400, 403, 404, 422)):
             try:
                 self.core.create_namespaced_secret(self.ns, body, _request_timeout=self.timeout)
@@ -570,6 +679,14 @@ class KubernetesBackend(Backend):
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+def _model(cls: type[_M], data: dict[str, Any]) -> _M:
+    """A client model from a manifest dict (the client serialises models, not dicts)."""
+    model = cls.from_dict(data)
+    if model is None:
+        raise JobRejected(f"cannot build a {cls.__name__} from the manifest")
+    return model
 
 
 def _job_id_of(job: k8s.V1Job) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from inferofabric.backends.kubernetes import (
     k8s_name,
 )
 from inferofabric.backends.registry import backend_for
-from inferofabric.models.common import Health
+from inferofabric.models.common import Health, Location
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.workload import WorkloadSpec
 
@@ -48,10 +50,21 @@ def kube_api() -> Iterator[FakeKubeApi]:
 
 
 def make_pool(url: str, **extra: Any) -> PoolSpec:
-    kubernetes = {"api_server": url, "namespace": NS, "request_timeout": 2,
-                  "gpu_label_map": {"NVIDIA-H100-80GB-HBM3": "H100"}, **extra}
-    return PoolSpec(name="dc1-gpu", location="on-prem", backend="kubernetes", region="dc1",
-                    gpus={"A100": 16}, kubernetes=kubernetes)
+    kubernetes = {
+        "api_server": url,
+        "namespace": NS,
+        "request_timeout": 2,
+        "gpu_label_map": {"NVIDIA-H100-80GB-HBM3": "H100"},
+        **extra,
+    }
+    return PoolSpec(
+        name="dc1-gpu",
+        location=Location.ON_PREM,
+        backend="kubernetes",
+        region="dc1",
+        gpus={"A100": 16},
+        kubernetes=kubernetes,
+    )
 
 
 @pytest.fixture
@@ -63,14 +76,30 @@ def backend(kube_api: FakeKubeApi, tmp_path: Path) -> KubernetesBackend:
 
 
 def make_request(attempt: int = 1, gpus: int = 2, types: list[str] | None = None, **spec: Any) -> JobRequest:
-    workload = WorkloadSpec.model_validate({
-        "name": "train-llm", "team": "research", "project": "llm", "image": "ghcr.io/acme/train:1.0",
-        "command": ["python", "train.py"], "args": ["--epochs", "3"],
-        "resources": {"gpu": {"type": types or ["A100"], "count": gpus}, "cpu": 8, "memory": "64Gi"},
-        "max_retries": 2, "max_runtime_seconds": 3600, **spec})
-    return JobRequest(job_id=job_id_for("train-llm", attempt), workload_id="train-llm", attempt=attempt,
-                      spec=workload, gpu_type=(types or ["A100"])[0], gpus=gpus,
-                      env={"EPOCHS": "3", "HF_TOKEN": SECRET_VALUE}, secret_env=["HF_TOKEN"])
+    workload = WorkloadSpec.model_validate(
+        {
+            "name": "train-llm",
+            "team": "research",
+            "project": "llm",
+            "image": "ghcr.io/acme/train:1.0",
+            "command": ["python", "train.py"],
+            "args": ["--epochs", "3"],
+            "resources": {"gpu": {"type": types or ["A100"], "count": gpus}, "cpu": 8, "memory": "64Gi"},
+            "max_retries": 2,
+            "max_runtime_seconds": 3600,
+            **spec,
+        }
+    )
+    return JobRequest(
+        job_id=job_id_for("train-llm", attempt),
+        workload_id="train-llm",
+        attempt=attempt,
+        spec=workload,
+        gpu_type=(types or ["A100"])[0],
+        gpus=gpus,
+        env={"EPOCHS": "3", "HF_TOKEN": SECRET_VALUE},
+        secret_env=["HF_TOKEN"],
+    )
 
 
 # -- capacity -----------------------------------------------------------------------------------
@@ -118,11 +147,20 @@ def test_probe_lists_pods_once(kube_api: FakeKubeApi, backend: KubernetesBackend
     assert [path.split("?")[0] for _, path, _ in kube_api.requests] == ["/api/v1/nodes", "/api/v1/pods"]
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("NVIDIA-A100-SXM4-80GB", "A100"), ("NVIDIA-H100-80GB-HBM3", "H100"), ("Tesla-T4", "T4"),
-    ("NVIDIA-L40S", "L40S"), ("NVIDIA-L4", "L4"), ("NVIDIA-A10G", "A10G"), ("Tesla-V100-SXM2-16GB", "V100"),
-    ("NVIDIA-GeForce-RTX-4090", "NVIDIA-GeForce-RTX-4090"), ("custom-card", "MyCard"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("NVIDIA-A100-SXM4-80GB", "A100"),
+        ("NVIDIA-H100-80GB-HBM3", "H100"),
+        ("Tesla-T4", "T4"),
+        ("NVIDIA-L40S", "L40S"),
+        ("NVIDIA-L4", "L4"),
+        ("NVIDIA-A10G", "A10G"),
+        ("Tesla-V100-SXM2-16GB", "V100"),
+        ("NVIDIA-GeForce-RTX-4090", "NVIDIA-GeForce-RTX-4090"),
+        ("custom-card", "MyCard"),
+    ],
+)
 def test_gpu_label_mapping(value: str, expected: str) -> None:
     assert gpu_type_for(value, {"custom-card": "MyCard"}) == expected
 
@@ -145,18 +183,28 @@ def test_launch_creates_job(kube_api: FakeKubeApi, backend: KubernetesBackend) -
     container = pod["containers"][0]
     assert container["image"] == "ghcr.io/acme/train:1.0"
     assert container["command"] == ["python", "train.py"] and container["args"] == ["--epochs", "3"]
-    assert container["resources"] == {"limits": {"nvidia.com/gpu": "2"},
-                                      "requests": {"cpu": "8", "memory": "64Gi"}}
+    assert container["resources"] == {
+        "limits": {"nvidia.com/gpu": "2"},
+        "requests": {"cpu": "8", "memory": "64Gi"},
+    }
     assert spec["backoffLimit"] == 2 and spec["activeDeadlineSeconds"] == 3600
     assert "ttlSecondsAfterFinished" not in spec and pod["restartPolicy"] == "Never"
     expression = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"][0]["matchExpressions"][0]
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"][0]
     # The map has no A100 entry, so the label values seen on nodes are matched by the heuristic.
-    assert expression == {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-A100-SXM4-80GB"]}
+    assert expression == {
+        "key": "nvidia.com/gpu.product",
+        "operator": "In",
+        "values": ["NVIDIA-A100-SXM4-80GB"],
+    }
     assert job["metadata"]["labels"] == {
-        "inferofabric.io/workload": "train-llm", "inferofabric.io/team": "research",
-        "inferofabric.io/project": "llm", "inferofabric.io/attempt": "1",
-        "app.kubernetes.io/managed-by": "inferofabric"}
+        "inferofabric.io/workload": "train-llm",
+        "inferofabric.io/team": "research",
+        "inferofabric.io/project": "llm",
+        "inferofabric.io/attempt": "1",
+        "app.kubernetes.io/managed-by": "inferofabric",
+    }
     assert pod.get("imagePullSecrets") is None
     create = next(q for q in kube_api.requests if q[0] == "POST" and "/jobs" in q[1])
     assert "fieldValidation=Strict" in create[1]
@@ -167,8 +215,10 @@ def test_secret_env_goes_to_a_secret(kube_api: FakeKubeApi, backend: KubernetesB
     backend.launch(make_request())
     env = kube_api.job("train-llm-a1", NS)["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "EPOCHS", "value": "3"} in env
-    assert {"name": "HF_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": "train-llm-a1-env", "key": "HF_TOKEN"}}} in env
+    assert {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "train-llm-a1-env", "key": "HF_TOKEN"}},
+    } in env
     assert decode_secret(kube_api.secrets[(NS, "train-llm-a1-env")]) == {"HF_TOKEN": SECRET_VALUE}
     job_bodies = [json.dumps(body) for method, path, body in kube_api.requests if "/jobs" in path and body]
     assert job_bodies and not any(SECRET_VALUE in body for body in job_bodies)
@@ -176,13 +226,17 @@ def test_secret_env_goes_to_a_secret(kube_api: FakeKubeApi, backend: KubernetesB
 
 
 def test_affinity_uses_reverse_map_and_pull_secret(kube_api: FakeKubeApi, tmp_path: Path) -> None:
-    pool = make_pool(kube_api.url, image_pull_secret="regcred",
-                     gpu_label_map={"NVIDIA-H100-80GB-HBM3": "H100", "NVIDIA-H100-NVL": "H100"})
+    pool = make_pool(
+        kube_api.url,
+        image_pull_secret="regcred",
+        gpu_label_map={"NVIDIA-H100-80GB-HBM3": "H100", "NVIDIA-H100-NVL": "H100"},
+    )
     kube_api.add_node("h1", gpus=8, product="NVIDIA-H100-NVL")
     KubernetesBackend(pool, tmp_path).launch(make_request(types=["H100", "L4"]))
     pod = kube_api.job("train-llm-a1", NS)["spec"]["template"]["spec"]
     values = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"][0]["values"]
     assert values == ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-NVL", "L4"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert [p["spec"]["nodeName"] for p in kube_api.job_pods("train-llm-a1", NS)] == ["h1"]
@@ -203,7 +257,14 @@ def test_retried_launch_creates_one_job(kube_api: FakeKubeApi, backend: Kubernet
     assert first.state == second.state == JobState.RUNNING
     assert list(kube_api.jobs) == [(NS, "train-llm-a1")]
     assert len(kube_api.job_pods("train-llm-a1", NS)) == 1
-    assert sum(1 for m, p, _ in kube_api.requests if m == "POST" and p.startswith(f"/apis/batch/v1/namespaces/{NS}/jobs")) == 2
+    assert (
+        sum(
+            1
+            for m, p, _ in kube_api.requests
+            if m == "POST" and p.startswith(f"/apis/batch/v1/namespaces/{NS}/jobs")
+        )
+        == 2
+    )
 
 
 def test_long_job_id_is_truncated_and_hashed(kube_api: FakeKubeApi, backend: KubernetesBackend) -> None:
@@ -248,8 +309,13 @@ def test_status_failed_with_reason(kube_api: FakeKubeApi, backend: KubernetesBac
     kube_api.add_node("a1", gpus=8)
     request = make_request()
     backend.launch(request)
-    kube_api.fail(request.job_id, NS, reason="DeadlineExceeded", message="Job was active longer than specified",
-                  exit_code=137)
+    kube_api.fail(
+        request.job_id,
+        NS,
+        reason="DeadlineExceeded",
+        message="Job was active longer than specified",
+        exit_code=137,
+    )
     status = backend.status(request.job_id)
     assert status.state == JobState.FAILED and status.exit_code == 137
     assert status.message.startswith("DeadlineExceeded") and status.details["reason"] == "DeadlineExceeded"
@@ -356,8 +422,12 @@ def test_config_defaults_and_strictness() -> None:
 
 
 def test_missing_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
-    pool = PoolSpec(name="dc1-gpu", location="on-prem", backend="kubernetes",
-                    kubernetes={"kubeconfig": str(tmp_path / "missing"), "context": "dc1"})
+    pool = PoolSpec(
+        name="dc1-gpu",
+        location=Location.ON_PREM,
+        backend="kubernetes",
+        kubernetes={"kubeconfig": str(tmp_path / "missing"), "context": "dc1"},
+    )
     with pytest.raises(BackendConfigError):
         KubernetesBackend(pool, tmp_path).probe()
 
@@ -365,16 +435,31 @@ def test_missing_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
 def test_kubeconfig_context_selects_server(kube_api: FakeKubeApi, tmp_path: Path) -> None:
     """A real kubeconfig file (token auth) pointing at the fake: the chosen context's server is used."""
     kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "other",
-        "clusters": [{"name": "dc1", "cluster": {"server": kube_api.url}},
-                     {"name": "other", "cluster": {"server": "http://127.0.0.1:1"}}],
-        "users": [{"name": "agent", "user": {"token": "abc"}}],
-        "contexts": [{"name": "dc1", "context": {"cluster": "dc1", "user": "agent", "namespace": NS}},
-                     {"name": "other", "context": {"cluster": "other", "user": "agent"}}]}))
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "other",
+                "clusters": [
+                    {"name": "dc1", "cluster": {"server": kube_api.url}},
+                    {"name": "other", "cluster": {"server": "http://127.0.0.1:1"}},
+                ],
+                "users": [{"name": "agent", "user": {"token": "abc"}}],
+                "contexts": [
+                    {"name": "dc1", "context": {"cluster": "dc1", "user": "agent", "namespace": NS}},
+                    {"name": "other", "context": {"cluster": "other", "user": "agent"}},
+                ],
+            }
+        )
+    )
     kube_api.add_node("a1", gpus=8)
-    pool = PoolSpec(name="dc1-gpu", location="on-prem", backend="kubernetes",
-                    kubernetes={"kubeconfig": str(kubeconfig), "context": "dc1", "namespace": NS})
+    pool = PoolSpec(
+        name="dc1-gpu",
+        location=Location.ON_PREM,
+        backend="kubernetes",
+        kubernetes={"kubeconfig": str(kubeconfig), "context": "dc1", "namespace": NS},
+    )
     assert KubernetesBackend(pool, tmp_path).probe().gpus == {"A100": 8}
 
 
@@ -383,3 +468,50 @@ def test_manifest_is_pure_and_deterministic() -> None:
     first, second = build_job_manifest(make_request(), config), build_job_manifest(make_request(), config)
     assert first == second and first["metadata"]["name"] == "train-llm-a1"
     assert SECRET_VALUE not in json.dumps(first)
+
+
+# -- the fake rejects what a real API server rejects -------------------------------------------------
+
+
+def raw(api: FakeKubeApi, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """One plain HTTP request to the fake, bypassing the client (which would refuse to send bad objects)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        api.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+JOBS = f"/apis/batch/v1/namespaces/{NS}/jobs"
+
+
+def job_body(name: str = "j1", **spec: Any) -> dict[str, Any]:
+    container = {"name": "c", "image": "busybox"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": {"containers": [container], "restartPolicy": "Never"}}, **spec},
+    }
+
+
+def test_fake_rejects_like_a_real_api_server(kube_api: FakeKubeApi) -> None:
+    assert raw(kube_api, "POST", JOBS, job_body())[0] == 201
+    code, status = raw(kube_api, "POST", JOBS, job_body())
+    assert (code, status["kind"], status["reason"]) == (409, "Status", "AlreadyExists")
+    assert raw(kube_api, "POST", JOBS, job_body(name=""))[1]["reason"] == "Invalid"
+    no_image = job_body("j2")
+    del no_image["spec"]["template"]["spec"]["containers"][0]["image"]
+    code, status = raw(kube_api, "POST", JOBS, no_image)
+    assert code == 422 and "containers[0].image" in status["message"]
+    no_containers = job_body("j3")
+    no_containers["spec"]["template"]["spec"]["containers"] = []
+    assert raw(kube_api, "POST", JOBS, no_containers)[0] == 422
+    code, status = raw(kube_api, "POST", JOBS, job_body("j4", backofLimit=3))
+    assert code == 400 and "unknown field" in status["message"]
+    assert raw(kube_api, "GET", f"/apis/batch/v1/namespaces/{NS}/cronjobs")[0] == 404
+    assert raw(kube_api, "GET", f"{JOBS}/missing")[1]["reason"] == "NotFound"

@@ -27,9 +27,22 @@ GPU = "nvidia.com/gpu"
 GPU_LABEL = "nvidia.com/gpu.product"
 TERMINATED_PHASES = ("Succeeded", "Failed")
 JOB_SPEC_FIELDS = {
-    "activeDeadlineSeconds", "backoffLimit", "backoffLimitPerIndex", "completionMode", "completions",
-    "manualSelector", "managedBy", "maxFailedIndexes", "parallelism", "podFailurePolicy",
-    "podReplacementPolicy", "selector", "successPolicy", "suspend", "template", "ttlSecondsAfterFinished",
+    "activeDeadlineSeconds",
+    "backoffLimit",
+    "backoffLimitPerIndex",
+    "completionMode",
+    "completions",
+    "manualSelector",
+    "managedBy",
+    "maxFailedIndexes",
+    "parallelism",
+    "podFailurePolicy",
+    "podReplacementPolicy",
+    "selector",
+    "successPolicy",
+    "suspend",
+    "template",
+    "ttlSecondsAfterFinished",
 }
 JOB_TOP_FIELDS = {"apiVersion", "kind", "metadata", "spec", "status"}
 
@@ -49,8 +62,15 @@ class ApiError(Exception):
         self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def status(self) -> Obj:
-        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                     "message": self.message, "reason": self.reason, "code": self.code}
+        body: Obj = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details:
             body["details"] = self.details
         return body
@@ -61,8 +81,12 @@ def not_found(kind: str, name: str) -> ApiError:
 
 
 def invalid(kind: str, name: str, field: str, why: str = "Required value") -> ApiError:
-    return ApiError(422, "Invalid", f'{kind}.batch "{name}" is invalid: {field}: {why}',
-                    {"name": name, "kind": kind, "causes": [{"reason": "FieldValueRequired", "field": field}]})
+    return ApiError(
+        422,
+        "Invalid",
+        f'{kind}.batch "{name}" is invalid: {field}: {why}',
+        {"name": name, "kind": kind, "causes": [{"reason": "FieldValueRequired", "field": field}]},
+    )
 
 
 def selector_matches(labels: dict[str, str], selector: str | None) -> bool:
@@ -86,7 +110,9 @@ def field_matches(pod: Obj, selector: str | None) -> bool:
         negate = "!=" in term
         key, value = term.split("!=" if negate else "=", 1)
         if key not in paths:
-            raise ApiError(400, "BadRequest", f'"{key}" is not a known field selector: only "spec.nodeName"...')
+            raise ApiError(
+                400, "BadRequest", f'"{key}" is not a known field selector: only "spec.nodeName"...'
+            )
         if (paths[key] == value.lstrip("=")) == negate:
             return False
     return True
@@ -123,7 +149,7 @@ class FakeKubeApi:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -135,24 +161,47 @@ class FakeKubeApi:
             self.server = None
 
     # -- test controls ----------------------------------------------------------------------------
-    def add_node(self, name: str, gpus: int = 8, product: str = "NVIDIA-A100-SXM4-80GB", ready: bool = True,
-                 unschedulable: bool = False, labels: dict[str, str] | None = None) -> Obj:
+    def add_node(
+        self,
+        name: str,
+        gpus: int = 8,
+        product: str = "NVIDIA-A100-SXM4-80GB",
+        ready: bool = True,
+        unschedulable: bool = False,
+        labels: dict[str, str] | None = None,
+    ) -> Obj:
         node: Obj = {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": self._meta(name, None, {"kubernetes.io/hostname": name, GPU_LABEL: product,
-                                                **(labels or {})}),
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": self._meta(
+                name, None, {"kubernetes.io/hostname": name, GPU_LABEL: product, **(labels or {})}
+            ),
             "spec": {"unschedulable": True} if unschedulable else {},
-            "status": {"allocatable": {"cpu": "64", "memory": "512Gi", GPU: str(gpus)},
-                       "capacity": {"cpu": "64", "memory": "512Gi", GPU: str(gpus)},
-                       "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                                       "reason": "KubeletReady" if ready else "KubeletNotReady"}]},
+            "status": {
+                "allocatable": {"cpu": "64", "memory": "512Gi", GPU: str(gpus)},
+                "capacity": {"cpu": "64", "memory": "512Gi", GPU: str(gpus)},
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True" if ready else "False",
+                        "reason": "KubeletReady" if ready else "KubeletNotReady",
+                    }
+                ],
+            },
         }
         with self.lock:
             self.nodes[name] = node
         return node
 
-    def add_pod(self, name: str, node: str, gpus: int, namespace: str = "other", phase: str = "Running",
-                use_limits_only: bool = False) -> Obj:
+    def add_pod(
+        self,
+        name: str,
+        node: str,
+        gpus: int,
+        namespace: str = "other",
+        phase: str = "Running",
+        use_limits_only: bool = False,
+    ) -> Obj:
         """A pod the fabric did not start, consuming GPUs on a node (for the capacity math)."""
         amounts = {GPU: str(gpus)}
         resources = {"limits": amounts} if use_limits_only else {"requests": amounts, "limits": amounts}
@@ -169,23 +218,45 @@ class FakeKubeApi:
 
     def job_pods(self, name: str, namespace: str = "default") -> list[Obj]:
         with self.lock:
-            return [p for (ns, _), p in self.pods.items()
-                    if ns == namespace and p["metadata"]["labels"].get("job-name") == name]
+            return [
+                p
+                for (ns, _), p in self.pods.items()
+                if ns == namespace and p["metadata"]["labels"].get("job-name") == name
+            ]
 
     def succeed(self, job: str, namespace: str = "default", log: str = "") -> None:
         self._finish(job, namespace, "Succeeded", 0, "Complete", "CompletionsReached", "", log)
 
-    def fail(self, job: str, namespace: str = "default", reason: str = "BackoffLimitExceeded",
-             message: str = "Job has reached the specified backoff limit", exit_code: int = 1) -> None:
+    def fail(
+        self,
+        job: str,
+        namespace: str = "default",
+        reason: str = "BackoffLimitExceeded",
+        message: str = "Job has reached the specified backoff limit",
+        exit_code: int = 1,
+    ) -> None:
         self._finish(job, namespace, "Failed", exit_code, "Failed", reason, message, "")
 
-    def image_pull_error(self, job: str, namespace: str = "default", reason: str = "ImagePullBackOff") -> None:
+    def image_pull_error(
+        self, job: str, namespace: str = "default", reason: str = "ImagePullBackOff"
+    ) -> None:
         for pod in self.job_pods(job, namespace):
             image = pod["spec"]["containers"][0]["image"]
-            pod["status"].update(phase="Pending", containerStatuses=[{
-                "name": pod["spec"]["containers"][0]["name"], "image": image, "imageID": "", "ready": False,
-                "restartCount": 0,
-                "state": {"waiting": {"reason": reason, "message": f'Back-off pulling image "{image}"'}}}])
+            pod["status"].update(
+                phase="Pending",
+                containerStatuses=[
+                    {
+                        "name": pod["spec"]["containers"][0]["name"],
+                        "image": image,
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {
+                            "waiting": {"reason": reason, "message": f'Back-off pulling image "{image}"'}
+                        },
+                    }
+                ],
+            )
 
     def make_unschedulable(self, job: str, namespace: str = "default") -> None:
         for pod in self.job_pods(job, namespace):
@@ -226,8 +297,12 @@ class FakeKubeApi:
 
     def _authorize(self, verb: str, resource: str) -> None:
         if (verb, resource) in self.forbidden:
-            raise ApiError(403, "Forbidden", f'{resource} is forbidden: User "system:serviceaccount:x:agent" '
-                                             f'cannot {verb} resource "{resource}"')
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{resource} is forbidden: User "system:serviceaccount:x:agent" '
+                f'cannot {verb} resource "{resource}"',
+            )
 
     def _pods(self, method: str, ns: str, rest: list[str], query: dict[str, str]) -> tuple[int, Any]:
         if method == "GET" and not rest:
@@ -238,7 +313,9 @@ class FakeKubeApi:
             return 200, self._log(ns, rest[0], query)
         if method == "GET" and len(rest) == 1:
             return 200, self._get(self.pods, ns, rest[0], "pods")
-        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        raise ApiError(
+            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        )
 
     def _secrets(self, method: str, ns: str, rest: list[str], body: Obj | None) -> tuple[int, Any]:
         if method == "POST" and not rest:
@@ -253,7 +330,10 @@ class FakeKubeApi:
             self._authorize("update", "secrets")
             self._get(self.secrets, ns, name, "secrets")
             secret = self._named(body, "Secret")
-            secret["metadata"] = {**secret["metadata"], **self._meta(name, ns, secret["metadata"].get("labels"))}
+            secret["metadata"] = {
+                **secret["metadata"],
+                **self._meta(name, ns, secret["metadata"].get("labels")),
+            }
             self.secrets[(ns, name)] = secret
             return 200, secret
         if method == "DELETE":
@@ -263,8 +343,9 @@ class FakeKubeApi:
             return 200, self._deleted(name, "secrets")
         raise ApiError(405, "MethodNotAllowed", "method not allowed")
 
-    def _jobs(self, method: str, ns: str, rest: list[str], query: dict[str, str],
-              body: Obj | None) -> tuple[int, Any]:
+    def _jobs(
+        self, method: str, ns: str, rest: list[str], query: dict[str, str], body: Obj | None
+    ) -> tuple[int, Any]:
         if method == "POST" and not rest:
             self._authorize("create", "jobs")
             job = self._validate_job(body)
@@ -273,8 +354,11 @@ class FakeKubeApi:
             return 201, job
         if method == "GET" and not rest:
             self._authorize("list", "jobs")
-            jobs = [j for (n, _), j in self.jobs.items()
-                    if n == ns and selector_matches(j["metadata"].get("labels", {}), query.get("labelSelector"))]
+            jobs = [
+                j
+                for (n, _), j in self.jobs.items()
+                if n == ns and selector_matches(j["metadata"].get("labels", {}), query.get("labelSelector"))
+            ]
             return 200, self._list("JobList", jobs, "batch/v1")
         name = rest[0] if rest else ""
         if method == "GET":
@@ -295,15 +379,20 @@ class FakeKubeApi:
     def _named(self, body: Obj | None, kind: str) -> Obj:
         obj = copy.deepcopy(body or {})
         if not obj.get("metadata", {}).get("name"):
-            raise ApiError(422, "Invalid", f"{kind} \"\" is invalid: metadata.name: Required value: name or "
-                                           "generateName is required", {"kind": kind.lower() + "s"})
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{kind} "" is invalid: metadata.name: Required value: name or generateName is required',
+                {"kind": kind.lower() + "s"},
+            )
         return obj
 
     def _validate_job(self, body: Obj | None) -> Obj:
         job = self._named(body, "Job")
         name = job["metadata"]["name"]
-        unknown = sorted(set(job) - JOB_TOP_FIELDS) + sorted(f"spec.{k}" for k in set(job.get("spec", {})) -
-                                                              JOB_SPEC_FIELDS)
+        unknown = sorted(set(job) - JOB_TOP_FIELDS) + sorted(
+            f"spec.{k}" for k in set(job.get("spec", {})) - JOB_SPEC_FIELDS
+        )
         if unknown:
             raise ApiError(400, "BadRequest", f'strict decoding error: unknown field "{unknown[0]}"')
         containers = job.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []
@@ -319,8 +408,13 @@ class FakeKubeApi:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _meta(self, name: str, ns: str | None, labels: dict[str, str] | None = None) -> Obj:
-        meta: Obj = {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": str(len(self.requests) + 1),
-                     "creationTimestamp": now(), "labels": dict(labels or {})}
+        meta: Obj = {
+            "name": name,
+            "uid": str(uuid.uuid4()),
+            "resourceVersion": str(len(self.requests) + 1),
+            "creationTimestamp": now(),
+            "labels": dict(labels or {}),
+        }
         if ns:
             meta["namespace"] = ns
         return meta
@@ -329,8 +423,12 @@ class FakeKubeApi:
         name = obj["metadata"]["name"]
         if (ns, name) in store:
             group = "batch" if resource == "jobs" else ""
-            raise ApiError(409, "AlreadyExists", f'{resource}{"." + group if group else ""} "{name}" already '
-                                                 "exists", {"name": name, "group": group, "kind": resource})
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'{resource}{"." + group if group else ""} "{name}" already exists',
+                {"name": name, "group": group, "kind": resource},
+            )
         obj["metadata"] = {**obj["metadata"], **self._meta(name, ns, obj["metadata"].get("labels"))}
         obj.setdefault("status", {})
         store[(ns, name)] = obj
@@ -344,36 +442,57 @@ class FakeKubeApi:
         return {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": "1"}, "items": items}
 
     def _list_pods(self, ns: str | None, query: dict[str, str]) -> Obj:
-        pods = [p for (n, _), p in self.pods.items() if (ns is None or n == ns)
-                and selector_matches(p["metadata"].get("labels", {}), query.get("labelSelector"))
-                and field_matches(p, query.get("fieldSelector"))]
+        pods = [
+            p
+            for (n, _), p in self.pods.items()
+            if (ns is None or n == ns)
+            and selector_matches(p["metadata"].get("labels", {}), query.get("labelSelector"))
+            and field_matches(p, query.get("fieldSelector"))
+        ]
         return self._list("PodList", pods)
 
     def _log(self, ns: str, name: str, query: dict[str, str]) -> str:
         pod = self._get(self.pods, ns, name, "pods")
         if pod["status"].get("phase") == "Pending":
-            raise ApiError(400, "BadRequest", f'container "{pod["spec"]["containers"][0]["name"]}" in pod '
-                                              f'"{name}" is waiting to start: ContainerCreating')
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'container "{pod["spec"]["containers"][0]["name"]}" in pod '
+                f'"{name}" is waiting to start: ContainerCreating',
+            )
         lines = self.logs.get(name, "").splitlines(keepends=True)
         tail = int(query.get("tailLines", len(lines)))
         return "".join(lines[-tail:] if tail else [])
 
     def _deleted(self, name: str, kind: str, group: str = "") -> Obj:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                "details": {"name": name, "group": group, "kind": kind}}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": name, "group": group, "kind": kind},
+        }
 
     # -- the controller ---------------------------------------------------------------------------
     def _pod(self, name: str, ns: str, labels: dict[str, str], containers: list[Obj]) -> Obj:
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": self._meta(name, ns, labels),
-                "spec": {"containers": copy.deepcopy(containers), "restartPolicy": "Never"},
-                "status": {"phase": "Pending"}}
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": self._meta(name, ns, labels),
+            "spec": {"containers": copy.deepcopy(containers), "restartPolicy": "Never"},
+            "status": {"phase": "Pending"},
+        }
 
     def _run_controller(self, ns: str, job: Obj) -> None:
         """The Job controller plus the scheduler, in one step: one pod, bound where its GPUs fit."""
         name = job["metadata"]["name"]
         template = job["spec"]["template"]
-        labels = {**template.get("metadata", {}).get("labels", {}), "job-name": name,
-                  "batch.kubernetes.io/job-name": name, "controller-uid": job["metadata"]["uid"]}
+        labels = {
+            **template.get("metadata", {}).get("labels", {}),
+            "job-name": name,
+            "batch.kubernetes.io/job-name": name,
+            "controller-uid": job["metadata"]["uid"],
+        }
         pod = self._pod(f"{name}-{uuid.uuid4().hex[:5]}", ns, labels, template["spec"]["containers"])
         pod["spec"]["affinity"] = template["spec"].get("affinity")
         node = self._fit(pod)
@@ -381,9 +500,20 @@ class FakeKubeApi:
             pod["status"] = self._unschedulable_status(len(self.nodes))
         else:
             pod["spec"]["nodeName"] = node
-            pod["status"] = {"phase": "Running", "startTime": now(), "containerStatuses": [{
-                "name": pod["spec"]["containers"][0]["name"], "image": pod["spec"]["containers"][0]["image"],
-                "imageID": "", "ready": True, "restartCount": 0, "state": {"running": {"startedAt": now()}}}]}
+            pod["status"] = {
+                "phase": "Running",
+                "startTime": now(),
+                "containerStatuses": [
+                    {
+                        "name": pod["spec"]["containers"][0]["name"],
+                        "image": pod["spec"]["containers"][0]["image"],
+                        "imageID": "",
+                        "ready": True,
+                        "restartCount": 0,
+                        "state": {"running": {"startedAt": now()}},
+                    }
+                ],
+            }
         self.pods[(ns, pod["metadata"]["name"])] = pod
         job["status"] = {"active": 1, "startTime": now()}
 
@@ -393,41 +523,101 @@ class FakeKubeApi:
         for name, node in self.nodes.items():
             ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
             label = node["metadata"]["labels"].get(GPU_LABEL)
-            if not ready or node["spec"].get("unschedulable") or (allowed is not None and label not in allowed):
+            if (
+                not ready
+                or node["spec"].get("unschedulable")
+                or (allowed is not None and label not in allowed)
+            ):
                 continue
-            used = sum(gpu_request(p) for p in self.pods.values()
-                       if p["spec"].get("nodeName") == name and p["status"].get("phase") not in TERMINATED_PHASES)
+            used = sum(
+                gpu_request(p)
+                for p in self.pods.values()
+                if p["spec"].get("nodeName") == name and p["status"].get("phase") not in TERMINATED_PHASES
+            )
             if int(node["status"]["allocatable"].get(GPU, 0)) - used >= wanted:
                 return name
         return None
 
     def _affinity_values(self, pod: Obj) -> set[str] | None:
-        terms = (((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {})
-                 .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []
-        values = {v for t in terms for e in t.get("matchExpressions", []) if e["key"] == GPU_LABEL
-                  for v in e.get("values", [])}
+        terms = (
+            ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get(
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            )
+            or {}
+        ).get("nodeSelectorTerms") or []
+        values = {
+            v
+            for t in terms
+            for e in t.get("matchExpressions", [])
+            if e["key"] == GPU_LABEL
+            for v in e.get("values", [])
+        }
         return values if terms else None
 
     def _unschedulable_status(self, nodes: int) -> Obj:
-        return {"phase": "Pending", "conditions": [{
-            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": now(),
-            "message": f"0/{nodes} nodes are available: {nodes} Insufficient {GPU}."}]}
+        return {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "lastTransitionTime": now(),
+                    "message": f"0/{nodes} nodes are available: {nodes} Insufficient {GPU}.",
+                }
+            ],
+        }
 
-    def _finish(self, job_name: str, ns: str, phase: str, exit_code: int, condition: str, reason: str,
-                message: str, log: str) -> None:
+    def _finish(
+        self,
+        job_name: str,
+        ns: str,
+        phase: str,
+        exit_code: int,
+        condition: str,
+        reason: str,
+        message: str,
+        log: str,
+    ) -> None:
         with self.lock:
             job = self.jobs[(ns, job_name)]
             for pod in self.job_pods(job_name, ns):
-                pod["status"].update(phase=phase, containerStatuses=[{
-                    "name": pod["spec"]["containers"][0]["name"], "image": pod["spec"]["containers"][0]["image"],
-                    "imageID": "", "ready": False, "restartCount": 0,
-                    "state": {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0
-                                             else "Error", "finishedAt": now()}}}])
+                pod["status"].update(
+                    phase=phase,
+                    containerStatuses=[
+                        {
+                            "name": pod["spec"]["containers"][0]["name"],
+                            "image": pod["spec"]["containers"][0]["image"],
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {
+                                "terminated": {
+                                    "exitCode": exit_code,
+                                    "reason": "Completed" if exit_code == 0 else "Error",
+                                    "finishedAt": now(),
+                                }
+                            },
+                        }
+                    ],
+                )
                 self.logs[pod["metadata"]["name"]] = log
             counts = {"succeeded": 1} if phase == "Succeeded" else {"failed": 1}
-            job["status"] = {**job["status"], "active": 0, **counts, "conditions": [{
-                "type": condition, "status": "True", "reason": reason, "message": message,
-                "lastProbeTime": now(), "lastTransitionTime": now()}]}
+            job["status"] = {
+                **job["status"],
+                "active": 0,
+                **counts,
+                "conditions": [
+                    {
+                        "type": condition,
+                        "status": "True",
+                        "reason": reason,
+                        "message": message,
+                        "lastProbeTime": now(),
+                        "lastTransitionTime": now(),
+                    }
+                ],
+            }
             if phase == "Succeeded":
                 job["status"]["completionTime"] = now()
 
@@ -449,7 +639,7 @@ def _handler_for(api: FakeKubeApi) -> type[BaseHTTPRequestHandler]:
             body = json.loads(raw) if raw else None
             code, payload = api.handle(self.command, self.path, body)
             is_text = isinstance(payload, str)
-            data = (payload if is_text else json.dumps(payload)).encode()
+            data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
             try:
                 self.send_response(code)
                 self.send_header("Content-Type", "text/plain" if is_text else "application/json")
