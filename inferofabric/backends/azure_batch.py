@@ -78,7 +78,9 @@ class SharedKeyCredentials(StrictModel):
 class EntraSettings(StrictModel):
     tenant_id: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
-    client_secret_secret: str = Field(min_length=1, description="name of the secret holding the client secret")
+    client_secret_secret: str = Field(
+        min_length=1, description="name of the secret holding the client secret"
+    )
 
 
 class EntraCredentials(StrictModel):
@@ -96,8 +98,12 @@ class DefaultCredentials(StrictModel):
 class AzureBatchConfig(StrictModel):
     """The `azure:` sub-document of an azure-batch pool file."""
 
-    account_url: str = Field(min_length=1, description="Batch account endpoint, https://ACCOUNT.REGION.batch.azure.com")
-    pool_id: str = Field(min_length=1, description="the Azure Batch pool the jobs run on (created outside the fabric)")
+    account_url: str = Field(
+        min_length=1, description="Batch account endpoint, https://ACCOUNT.REGION.batch.azure.com"
+    )
+    pool_id: str = Field(
+        min_length=1, description="the Azure Batch pool the jobs run on (created outside the fabric)"
+    )
     credentials: SharedKeyCredentials | EntraCredentials | DefaultCredentials
     allow_secret_env: bool = Field(
         default=False, description="send secret env vars as plain task environment settings (see docs)"
@@ -110,7 +116,9 @@ class AzureBatchConfig(StrictModel):
         # azure-core refuses bearer tokens over plain http; say so when the pool file is loaded.
         if not self.account_url.startswith(("https://", "http://")):
             raise ValueError("account_url must start with https://")
-        if not isinstance(self.credentials, SharedKeyCredentials) and not self.account_url.startswith("https://"):
+        if not isinstance(self.credentials, SharedKeyCredentials) and not self.account_url.startswith(
+            "https://"
+        ):
             raise ValueError("entra and default credentials need an https:// account_url")
         return self
 
@@ -167,7 +175,9 @@ def translate_error(error: AzureError, action: str) -> BackendError:
         if status in (408, 429) or status >= 500:
             return BackendUnavailable(f"azure batch {action}: HTTP {status} {code}".rstrip())
         if status in (401, 403):
-            return JobRejected(f"azure batch {action}: access denied ({code or status}): check the credentials")
+            return JobRejected(
+                f"azure batch {action}: access denied ({code or status}): check the credentials"
+            )
         return JobRejected(f"azure batch {action}: HTTP {status} {code}: {error.message}")
     return BackendUnavailable(f"azure batch {action}: {type(error).__name__}: {error.message}")
 
@@ -238,7 +248,8 @@ class AzureBatchBackend(Backend):
         value = self.secret_resolver(name)
         if not value:
             raise BackendConfigError(
-                f"pool {self.pool.name!r}: secret {name!r} is not set (default resolver reads {secret_env_var(name)})"
+                f"pool {self.pool.name!r}: secret {name!r} is not set "
+                f"(the default resolver reads {secret_env_var(name)})"
             )
         return value
 
@@ -248,7 +259,9 @@ class AzureBatchBackend(Backend):
         try:
             base64.b64decode(key, validate=True)
         except (binascii.Error, ValueError):
-            raise BackendConfigError(f"pool {self.pool.name!r}: secret {name!r} is not a base64 account key") from None
+            raise BackendConfigError(
+                f"pool {self.pool.name!r}: secret {name!r} is not a base64 account key"
+            ) from None
         return key
 
     def _call(self, action: str, operation: Callable[[], T]) -> T:
@@ -268,7 +281,9 @@ class AzureBatchBackend(Backend):
         job_id = azure_job_id(request.job_id)
         job_existed = self._create_job(job_id, request)
         task_existed = self._create_task(job_id, request)
-        log.info("azure batch job %s on pool %s launched (existing=%s)", job_id, self.config.pool_id, job_existed)
+        log.info(
+            "azure batch job %s on pool %s launched (existing=%s)", job_id, self.config.pool_id, job_existed
+        )
         if job_existed or task_existed:
             return self.status(request.job_id)
         return JobStatus(job_id=request.job_id, state=JobState.PENDING, details={"azure_job_id": job_id})
@@ -280,7 +295,9 @@ class AzureBatchBackend(Backend):
         except ResourceExistsError as error:
             if _error_code(error) == "JobExists":
                 return True
-            raise JobRejected(f"azure batch create job {job_id}: {_error_code(error)}: {error.message}") from None
+            raise JobRejected(
+                f"azure batch create job {job_id}: {_error_code(error)}: {error.message}"
+            ) from None
         return False
 
     def _create_task(self, job_id: str, request: JobRequest) -> bool:
@@ -345,7 +362,7 @@ class AzureBatchBackend(Backend):
             return None
         return batch_models.ContainerRegistryReference(
             registry_server=creds.get("server") or creds.get("registry"),
-            user_name=creds.get("username"),
+            username=creds.get("username"),
             password=creds.get("password"),
         )
 
@@ -364,7 +381,9 @@ class AzureBatchBackend(Backend):
         try:
             task = self._call("get task", lambda: self.client.get_task(azure_id, TASK_ID))
         except ResourceNotFoundError:
-            return JobStatus(job_id=job_id, state=JobState.LOST, message="azure batch task not found", details=details)
+            return JobStatus(
+                job_id=job_id, state=JobState.LOST, message="azure batch task not found", details=details
+            )
         return self._task_status(job_id, job, task, details)
 
     def _task_status(
@@ -377,10 +396,18 @@ class AzureBatchBackend(Backend):
         state, message, exit_code = self._task_outcome(task)
         if not state.terminal and job.state in ("completed", "terminating", "deleting"):
             reason = job.execution_info.termination_reason if job.execution_info else None
-            state, message = JobState.FAILED, f"azure batch job {_text(job.state)}: {reason or 'no reason given'}"
+            state, message = (
+                JobState.FAILED,
+                f"azure batch job {_text(job.state)}: {reason or 'no reason given'}",
+            )
         return JobStatus(
-            job_id=job_id, state=state, message=message, exit_code=exit_code,
-            started_at=started, finished_at=finished, details=details,
+            job_id=job_id,
+            state=state,
+            message=message,
+            exit_code=exit_code,
+            started_at=started,
+            finished_at=finished,
+            details=details,
         )
 
     @staticmethod

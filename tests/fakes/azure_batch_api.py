@@ -12,15 +12,16 @@ resize or remove the pool, or make the whole service answer 503.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -36,25 +37,65 @@ TEST_KEY_SECRET = "azure-batch-key"  # the default resolver reads it from FABRIC
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Properties the service accepts when adding a job or a task (anything else is InvalidRequestBody).
 _JOB_PROPERTIES = {
-    "id", "displayName", "usesTaskDependencies", "priority", "allowTaskPreemption", "maxParallelTasks",
-    "constraints", "jobManagerTask", "jobPreparationTask", "jobReleaseTask", "commonEnvironmentSettings",
-    "poolInfo", "onAllTasksComplete", "onTaskFailure", "networkConfiguration", "metadata",
+    "id",
+    "displayName",
+    "usesTaskDependencies",
+    "priority",
+    "allowTaskPreemption",
+    "maxParallelTasks",
+    "constraints",
+    "jobManagerTask",
+    "jobPreparationTask",
+    "jobReleaseTask",
+    "commonEnvironmentSettings",
+    "poolInfo",
+    "onAllTasksComplete",
+    "onTaskFailure",
+    "networkConfiguration",
+    "metadata",
 }
 _TASK_PROPERTIES = {
-    "id", "displayName", "exitConditions", "commandLine", "containerSettings", "resourceFiles", "outputFiles",
-    "environmentSettings", "affinityInfo", "constraints", "requiredSlots", "userIdentity",
-    "multiInstanceSettings", "dependsOn", "applicationPackageReferences", "authenticationTokenSettings",
+    "id",
+    "displayName",
+    "exitConditions",
+    "commandLine",
+    "containerSettings",
+    "resourceFiles",
+    "outputFiles",
+    "environmentSettings",
+    "affinityInfo",
+    "constraints",
+    "requiredSlots",
+    "userIdentity",
+    "multiInstanceSettings",
+    "dependsOn",
+    "applicationPackageReferences",
+    "authenticationTokenSettings",
 }
 _NESTED_PROPERTIES = {
     "poolInfo": {"poolId", "autoPoolSpecification"},
     "constraints": {"maxWallClockTime", "maxTaskRetryCount", "retentionTime"},
     "containerSettings": {
-        "containerRunOptions", "imageName", "registry", "workingDirectory", "containerHostBatchBindMounts",
+        "containerRunOptions",
+        "imageName",
+        "registry",
+        "workingDirectory",
+        "containerHostBatchBindMounts",
     },
 }
+_ERRORS_METADATA = "Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element"
 _SIGNED_HEADERS = [
-    "content-encoding", "content-language", "content-length", "content-md5", "content-type", "date",
-    "if-modified-since", "if-match", "if-none-match", "if-unmodified-since", "range",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-md5",
+    "content-type",
+    "date",
+    "if-modified-since",
+    "if-match",
+    "if-none-match",
+    "if-unmodified-since",
+    "range",
 ]
 
 
@@ -107,7 +148,11 @@ class FakeAzureBatch:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="fake-azure-batch", daemon=True).start()
+        threading.Thread(
+            target=lambda: self._server.serve_forever(poll_interval=0.05) if self._server else None,
+            name="fake-azure-batch",
+            daemon=True,
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -131,12 +176,20 @@ class FakeAzureBatch:
     def add_pool(self, pool_id: str, *, dedicated: int = 2, low_priority: int = 0) -> None:
         with self.lock:
             self.pools[pool_id] = {
-                "id": pool_id, "url": f"{self._base()}/pools/{pool_id}", "eTag": "0x1",
-                "lastModified": _now(), "creationTime": _now(), "state": "active",
-                "stateTransitionTime": _now(), "allocationState": "steady",
-                "allocationStateTransitionTime": _now(), "vmSize": "standard_nc24ads_a100_v4",
-                "currentDedicatedNodes": dedicated, "currentLowPriorityNodes": low_priority,
-                "targetDedicatedNodes": dedicated, "targetLowPriorityNodes": low_priority,
+                "id": pool_id,
+                "url": f"{self._base()}/pools/{pool_id}",
+                "eTag": "0x1",
+                "lastModified": _now(),
+                "creationTime": _now(),
+                "state": "active",
+                "stateTransitionTime": _now(),
+                "allocationState": "steady",
+                "allocationStateTransitionTime": _now(),
+                "vmSize": "standard_nc24ads_a100_v4",
+                "currentDedicatedNodes": dedicated,
+                "currentLowPriorityNodes": low_priority,
+                "targetDedicatedNodes": dedicated,
+                "targetLowPriorityNodes": low_priority,
             }
 
     def set_pool(self, pool_id: str, **fields: Any) -> None:
@@ -160,14 +213,18 @@ class FakeAzureBatch:
         info: dict[str, Any] = {"exitCode": exit_code, "result": "success" if exit_code == 0 else "failure"}
         if exit_code != 0:
             info["failureInfo"] = {
-                "category": "usererror", "code": "FailureExitCode",
+                "category": "usererror",
+                "code": "FailureExitCode",
                 "message": "The task exited with an exit code representing a failure",
             }
         self._finish_task(job_id, task_id, info)
 
     def fail_task(self, job_id: str, code: str, message: str, task_id: str = "main") -> None:
         """The task failed before its process ran (image pull, resource files): failure info, no exit code."""
-        info = {"result": "failure", "failureInfo": {"category": "usererror", "code": code, "message": message}}
+        info = {
+            "result": "failure",
+            "failureInfo": {"category": "usererror", "code": code, "message": message},
+        }
         self._finish_task(job_id, task_id, info)
 
     def put_file(self, job_id: str, path: str, content: str | bytes, task_id: str = "main") -> None:
@@ -199,9 +256,10 @@ class FakeAzureBatch:
 
     @staticmethod
     def _transition(entity: dict[str, Any], state: str) -> None:
-        entity["previousState"], entity["previousStateTransitionTime"] = entity["state"], entity[
-            "stateTransitionTime"
-        ]
+        entity["previousState"], entity["previousStateTransitionTime"] = (
+            entity["state"],
+            entity["stateTransitionTime"],
+        )
         entity["state"], entity["stateTransitionTime"] = state, _now()
 
     def _finish_task(self, job_id: str, task_id: str, info: dict[str, Any]) -> None:
@@ -232,8 +290,13 @@ class FakeAzureBatch:
         if job_id.lower() in self.jobs:
             raise BatchApiError(409, "JobExists", "The specified job already exists.")
         job = {
-            **body, "url": f"{self._base()}/jobs/{job_id}", "eTag": "0x1", "lastModified": _now(),
-            "creationTime": _now(), "state": "active", "stateTransitionTime": _now(),
+            **body,
+            "url": f"{self._base()}/jobs/{job_id}",
+            "eTag": "0x1",
+            "lastModified": _now(),
+            "creationTime": _now(),
+            "state": "active",
+            "stateTransitionTime": _now(),
             "onAllTasksComplete": body.get("onAllTasksComplete", "noaction"),
             "onTaskFailure": body.get("onTaskFailure", "noaction"),
             "executionInfo": {"startTime": _now(), "poolId": body["poolInfo"].get("poolId")},
@@ -266,8 +329,13 @@ class FakeAzureBatch:
         if task_id.lower() in self.tasks[job_id.lower()]:
             raise BatchApiError(409, "TaskExists", "The specified task already exists.")
         self.tasks[job_id.lower()][task_id.lower()] = {
-            **body, "url": f"{job['url']}/tasks/{task_id}", "eTag": "0x1", "lastModified": _now(),
-            "creationTime": _now(), "state": "active", "stateTransitionTime": _now(),
+            **body,
+            "url": f"{job['url']}/tasks/{task_id}",
+            "eTag": "0x1",
+            "lastModified": _now(),
+            "creationTime": _now(),
+            "state": "active",
+            "stateTransitionTime": _now(),
             "executionInfo": {"retryCount": 0, "requeueCount": 0},
         }
 
@@ -285,9 +353,10 @@ class FakeAzureBatch:
         prefix = f"SharedKey {self.account_name}:"
         if not auth.startswith(prefix):
             raise BatchApiError(403, "AuthenticationFailed", "Server failed to authenticate the request.")
-        if not hmac.compare_digest(auth[len(prefix):], self._signature(method, raw_path, headers)):
+        if not hmac.compare_digest(auth[len(prefix) :], self._signature(method, raw_path, headers)):
             raise BatchApiError(
-                403, "AuthenticationFailed",
+                403,
+                "AuthenticationFailed",
                 "Server failed to authenticate the request. Make sure the value of Authorization header is "
                 "formed correctly including the signature.",
             )
@@ -316,14 +385,20 @@ def _check_properties(body: dict[str, Any], allowed: set[str], required: tuple[s
     """Reject unknown properties (top level and the nested objects we know) and missing required ones."""
     for name, value in body.items():
         if name not in allowed:
-            raise BatchApiError(400, "InvalidRequestBody", f"The request body contains unknown property {name}.")
+            raise BatchApiError(
+                400, "InvalidRequestBody", f"The request body contains unknown property {name}."
+            )
         nested = _NESTED_PROPERTIES.get(name)
         if nested is not None and isinstance(value, dict) and set(value) - nested:
             bad = sorted(set(value) - nested)[0]
-            raise BatchApiError(400, "InvalidRequestBody", f"The request body contains unknown property {bad}.")
+            raise BatchApiError(
+                400, "InvalidRequestBody", f"The request body contains unknown property {bad}."
+            )
     for name in required:
         if body.get(name) is None:
-            raise BatchApiError(400, "MissingRequiredProperty", f"A required property was not specified: {name}.")
+            raise BatchApiError(
+                400, "MissingRequiredProperty", f"A required property was not specified: {name}."
+            )
 
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -385,7 +460,9 @@ class _Handler(BaseHTTPRequestHandler):
                 params = {k: unquote(v) for k, v in match.groupdict().items()}
                 getattr(self, name)(request, **params)
                 return
-        raise BatchApiError(400, "InvalidUri", f"The requested URI does not represent any resource: {request.path}")
+        raise BatchApiError(
+            400, "InvalidUri", f"The requested URI does not represent any resource: {request.path}"
+        )
 
     # ---- operations ------------------------------------------------------------------------------
     def _get_pool(self, request: RecordedRequest, pool: str) -> None:
@@ -429,8 +506,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_error(self, error: BatchApiError) -> None:
         payload = {
-            "odata.metadata": f"{self.fake._base()}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container"
-            ".errors/@Element",
+            "odata.metadata": f"{self.fake._base()}/$metadata#{_ERRORS_METADATA}",
             "code": error.code,
             "message": {"lang": "en-US", "value": f"{error.message}\nRequestId:fake\nTime:{_now()}"},
         }
@@ -443,7 +519,9 @@ class _Handler(BaseHTTPRequestHandler):
         if content_type:
             self.send_header("Content-Type", content_type)
         self.end_headers()
-        self.wfile.write(body)
+        # The client may have given up waiting (a read-timeout test): then there is nothing to answer.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(body)
 
 
 def _json_body(request: RecordedRequest) -> dict[str, Any]:
@@ -478,6 +556,11 @@ def azure_pool_document(fake: FakeAzureBatch, name: str = "azure-eus", **azure: 
         **azure,
     }
     return {
-        "name": name, "location": "cloud", "backend": "azure-batch", "region": "eastus",
-        "gpus": {"A100": 16}, "price_per_gpu_hour": {"A100": 3.40}, "azure": settings,
+        "name": name,
+        "location": "cloud",
+        "backend": "azure-batch",
+        "region": "eastus",
+        "gpus": {"A100": 16},
+        "price_per_gpu_hour": {"A100": 3.40},
+        "azure": settings,
     }
