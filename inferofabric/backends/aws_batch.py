@@ -669,13 +669,15 @@ class AwsBatchBackend(Backend):
     # -- pool-level --
 
     def probe(self) -> PoolProbe:
+        batch = self._client("batch")  # a wrong credentials reference raises BackendConfigError here
         try:
             with self._calling("probe"):
-                queues = self._client("batch").describe_job_queues(jobQueues=[self.config.job_queue])
+                queues = batch.describe_job_queues(jobQueues=[self.config.job_queue])
                 queue = next(iter(queues.get("jobQueues", [])), None)
                 environment = self._describe_compute_environment()
         except BackendConfigError as error:
-            # Refused credentials are a pool problem the health monitor should show, not a crash.
+            # The API refused us (bad keys, missing permission): a pool problem for the health
+            # monitor to show, not a crash of the probe.
             return PoolProbe(health=Health.UNHEALTHY, reason=str(error))
         return self._judge(queue, environment)
 

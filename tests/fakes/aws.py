@@ -69,13 +69,16 @@ class MotoAws:
         """A boto3 client against the fake, with the dummy credentials unless given others."""
         return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url, **kwargs)
 
-    def moto_api(self, path: str, body: bytes, content_type: str = "application/json") -> Any:
+    def moto_api(
+        self, path: str, body: bytes, content_type: str = "application/json", expect_json: bool = True
+    ) -> Any:
         """POST to one of moto's own control endpoints (`/moto-api/...`)."""
         request = urllib.request.Request(
             self.endpoint_url + path, data=body, method="POST", headers={"Content-Type": content_type}
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
-            return json.loads(answer.read() or b"null")
+            data = answer.read()
+        return json.loads(data) if expect_json and data else None
 
     def create_compute_environment(self, name: str, managed: bool = False) -> str:
         """An ENABLED compute environment; MANAGED ones get a VPC subnet and GPU instance types."""
@@ -119,15 +122,30 @@ class MotoAws:
     def pool_spec(self, name: str = "aws-use1", job_queue: str | None = None, **aws: Any) -> PoolSpec:
         """A PoolSpec for an aws-batch pool pointing at this fake (extra `aws:` keys via kwargs)."""
         aws_doc = {"job_queue": job_queue or self.job_queue, "endpoint_url": self.endpoint_url, **aws}
-        return PoolSpec(
-            name=name, location="cloud", backend="aws-batch", region=self.region,
-            gpus={"A100": 64}, price_per_gpu_hour={"A100": 4.10}, aws=aws_doc,
-        )
+        return PoolSpec.model_validate({
+            "name": name, "location": "cloud", "backend": "aws-batch", "region": self.region,
+            "gpus": {"A100": 64}, "price_per_gpu_hour": {"A100": 4.10}, "aws": aws_doc,
+        })
 
     def moto_config(self) -> dict[str, Any]:
         """moto's current service settings (`GET /moto-api/config`)."""
         with urllib.request.urlopen(self.endpoint_url + "/moto-api/config", timeout=10) as answer:
             return dict(json.loads(answer.read()))
+
+    @contextmanager
+    def batch_job_progression(self, transition: dict[str, Any]) -> Iterator[None]:
+        """How moto moves jobs through SUBMITTED..RUNNING, e.g. `{"progression": "time", "seconds": 0.2}`.
+
+        moto's default ("manual", advanced only by its Docker runner) leaves simple-mode jobs
+        SUBMITTED until they finish; the other progressions make the early states observable.
+        """
+        body = {"model_name": "batch::job", "transition": transition}
+        self.moto_api("/moto-api/state-manager/set-transition", json.dumps(body).encode(), expect_json=False)
+        try:
+            yield
+        finally:
+            unset = json.dumps({"model_name": "batch::job"}).encode()
+            self.moto_api("/moto-api/state-manager/unset-transition", unset, expect_json=False)
 
     @contextmanager
     def iam_enforced(self) -> Iterator[None]:
