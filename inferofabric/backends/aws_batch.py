@@ -108,6 +108,9 @@ def env_secret_resolver(name: str) -> str:
     control plane replaces it by setting `backend.secret_resolver`.
     """
     variable = "FABRIC_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+    if variable == "FABRIC_SECRET_KEY" or variable.startswith("FABRIC_SECRET_KEY_"):
+        # Those hold the keys of inferofabric.secrets (sealed secrets): never hand them out.
+        raise BackendConfigError(f"secret name {name!r} is reserved (it maps to {variable})")
     try:
         return os.environ[variable]
     except KeyError:

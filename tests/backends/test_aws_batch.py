@@ -405,3 +405,5 @@ def test_logs_console_url_encoding() -> None:
 def test_env_secret_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FABRIC_SECRET_AWS_PROD_KEY", "v")
     assert env_secret_resolver("aws-prod-key") == "v"
+    with pytest.raises(BackendConfigError, match="reserved"):
+        env_secret_resolver("key")
