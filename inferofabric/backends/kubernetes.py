@@ -246,7 +246,7 @@ def build_job_manifest(
     spec: dict[str, Any] = {
         "backoffLimit": request.spec.max_retries,
         "template": {
-            "metadata": {"labels": labels, "annotations": dict(request.spec.annotations)},
+            "metadata": {"labels": dict(labels), "annotations": dict(request.spec.annotations)},
             "spec": _pod_spec(request, config, job_name, seen_label_values),
         },
     }

@@ -1,0 +1,119 @@
+"""Control-plane operations (register pools, set the policy, cordon...) run as activities.
+
+The SDK and CLI reach them through ControlWorkflow, so a client needs only a Temporal connection:
+the store stays inside the control plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+
+from inferofabric.activities.errors import typed_errors
+from inferofabric.backends import simulated
+from inferofabric.backends.registry import backend_class
+from inferofabric.models.common import Health
+from inferofabric.models.policy import PlacementPolicy
+from inferofabric.models.pool import PoolSpec
+from inferofabric.models.status import HealthEvent, PoolStatus
+from inferofabric.store.db import Store, get_store
+
+
+class ControlActivities:
+    def __init__(self, home: Path, store_url: str | None = None) -> None:
+        self.home = home
+        self._store_url = store_url
+
+    @property
+    def store(self) -> Store:
+        return get_store(self._store_url)
+
+    @activity.defn(name="control_register_pool")
+    @typed_errors
+    async def register_pool(self, spec: PoolSpec) -> PoolStatus:
+        backend_class(spec.backend).parse_config(spec)  # the back end's own config checks, before storing
+        await asyncio.to_thread(self.store.upsert_pool, spec)
+        return next(p for p in await asyncio.to_thread(self.store.pool_statuses) if p.name == spec.name)
+
+    @activity.defn(name="control_remove_pool")
+    @typed_errors
+    async def remove_pool(self, name: str) -> None:
+        await asyncio.to_thread(self.store.delete_pool, name)
+
+    @activity.defn(name="control_list_pools")
+    @typed_errors
+    async def list_pools(self) -> list[PoolStatus]:
+        return await asyncio.to_thread(self.store.pool_statuses)
+
+    @activity.defn(name="control_pool_spec")
+    @typed_errors
+    async def pool_spec(self, name: str) -> PoolSpec:
+        return await asyncio.to_thread(self.store.pool_spec, name)
+
+    @activity.defn(name="control_set_policy")
+    @typed_errors
+    async def set_policy(self, policy: PlacementPolicy) -> int:
+        return await asyncio.to_thread(self.store.set_policy, policy)
+
+    @activity.defn(name="control_get_policy")
+    @typed_errors
+    async def get_policy(self) -> dict[str, Any]:
+        from inferofabric.policies.engine import default_policy
+
+        version, policy = await asyncio.to_thread(self.store.active_policy)
+        return {"version": version, "default": policy is None,
+                "policy": (policy or default_policy()).model_dump(mode="json", exclude_none=True)}
+
+    @activity.defn(name="control_cordon")
+    @typed_errors
+    async def cordon(self, name: str, cordoned: bool) -> HealthEvent | None:
+        return await asyncio.to_thread(self.store.set_cordoned, name, cordoned)
+
+    @activity.defn(name="control_simulate")
+    @typed_errors
+    async def simulate(self, name: str, action: str) -> str:
+        """Simulated pools only: `fail` (stop answering), `restore`, or a health to report."""
+        spec = await asyncio.to_thread(self.store.pool_spec, name)
+        if spec.backend != "simulated":
+            raise ValueError(f"pool {name!r} is a {spec.backend} pool; only simulated pools can be failed on purpose")
+        if action in ("fail", "restore"):
+            simulated.set_outage(self.home, name, failed=action == "fail")
+        else:
+            simulated.set_health(self.home, name, Health(action), reason=f"set to {action} by operator")
+        return action
+
+    @activity.defn(name="control_record_health")
+    @typed_errors
+    async def record_health(self, name: str, health: Health, reason: str,
+                            gpus: dict[str, int] | None = None) -> HealthEvent | None:
+        return await asyncio.to_thread(self.store.set_health, name, health, reason, gpus)
+
+    @activity.defn(name="control_workloads_on_pool")
+    @typed_errors
+    async def workloads_on_pool(self, name: str) -> list[dict[str, Any]]:
+        rows = await asyncio.to_thread(self.store.active_reservations, name)
+        return [{"workload_id": r.workload_id, "attempt": r.attempt} for r in rows]
+
+    @activity.defn(name="control_put_secret")
+    @typed_errors
+    async def put_secret(self, name: str, sealed_value: str, pool: str | None = None) -> None:
+        """Store an already-sealed value: the clear text never crosses Temporal."""
+        await asyncio.to_thread(self.store.put_secret, name, sealed_value, pool)
+
+    @activity.defn(name="control_list_secrets")
+    @typed_errors
+    async def list_secrets(self) -> list[dict[str, Any]]:
+        return [{"name": n, "pool": p} for n, p in await asyncio.to_thread(self.store.secret_names)]
+
+    @activity.defn(name="control_decisions")
+    @typed_errors
+    async def decisions(self, workload_id: str) -> list[dict[str, Any]]:
+        return [d.model_dump(mode="json") for d in await asyncio.to_thread(self.store.decisions, workload_id)]
+
+    def all(self) -> list[Any]:
+        return [self.register_pool, self.remove_pool, self.list_pools, self.pool_spec, self.set_policy,
+                self.get_policy, self.cordon, self.simulate, self.record_health, self.workloads_on_pool,
+                self.put_secret, self.list_secrets, self.decisions]

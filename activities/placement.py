@@ -1,0 +1,82 @@
+"""Placement activities: decide-and-reserve, release, and sealing of a workload's secrets.
+
+They run as local activities in the control plane's worker: the store is there, and a local
+activity's result (the decision with its inputs and reasons) is still recorded in history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+
+from inferofabric.activities.errors import typed_errors
+from inferofabric.models.messages import PlaceInput, PlaceResult, ReleaseInput
+from inferofabric.models.status import Decision
+from inferofabric.models.workload import SecretRef, WorkloadSpec
+from inferofabric.policies.engine import CompiledPolicy, PlacementRequest, default_policy
+from inferofabric.secrets import seal, unseal
+from inferofabric.store.db import Store, get_store
+
+_compiled: dict[tuple[str, int | None], CompiledPolicy] = {}
+
+
+def _policy(store: Store) -> CompiledPolicy:
+    version, policy = store.active_policy()
+    key = (store.url, version)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        compiled = CompiledPolicy(policy or default_policy(), version)
+        _compiled.clear()
+        _compiled[key] = compiled
+    return compiled
+
+
+class PlacementActivities:
+    def __init__(self, store_url: str | None = None) -> None:
+        self._store_url = store_url
+
+    @property
+    def store(self) -> Store:
+        return get_store(self._store_url)
+
+    def _place(self, request: PlaceInput) -> PlaceResult:
+        store = self.store
+        policy = _policy(store)
+
+        def decide(pools: list) -> Decision:  # type: ignore[type-arg]
+            return policy.decide(PlacementRequest(
+                workload_id=request.workload_id, attempt=request.attempt, spec=request.spec, pools=pools,
+                exclude=request.exclude, failed_pool_health=request.failed_pool_health,
+            ))
+
+        decision = store.place(request.workload_id, request.attempt, decide)
+        return PlaceResult(decision=decision, pool=store.pool_spec(decision.pool) if decision.pool else None)
+
+    @activity.defn(name="place_workload")
+    @typed_errors
+    async def place_workload(self, request: PlaceInput) -> PlaceResult:
+        return await asyncio.to_thread(self._place, request)
+
+    @activity.defn(name="release_capacity")
+    @typed_errors
+    async def release_capacity(self, request: ReleaseInput) -> int:
+        return await asyncio.to_thread(self.store.release, request.workload_id, request.attempt)
+
+    @activity.defn(name="seal_secrets")
+    @typed_errors
+    async def seal_secrets(self, spec: WorkloadSpec, pool: str) -> dict[str, str]:
+        """Sealed values of the workload's secret env entries, for the pool that will run it."""
+        return await asyncio.to_thread(self._seal, spec, pool)
+
+    def _seal(self, spec: WorkloadSpec, pool: str) -> dict[str, str]:
+        sealed: dict[str, str] = {}
+        for name, value in spec.env.items():
+            if not isinstance(value, SecretRef):
+                continue
+            row = self.store.get_secret(value.secret)
+            if row.pool and row.pool != pool:
+                raise ValueError(f"secret {value.secret!r} is scoped to pool {row.pool!r}, not {pool!r}")
+            # Re-seal for the pool so an agent holding only its pool's key can open it.
+            sealed[name] = seal(unseal(row.ciphertext), pool=pool)
+        return sealed

@@ -1,0 +1,38 @@
+"""Connecting to Temporal with the fabric's data converter, and registering its search attributes."""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from inferofabric.models.messages import SEARCH_ATTRIBUTES
+from inferofabric.settings import temporal_address, temporal_namespace
+
+
+class FabricUnreachable(ConnectionError):
+    """No Temporal server answers at the address (shown as a one-line error by the CLI)."""
+
+
+async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+    address = address or temporal_address()
+    try:
+        return await Client.connect(address, namespace=namespace or temporal_namespace(),
+                                    data_converter=pydantic_data_converter)
+    except RuntimeError as error:
+        raise FabricUnreachable(
+            f"cannot reach the fabric's Temporal server at {address} ({str(error).splitlines()[0]}); "
+            "start one with `fabric up` or set FABRIC_TEMPORAL_ADDRESS") from None
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register FabricPool, FabricState... on the namespace if they are missing (idempotent)."""
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace))
+    missing = {name: kind for name, kind in SEARCH_ATTRIBUTES.items() if name not in listed.custom_attributes}
+    if not missing:
+        return
+    kinds = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT}
+    await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=client.namespace, search_attributes={n: kinds[k] for n, k in missing.items()}))  # type: ignore[misc]

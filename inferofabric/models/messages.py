@@ -1,0 +1,110 @@
+"""Inputs and outputs of the fabric's activities and workflows (what goes into Temporal history).
+
+Nothing here carries a secret value: workload env entries that reference secrets travel as sealed
+(encrypted) text and are opened only inside the activity that launches the job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from inferofabric.models.common import Health
+from inferofabric.models.pool import PoolSpec
+from inferofabric.models.status import Decision
+from inferofabric.models.workload import WorkloadSpec
+
+SEARCH_ATTRIBUTES = {
+    "FabricPool": "Keyword",
+    "FabricLocation": "Keyword",
+    "FabricTeam": "Keyword",
+    "FabricState": "Keyword",
+    "FabricGpuType": "Keyword",
+    "FabricGpus": "Int",
+}
+
+
+class WorkloadRequest(BaseModel):
+    """The workflow's input. Validated inside the workflow so bad input fails at once, non-retryably."""
+
+    spec: WorkloadSpec
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    watch_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+
+
+class PlaceInput(BaseModel):
+    workload_id: str
+    attempt: int
+    spec: WorkloadSpec
+    exclude: dict[str, str] = Field(default_factory=dict)
+    failed_pool_health: Health | None = None
+
+
+class PlaceResult(BaseModel):
+    decision: Decision
+    pool: PoolSpec | None = None  # the chosen pool's spec, so launching needs no second look-up
+
+
+class LaunchInput(BaseModel):
+    pool: PoolSpec
+    workload_id: str
+    attempt: int
+    job_id: str
+    spec: WorkloadSpec
+    gpu_type: str | None = None
+    gpus: int = 0
+    sealed_env: dict[str, str] = Field(default_factory=dict)  # env name -> sealed secret value
+
+
+class JobInput(BaseModel):
+    pool: PoolSpec
+    job_id: str
+    tail: int = 200
+
+
+class WatchInput(BaseModel):
+    pool: PoolSpec
+    job_id: str
+    interval_seconds: float = 1.0
+
+
+class ReleaseInput(BaseModel):
+    workload_id: str
+    attempt: int | None = None
+
+
+class ControlRequest(BaseModel):
+    """An operator/SDK operation run by ControlWorkflow as an activity on the control plane."""
+
+    op: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class MonitorSettings(BaseModel):
+    period_seconds: float = Field(default=1.0, gt=0)
+    probe_timeout_seconds: float = Field(default=2.0, gt=0)
+    unhealthy_after: int = Field(default=2, ge=1, description="consecutive failed probes")
+    healthy_after: int = Field(default=2, ge=1, description="consecutive good probes")
+    iterations_per_run: int = Field(default=200, ge=1, description="continue-as-new after this many probes")
+
+
+class MonitorInput(BaseModel):
+    pool: str
+    settings: MonitorSettings = Field(default_factory=MonitorSettings)
+    health: Health | None = None
+    failures: int = 0
+    successes: int = 0
+
+
+class ProbeResult(BaseModel):
+    ok: bool
+    health: Health
+    reason: str = ""
+    gpus: dict[str, int] | None = None
+
+
+class RelocateSignal(BaseModel):
+    pool: str
+    reason: str
+    health: Health = Health.UNHEALTHY

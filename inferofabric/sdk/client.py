@@ -1,0 +1,236 @@
+"""The Python SDK: `FabricClient` (async) and its handles. The CLI is built on it.
+
+    client = await FabricClient.connect("127.0.0.1:7233")
+    handle = await client.submit(WorkloadSpec(...))
+    print(await handle.status(), await handle.explain())
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from inferofabric.connection import connect
+from inferofabric.models.common import Health, Location, WorkloadState
+from inferofabric.models.messages import ControlRequest, MonitorSettings, WorkloadRequest
+from inferofabric.models.policy import PlacementPolicy
+from inferofabric.models.pool import PoolSpec
+from inferofabric.models.status import Explanation, PoolStatus, WorkloadStatus
+from inferofabric.models.workload import WorkloadSpec
+from inferofabric.sdk.errors import FabricError, WorkloadExists, WorkloadNotFound
+from inferofabric.secrets import seal
+from inferofabric.settings import task_queue as default_task_queue
+from inferofabric.workflows.workload import initial_search_attributes
+
+QUERY_TIMEOUT = timedelta(seconds=10)
+
+
+class FabricClient:
+    def __init__(self, client: Client, task_queue: str | None = None) -> None:
+        self.temporal = client
+        self.task_queue = task_queue or default_task_queue()
+
+    @classmethod
+    async def connect(cls, address: str | None = None, namespace: str | None = None,
+                      task_queue: str | None = None) -> FabricClient:
+        return cls(await connect(address, namespace), task_queue)
+
+    # -- control plane ------------------------------------------------------------------------------
+    async def _control(self, op: str, **args: Any) -> Any:
+        try:
+            return await self.temporal.execute_workflow(
+                "ControlWorkflow", ControlRequest(op=op, args=args), id=f"fabric-control-{op}-{uuid.uuid4().hex[:12]}",
+                task_queue=self.task_queue, execution_timeout=timedelta(minutes=2),
+                static_summary=f"fabric control: {op}",
+            )
+        except WorkflowFailureError as error:
+            raise FabricError(_root_message(error)) from None
+
+    async def register_pool(self, spec: PoolSpec | dict[str, Any], monitor: MonitorSettings | None = None) -> PoolStatus:
+        pool = spec if isinstance(spec, PoolSpec) else PoolSpec.model_validate(spec)
+        result = await self._control("register_pool", spec=pool.model_dump(mode="json"),
+                                     monitor=monitor.model_dump() if monitor else None)
+        return PoolStatus.model_validate(result)
+
+    async def remove_pool(self, name: str) -> None:
+        await self._control("remove_pool", name=name)
+
+    async def pools(self) -> list[PoolStatus]:
+        return [PoolStatus.model_validate(p) for p in await self._control("list_pools")]
+
+    async def set_policy(self, policy: PlacementPolicy | dict[str, Any] | str) -> int:
+        """Set the active policy (a model, a dict or YAML text); returns its version."""
+        if isinstance(policy, str):
+            policy = PlacementPolicy.from_yaml(policy)
+        elif isinstance(policy, dict):
+            policy = PlacementPolicy.model_validate(policy)
+        return int(await self._control("set_policy", policy=policy.model_dump(mode="json", exclude_none=True)))
+
+    async def policy(self) -> dict[str, Any]:
+        """{"version": int | None, "default": bool, "policy": {...}}"""
+        return dict(await self._control("get_policy"))
+
+    async def cordon(self, pool: str) -> None:
+        await self._control("cordon", name=pool, cordoned=True)
+
+    async def uncordon(self, pool: str) -> None:
+        await self._control("cordon", name=pool, cordoned=False)
+
+    async def drain(self, pool: str, reason: str = "drained by operator") -> list[str]:
+        """Cordon the pool and move its running workloads elsewhere; returns the moved workload ids."""
+        return list(await self._control("drain", name=pool, reason=reason))
+
+    async def fail_pool(self, pool: str) -> None:
+        """Simulated pools only: the pool stops answering, as a dead cluster would."""
+        await self._control("simulate", name=pool, action="fail")
+
+    async def restore_pool(self, pool: str) -> None:
+        await self._control("simulate", name=pool, action="restore")
+
+    async def set_simulated_health(self, pool: str, health: Health | str) -> None:
+        await self._control("simulate", name=pool, action=Health(health).value)
+
+    async def set_secret(self, name: str, value: str, pool: str | None = None) -> None:
+        """Seal the value here (FABRIC_SECRET_KEY or the key under FABRIC_HOME): only sealed text travels."""
+        await self._control("put_secret", name=name, sealed_value=seal(value), pool=pool)
+
+    async def secrets(self) -> list[dict[str, Any]]:
+        return list(await self._control("list_secrets"))
+
+    # -- workloads ----------------------------------------------------------------------------------
+    async def submit(self, spec: WorkloadSpec | dict[str, Any], *, max_attempts: int = 5) -> WorkloadHandle:
+        workload = spec if isinstance(spec, WorkloadSpec) else WorkloadSpec.model_validate(spec)
+        if workload.name is None:
+            workload = workload.model_copy(update={"name": f"{workload.team}-{uuid.uuid4().hex[:10]}"})
+        assert workload.name is not None
+        request = WorkloadRequest(spec=workload, max_attempts=max_attempts)
+        gpus = f"{workload.gpu_count} x {'/'.join(workload.gpu_types)}" if workload.gpu_count else "no GPU"
+        try:
+            await self.temporal.start_workflow(
+                "WorkloadWorkflow", request.model_dump(mode="json"), id=workload.name, task_queue=self.task_queue,
+                search_attributes=initial_search_attributes(workload.team),
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"{workload.team}/{workload.project}: {workload.name} ({gpus}, "
+                               f"{workload.data_classification.value})",
+                static_details=f"image `{workload.image}`\n\nteam {workload.team}, project {workload.project}, "
+                               f"priority {workload.priority}",
+            )
+        except RPCError as error:
+            if error.status == RPCStatusCode.ALREADY_EXISTS:
+                raise WorkloadExists(f"a workload named {workload.name!r} already exists") from None
+            raise
+        except Exception as error:
+            if type(error).__name__ == "WorkflowAlreadyStartedError":
+                raise WorkloadExists(f"a workload named {workload.name!r} already exists") from None
+            raise
+        return WorkloadHandle(self, workload.name)
+
+    def get(self, workload_id: str) -> WorkloadHandle:
+        return WorkloadHandle(self, workload_id)
+
+    async def list(self, *, state: WorkloadState | str | None = None, team: str | None = None,
+                   pool: str | None = None, location: Location | str | None = None,
+                   limit: int = 200) -> list[WorkloadStatus]:
+        """Workloads, newest first, from Temporal visibility (search attributes and memo)."""
+        clauses = ['WorkflowType = "WorkloadWorkflow"']
+        for name, value in (("FabricState", state), ("FabricTeam", team), ("FabricPool", pool),
+                            ("FabricLocation", location)):
+            if value:
+                clauses.append(f"{name} = '{_quote(str(getattr(value, 'value', value)))}'")
+        items = []
+        async for execution in self.temporal.list_workflows(" AND ".join(clauses), limit=limit):
+            attrs = execution.typed_search_attributes
+            values = {pair.key.name: pair.value for pair in attrs}
+            memo = await execution.memo()
+            state_value = values.get("FabricState", WorkloadState.QUEUED.value)
+            if execution.status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED) \
+                    and state_value not in ("succeeded", "failed", "cancelled"):
+                state_value = "cancelled" if execution.status == WorkflowExecutionStatus.CANCELED else "failed"
+            items.append(WorkloadStatus(
+                id=execution.id, state=WorkloadState(state_value), pool=values.get("FabricPool"),
+                location=values.get("FabricLocation") or None, region=memo.get("region") or None,
+                backend=memo.get("backend") or None, gpu_type=values.get("FabricGpuType") or None,
+                gpus=int(values.get("FabricGpus", 0) or 0), attempts=int(memo.get("attempts", 0) or 0),
+                team=values.get("FabricTeam"), message=memo.get("message", ""), submitted_at=execution.start_time,
+            ))
+        return items
+
+
+class WorkloadHandle:
+    def __init__(self, fabric: FabricClient, workload_id: str) -> None:
+        self.fabric = fabric
+        self.id = workload_id
+        self._handle: WorkflowHandle[Any, Any] = fabric.temporal.get_workflow_handle(workload_id)
+
+    async def _query(self, name: str, result_type: type) -> Any:
+        try:
+            return await self._handle.query(name, result_type=result_type, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise WorkloadNotFound(f"no workload named {self.id!r}") from None
+            raise FabricError(f"workload {self.id!r}: {error.message}") from None
+        except Exception as error:  # WorkflowQueryFailedError: bad input recorded in history, ...
+            description = await self._describe()
+            raise FabricError(f"workload {self.id!r} is {description}: {error}") from None
+
+    async def _describe(self) -> str:
+        try:
+            description = await self._handle.describe()
+        except RPCError:
+            raise WorkloadNotFound(f"no workload named {self.id!r}") from None
+        return description.status.name.lower() if description.status else "unknown"
+
+    async def status(self) -> WorkloadStatus:
+        return await self._query("status", WorkloadStatus)  # type: ignore[no-any-return]
+
+    async def explain(self) -> Explanation:
+        return await self._query("explain", Explanation)  # type: ignore[no-any-return]
+
+    async def result(self) -> WorkloadStatus:
+        """Wait until the workload ends; its final status."""
+        try:
+            return await self._handle.result(result_type=WorkloadStatus)  # type: ignore[no-any-return]
+        except WorkflowFailureError as error:
+            raise FabricError(f"workload {self.id!r} failed: {_root_message(error)}") from None
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise WorkloadNotFound(f"no workload named {self.id!r}") from None
+            raise
+
+    async def cancel(self) -> WorkloadStatus:
+        """Cancel and wait until the job is stopped and its GPUs are released."""
+        status = await self.status()
+        if status.state.terminal:
+            return status
+        try:
+            return await self._handle.execute_update("cancel", result_type=WorkloadStatus)  # type: ignore[no-any-return]
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return await self.status()
+            raise
+
+    async def logs(self, tail: int = 200) -> str:
+        status = await self.status()
+        if not status.pool or not status.job_id:
+            return ""
+        return str(await self.fabric._control("logs", pool=status.pool, job_id=status.job_id, tail=tail))
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "")
+
+
+def _root_message(error: BaseException) -> str:
+    cause: BaseException | None = error
+    message = str(error)
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            message = cause.message
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    return message

@@ -1,0 +1,81 @@
+"""The spine's acceptance scenario, end to end on the real Temporal dev server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from inferofabric.models import WorkloadSpec, WorkloadState
+
+POLICY = """
+placement:
+  default: on-prem
+  burst:
+    when: on_prem_utilization > 0.85
+    target: cloud
+    regions: [us-east-1, eu-west-1]
+  failover:
+    when: pool_health != healthy
+    target: cloud
+constraints:
+  - deny: {location: cloud}
+    when: workload.data_classification == 'pii'
+"""
+
+
+def job(name: str, classification: str = "internal", duration: str = "600s") -> WorkloadSpec:
+    return WorkloadSpec.model_validate({
+        "name": name, "team": "vision", "image": "ghcr.io/acme/resnet:1.4",
+        "resources": {"gpu": {"type": "A100", "count": 1}}, "data_classification": classification,
+        "annotations": {"sim.inferofabric.io/duration": duration},
+    })
+
+
+async def wait_state(handle, states, timeout=30.0):  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status = await handle.status()
+        if status.state in states and (status.pool or status.state == WorkloadState.QUEUED):
+            return status
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{handle.id} stuck in {status.state}: {status.message}")
+        await asyncio.sleep(0.2)
+
+
+async def test_seven_on_prem_then_burst_then_pii_stays_and_waits(fabric) -> None:  # type: ignore[no-untyped-def]
+    client = fabric.client
+    await client.register_pool({"name": "onprem-a", "location": "on-prem", "backend": "simulated", "region": "dc1",
+                                "gpus": {"A100": 8}, "price_per_gpu_hour": {"A100": 1.2}})
+    await client.register_pool({"name": "cloud-use1", "location": "cloud", "backend": "simulated",
+                                "region": "us-east-1", "gpus": {"A100": 64}, "price_per_gpu_hour": {"A100": 4.1}})
+    await client.set_policy(POLICY)
+
+    placed = []
+    for i in range(10):
+        handle = await client.submit(job(f"train-{i}"))
+        placed.append(await wait_state(handle, {WorkloadState.RUNNING}))
+    assert [s.pool for s in placed] == ["onprem-a"] * 7 + ["cloud-use1"] * 3
+    assert all(s.region == "us-east-1" for s in placed[7:])
+
+    explanation = await client.get("train-7").explain()
+    assert explanation.decisions[-1].mode == "burst"
+    assert explanation.decisions[-1].inputs["on_prem_utilization"] == 0.875
+    six = await client.get("train-6").explain()
+    assert six.decisions[-1].inputs["on_prem_utilization"] == 0.75
+
+    pii_1 = await client.submit(job("pii-1", "pii"))
+    status = await wait_state(pii_1, {WorkloadState.RUNNING})
+    assert status.pool == "onprem-a"
+    pii_2 = await client.submit(job("pii-2", "pii"))
+    await asyncio.sleep(1.5)
+    waiting = await pii_2.status()
+    assert waiting.state == WorkloadState.QUEUED and waiting.pool is None
+    why = (await pii_2.explain()).decisions[-1]
+    assert why.pool is None
+    reasons = {r.pool: r.reason for r in why.rejected}
+    assert "denied by" in reasons["cloud-use1"] and "not enough free GPUs" in reasons["onprem-a"]
+
+    burst = [w.id for w in await client.list(location="cloud")]
+    assert sorted(burst) == ["train-7", "train-8", "train-9"]
+
+    cancelled = await pii_2.cancel()
+    assert cancelled.state == WorkloadState.CANCELLED

@@ -1,0 +1,54 @@
+"""Workers: the control plane's worker (task queue `fabric`) and a pool agent (task queue `pool.<name>`).
+
+The control plane's worker runs every workflow, the placement and control activities (they need
+the store) and the back-end activities of pools without an agent. An agent runs only the back-end
+activities of its own pool, from inside that pool's network, dialing out to Temporal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from inferofabric.activities.control import ControlActivities
+from inferofabric.activities.jobs import JobActivities
+from inferofabric.activities.placement import PlacementActivities
+from inferofabric.settings import fabric_home, task_queue
+from inferofabric.workflows.control import ControlWorkflow
+from inferofabric.workflows.monitor import PoolMonitorWorkflow
+from inferofabric.workflows.workload import WorkloadWorkflow
+
+WORKFLOWS = [WorkloadWorkflow, ControlWorkflow, PoolMonitorWorkflow]
+
+
+def job_activities(home: Path) -> list[object]:
+    jobs = JobActivities(home)
+    return [jobs.launch_job, jobs.watch_job, jobs.job_status, jobs.cancel_job, jobs.job_logs, jobs.list_pool_jobs,
+            jobs.probe_pool]
+
+
+def build_worker(client: Client, queue: str | None = None, home: Path | None = None,
+                 store_url: str | None = None, max_concurrent_activities: int = 200) -> Worker:
+    home = home or fabric_home()
+    placement = PlacementActivities(store_url)
+    control = ControlActivities(home, store_url)
+    activities = [placement.place_workload, placement.release_capacity, placement.seal_secrets,
+                  *control.all(), *job_activities(home)]
+    return Worker(
+        client, task_queue=queue or task_queue(), workflows=WORKFLOWS, activities=activities,
+        max_concurrent_activities=max_concurrent_activities, max_concurrent_local_activities=200,
+    )
+
+
+def build_agent_worker(client: Client, pool: str, home: Path | None = None) -> Worker:
+    """The pool agent's worker: only its own pool's back-end activities, on `pool.<name>`."""
+    return Worker(client, task_queue=f"pool.{pool}", activities=job_activities(home or fabric_home()),
+                  max_concurrent_activities=100)
+
+
+async def run_until_stopped(worker: Worker, stop: asyncio.Event) -> None:
+    async with worker:
+        await stop.wait()

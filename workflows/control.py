@@ -1,0 +1,102 @@
+"""ControlWorkflow: runs one operator/SDK operation (register a pool, set the policy, cordon...).
+
+Clients need only a Temporal connection; the store stays inside the control plane. Operations
+that affect running work (drain, a pool registration that starts its monitor) fan out from here as
+signals and child workflows, so they are durable too.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from inferofabric.models.common import Health
+    from inferofabric.backends.registry import task_queue_for
+    from inferofabric.models.messages import ControlRequest, JobInput, MonitorInput, MonitorSettings, RelocateSignal
+    from inferofabric.models.pool import PoolSpec
+
+CONTROL_TIMEOUT = timedelta(seconds=30)
+CONTROL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidInput", "NotFound"])
+# op -> activity; the argument list is taken from ControlRequest.args in this order.
+OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "register_pool": ("control_register_pool", ("spec",)),
+    "remove_pool": ("control_remove_pool", ("name",)),
+    "list_pools": ("control_list_pools", ()),
+    "pool_spec": ("control_pool_spec", ("name",)),
+    "set_policy": ("control_set_policy", ("policy",)),
+    "get_policy": ("control_get_policy", ()),
+    "cordon": ("control_cordon", ("name", "cordoned")),
+    "simulate": ("control_simulate", ("name", "action")),
+    "put_secret": ("control_put_secret", ("name", "sealed_value", "pool")),
+    "list_secrets": ("control_list_secrets", ()),
+    "decisions": ("control_decisions", ("workload_id",)),
+}
+
+
+def monitor_id(pool: str) -> str:
+    return f"pool-monitor-{pool}"
+
+
+@workflow.defn(name="ControlWorkflow")
+class ControlWorkflow:
+    @workflow.run
+    async def run(self, request: ControlRequest) -> Any:
+        if request.op == "logs":
+            return await self._logs(request.args["pool"], request.args["job_id"], int(request.args.get("tail", 200)))
+        if request.op == "drain":
+            return await self._drain(request.args["name"], request.args.get("reason", "drained by operator"))
+        if request.op not in OPERATIONS:
+            raise ApplicationError(f"unknown operation {request.op!r}", type="InvalidInput", non_retryable=True)
+        activity_name, arg_names = OPERATIONS[request.op]
+        args = [request.args.get(name) for name in arg_names]
+        result = await workflow.execute_activity(
+            activity_name, args=args, start_to_close_timeout=CONTROL_TIMEOUT, retry_policy=CONTROL_RETRY,
+            summary=request.op,
+        )
+        if request.op == "register_pool":
+            await self._ensure_monitor(PoolSpec.model_validate(request.args["spec"]).name,
+                                       request.args.get("monitor"))
+        return result
+
+    async def _ensure_monitor(self, pool: str, settings: dict[str, Any] | None) -> None:
+        """Start the pool's health monitor once; an already running monitor is kept."""
+        try:
+            await workflow.start_child_workflow(
+                "PoolMonitorWorkflow",
+                MonitorInput(pool=pool, settings=MonitorSettings.model_validate(settings or {})),
+                id=monitor_id(pool), parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary=f"health monitor for pool {pool}",
+            )
+        except WorkflowAlreadyStartedError:
+            pass
+
+    async def _logs(self, pool_name: str, job_id: str, tail: int) -> str:
+        pool: PoolSpec = await workflow.execute_activity(
+            "control_pool_spec", pool_name, result_type=PoolSpec, start_to_close_timeout=CONTROL_TIMEOUT,
+            retry_policy=CONTROL_RETRY)
+        return str(await workflow.execute_activity(
+            "job_logs", JobInput(pool=pool, job_id=job_id, tail=tail),
+            task_queue=task_queue_for(pool, workflow.info().task_queue), start_to_close_timeout=CONTROL_TIMEOUT,
+            retry_policy=RetryPolicy(maximum_attempts=2), summary=f"logs of {job_id}"))
+
+    async def _drain(self, pool: str, reason: str) -> list[str]:
+        """Move every workload off the pool on purpose, with the failover machinery."""
+        await workflow.execute_activity("control_cordon", args=[pool, True], start_to_close_timeout=CONTROL_TIMEOUT,
+                                        retry_policy=CONTROL_RETRY, summary=f"cordon {pool}")
+        rows = await workflow.execute_activity("control_workloads_on_pool", pool,
+                                               start_to_close_timeout=CONTROL_TIMEOUT, retry_policy=CONTROL_RETRY)
+        moved = []
+        for row in rows:
+            handle = workflow.get_external_workflow_handle(row["workload_id"])
+            try:
+                await handle.signal("relocate", RelocateSignal(pool=pool, reason=reason, health=Health.CORDONED))
+                moved.append(row["workload_id"])
+            except Exception:  # the workload finished in the meantime
+                continue
+        return moved

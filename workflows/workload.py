@@ -1,0 +1,401 @@
+"""WorkloadWorkflow: one durable workflow per workload (workflow id = workload id).
+
+place (decide + reserve) -> launch on the chosen pool -> watch until it ends -> release.
+If the pool fails (health monitor signal), is drained, or the job is lost, the workflow moves the
+workload: it cancels the old copy best-effort, releases its GPUs and places it again under the
+policy's failover rule with the failed pool excluded. Deterministic: all I/O is in activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from inferofabric.backends.base import JobState, JobStatus, job_id_for
+    from inferofabric.backends.registry import task_queue_for
+    from inferofabric.models.common import Health, WorkloadState
+    from inferofabric.models.messages import (
+        JobInput,
+        LaunchInput,
+        PlaceInput,
+        PlaceResult,
+        RelocateSignal,
+        ReleaseInput,
+        WatchInput,
+        WorkloadRequest,
+    )
+    from inferofabric.models.pool import PoolSpec
+    from inferofabric.models.status import AttemptRecord, Decision, Explanation, WorkloadStatus
+
+SA_POOL = SearchAttributeKey.for_keyword("FabricPool")
+SA_LOCATION = SearchAttributeKey.for_keyword("FabricLocation")
+SA_TEAM = SearchAttributeKey.for_keyword("FabricTeam")
+SA_STATE = SearchAttributeKey.for_keyword("FabricState")
+SA_GPU_TYPE = SearchAttributeKey.for_keyword("FabricGpuType")
+SA_GPUS = SearchAttributeKey.for_int("FabricGpus")
+
+LOCAL = dict(start_to_close_timeout=timedelta(seconds=60),
+             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)))
+NON_RETRYABLE = ["JobRejected", "BackendConfigError", "InvalidInput", "NotFound", "SecretError"]
+WAIT_BACKOFF = (1, 2, 3, 5)  # seconds between placement tries while queued
+
+
+class _Moved(Exception):
+    """The current attempt must move to another pool (pool failed, drained, job lost)."""
+
+    def __init__(self, reason: str, health: Health) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.health = health
+
+
+def initial_search_attributes(team: str) -> TypedSearchAttributes:
+    """Set at start by the SDK so a workload is filterable from its first moment."""
+    return TypedSearchAttributes([SearchAttributePair(SA_TEAM, team),
+                                  SearchAttributePair(SA_STATE, WorkloadState.QUEUED.value)])
+
+
+@workflow.defn(name="WorkloadWorkflow")
+class WorkloadWorkflow:
+    def __init__(self) -> None:
+        self._status: WorkloadStatus | None = None
+        self._decisions: list[Decision] = []
+        self._events: list[str] = []
+        self._cancel_requested = False
+        self._relocate: RelocateSignal | None = None
+        self._pool: PoolSpec | None = None
+        self._background: list[asyncio.Future[None]] = []
+
+    # -- queries, signals, updates ------------------------------------------------------------------
+    @workflow.query(name="status")
+    def status(self) -> WorkloadStatus:
+        assert self._status is not None
+        return self._status
+
+    @workflow.query(name="explain")
+    def explain(self) -> Explanation:
+        assert self._status is not None
+        return Explanation(id=self._status.id, state=self._status.state, decisions=self._decisions,
+                           events=self._events)
+
+    @workflow.signal(name="relocate")
+    def relocate(self, signal: RelocateSignal) -> None:
+        """From the pool monitor (pool failed) or `fabric pool drain`: move if it concerns our pool."""
+        if self._status is not None and self._status.pool == signal.pool and self._relocate is None:
+            self._relocate = signal
+
+    @workflow.update(name="cancel")
+    async def cancel(self) -> WorkloadStatus:
+        self._cancel_requested = True
+        await workflow.wait_condition(lambda: self._status is not None and self._status.state.terminal)
+        assert self._status is not None
+        return self._status
+
+    @workflow.signal(name="request_cancel")
+    def request_cancel(self) -> None:
+        self._cancel_requested = True
+
+    # -- main -----------------------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, raw: dict[str, Any]) -> WorkloadStatus:
+        result = await self._run(raw)
+        # Let a pending `cancel` update see the final state before the workflow closes.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    async def _run(self, raw: dict[str, Any]) -> WorkloadStatus:
+        workload_id = workflow.info().workflow_id
+        self._status = WorkloadStatus(id=workload_id, state=WorkloadState.QUEUED, submitted_at=workflow.now(),
+                                      updated_at=workflow.now())
+        try:
+            request = WorkloadRequest.model_validate(raw)
+        except ValidationError as error:
+            raise ApplicationError(f"invalid workload: {_summarize(error)}", type="InvalidWorkloadSpec",
+                                   non_retryable=True) from None
+        spec = request.spec
+        self._status.team = spec.team
+        self._upsert(state=WorkloadState.QUEUED, team=spec.team, gpus=spec.gpu_count)
+        self._event(f"submitted by team {spec.team}: {spec.gpu_count} x {'/'.join(spec.gpu_types) or 'no GPU'}")
+
+        exclude: dict[str, str] = {}
+        failed_health: Health | None = None
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                if attempt > request.max_attempts:
+                    return await self._finish(WorkloadState.FAILED,
+                                              f"gave up after {request.max_attempts} attempts")
+                placed = await self._place_until_placed(workload_id, attempt, spec, exclude, failed_health)
+                if placed is None:
+                    return await self._finish(WorkloadState.CANCELLED, "cancelled while queued")
+                decision = placed.decision
+                try:
+                    assert placed.pool is not None
+                    final = await self._run_attempt(workload_id, attempt, spec, decision, placed.pool, request)
+                except _Moved as moved:
+                    assert decision.pool is not None
+                    exclude[decision.pool] = f"failed during attempt {attempt}: {moved.reason}"
+                    failed_health = moved.health
+                    self._history_end(f"moved: {moved.reason}")
+                    self._event(f"attempt {attempt} on {decision.pool} moved: {moved.reason}")
+                    await self._cleanup_attempt(workload_id, attempt, best_effort=True)
+                    self._relocate = None
+                    if self._cancel_requested:
+                        return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
+                    await workflow.sleep(timedelta(seconds=min(2 ** (attempt - 1) - 1, 30)))
+                    continue
+                await self._drain_background()
+                return final
+        except asyncio.CancelledError:
+            # Cancelled from the Web UI / `temporal workflow cancel`: clean up, then report cancelled.
+            self._cancel_requested = True
+            await self._cleanup_attempt(workload_id, attempt, best_effort=False)
+            await self._finish(WorkloadState.CANCELLED, "cancelled")
+            raise
+
+    async def _place_until_placed(self, workload_id: str, attempt: int, spec: Any, exclude: dict[str, str],
+                                  failed_health: Health | None) -> PlaceResult | None:
+        tries = 0
+        last_reason = None
+        while not self._cancel_requested:
+            placed: PlaceResult = await workflow.execute_local_activity(
+                "place_workload",
+                PlaceInput(workload_id=workload_id, attempt=attempt, spec=spec, exclude=exclude,
+                           failed_pool_health=failed_health),
+                result_type=PlaceResult, **LOCAL,  # type: ignore[arg-type]
+            )
+            decision = placed.decision
+            if decision.placed:
+                self._decisions.append(decision)
+                self._event(f"attempt {attempt}: placed on {decision.pool} ({decision.mode}): {decision.reason}")
+                return placed
+            if decision.reason != last_reason:
+                self._decisions.append(decision)
+                self._event(f"attempt {attempt}: {decision.reason}")
+                last_reason = decision.reason
+                self._set(state=WorkloadState.QUEUED, message=decision.reason)
+                self._details(decision)
+            delay = WAIT_BACKOFF[min(tries, len(WAIT_BACKOFF) - 1)]
+            tries += 1
+            try:
+                await workflow.wait_condition(lambda: self._cancel_requested, timeout=timedelta(seconds=delay))
+            except TimeoutError:
+                pass
+        return None
+
+    async def _run_attempt(self, workload_id: str, attempt: int, spec: Any, decision: Decision,
+                           pool: PoolSpec, request: WorkloadRequest) -> WorkloadStatus:
+        self._pool = pool
+        queue = task_queue_for(pool, workflow.info().task_queue)
+        job_id = job_id_for(workload_id, attempt)
+        self._set(state=WorkloadState.LAUNCHING, pool=pool.name, location=pool.location, region=pool.region,
+                  backend=pool.backend, gpu_type=decision.gpu_type, gpus=decision.gpus, attempts=attempt,
+                  job_id=job_id, message=f"launching on {pool.name}{pool.simulated_label}")
+        assert self._status is not None
+        self._status.history.append(AttemptRecord(attempt=attempt, pool=pool.name, job_id=job_id,
+                                                  outcome="launching", started_at=workflow.now()))
+        self._upsert(state=WorkloadState.LAUNCHING, pool=pool.name, location=pool.location.value,
+                     gpu_type=decision.gpu_type or "")
+        self._details(decision)
+        if self._cancel_requested:
+            return await self._cancel_attempt(workload_id, attempt)
+
+        sealed: dict[str, str] = {}
+        if any(not isinstance(v, str) for v in spec.env.values()):
+            sealed = await workflow.execute_local_activity(
+                "seal_secrets", args=[spec, pool.name], result_type=dict, **LOCAL)  # type: ignore[arg-type]
+        launch = self._activity(
+            "launch_job",
+            LaunchInput(pool=pool, workload_id=workload_id, attempt=attempt, job_id=job_id, spec=spec,
+                        gpu_type=decision.gpu_type, gpus=decision.gpus, sealed_env=sealed),
+            queue, JobStatus, timedelta(seconds=60),
+            retry=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=6,
+                              non_retryable_error_types=NON_RETRYABLE),
+            summary=f"launch {job_id} on {pool.name}",
+        )
+        try:
+            status = await self._race(launch, pool.name)
+        except ActivityError as error:
+            cause = _cause_type(error)
+            if cause in NON_RETRYABLE:
+                await self._cleanup_attempt(workload_id, attempt, best_effort=True)
+                return await self._finish(WorkloadState.FAILED, f"rejected by {pool.name}: {_cause_message(error)}")
+            raise _Moved(f"launch failed on {pool.name}: {_cause_message(error)}", Health.UNHEALTHY) from None
+        if status is None:
+            return await self._cancel_attempt(workload_id, attempt)
+
+        self._set(state=WorkloadState.RUNNING, message=status.message or f"running on {pool.name}")
+        self._upsert(state=WorkloadState.RUNNING)
+        if not status.state.terminal:
+            watch = self._activity(
+                "watch_job", WatchInput(pool=pool, job_id=job_id, interval_seconds=request.watch_interval_seconds),
+                queue, JobStatus, timedelta(days=30), heartbeat=timedelta(seconds=30),
+                retry=RetryPolicy(maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE),
+                summary=f"watch {job_id} on {pool.name}",
+            )
+            try:
+                status = await self._race(watch, pool.name)
+            except ActivityError as error:
+                raise _Moved(f"lost track of the job: {_cause_message(error)}", Health.UNHEALTHY) from None
+            if status is None:
+                return await self._cancel_attempt(workload_id, attempt)
+        if status.state == JobState.LOST:
+            raise _Moved(f"job lost on {pool.name}: {status.message}", Health.UNHEALTHY)
+        await self._cleanup_attempt(workload_id, attempt, best_effort=False, cancel_job=False)
+        self._history_end(status.state.value)
+        await self._drain_background()
+        if status.state == JobState.SUCCEEDED:
+            return await self._finish(WorkloadState.SUCCEEDED, status.message or "succeeded")
+        if status.state == JobState.CANCELLED:
+            return await self._finish(WorkloadState.CANCELLED, status.message or "cancelled on the pool")
+        return await self._finish(WorkloadState.FAILED, status.message or "failed")
+
+    async def _race(self, task: Any, pool: str) -> JobStatus | None:
+        """Await an activity unless the pool fails or a cancel arrives first (None = cancel)."""
+        future = asyncio.ensure_future(task)
+        stop = asyncio.ensure_future(workflow.wait_condition(
+            lambda: self._cancel_requested or self._relocate is not None))
+        done, _ = await workflow.wait([future, stop], return_when=asyncio.FIRST_COMPLETED)
+        if future in done:
+            stop.cancel()
+            return future.result()  # type: ignore[no-any-return]
+        future.cancel()
+        try:
+            await future
+        except (asyncio.CancelledError, ActivityError):
+            pass
+        if self._cancel_requested:
+            return None
+        assert self._relocate is not None
+        raise _Moved(f"pool {pool} {self._relocate.reason}", self._relocate.health)
+
+    async def _cancel_attempt(self, workload_id: str, attempt: int) -> WorkloadStatus:
+        await self._cleanup_attempt(workload_id, attempt, best_effort=False)
+        self._history_end("cancelled")
+        return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
+
+    async def _cleanup_attempt(self, workload_id: str, attempt: int, best_effort: bool,
+                               cancel_job: bool = True) -> None:
+        """Stop the attempt's job (if asked) and release its GPUs.
+
+        Best effort (moving off a failed pool): the cancel runs in the background so a dead pool
+        cannot delay the move; the pool monitor removes orphan copies when the pool answers again.
+        """
+        pool = self._pool
+        if cancel_job and pool is not None and self._status is not None and self._status.job_id:
+            cancel = self._cancel_job(pool, self._status.job_id, best_effort)
+            if best_effort:
+                self._background.append(asyncio.ensure_future(cancel))
+            else:
+                await cancel
+        await workflow.execute_local_activity(
+            "release_capacity", ReleaseInput(workload_id=workload_id, attempt=attempt), **LOCAL)  # type: ignore[arg-type]
+        self._pool = None
+
+    async def _cancel_job(self, pool: PoolSpec, job_id: str, best_effort: bool) -> None:
+        try:
+            await self._activity(
+                "cancel_job", JobInput(pool=pool, job_id=job_id), task_queue_for(pool, workflow.info().task_queue),
+                type(None), timedelta(seconds=20), retry=RetryPolicy(maximum_attempts=2 if best_effort else 5),
+                summary=f"cancel {job_id} on {pool.name}",
+                schedule_to_close=timedelta(seconds=30 if best_effort else 120),
+            )
+            self._event(f"cancelled {job_id} on {pool.name}")
+        except ActivityError as error:
+            self._event(f"could not cancel {job_id} on {pool.name} now ({_cause_message(error)}); "
+                        "the pool monitor removes it when the pool answers again")
+
+    async def _drain_background(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+            self._background.clear()
+
+    def _activity(self, name: str, arg: Any, queue: str, result_type: Any, start_to_close: timedelta,
+                  retry: RetryPolicy, summary: str, heartbeat: timedelta | None = None,
+                  schedule_to_close: timedelta | None = None) -> Any:
+        return workflow.execute_activity(
+            name, arg, task_queue=queue, result_type=result_type, start_to_close_timeout=start_to_close,
+            schedule_to_close_timeout=schedule_to_close, heartbeat_timeout=heartbeat, retry_policy=retry,
+            summary=summary,
+        )
+
+    # -- state ---------------------------------------------------------------------------------------
+    async def _finish(self, state: WorkloadState, message: str) -> WorkloadStatus:
+        self._set(state=state, message=message)
+        self._upsert(state=state)
+        self._event(f"{state.value}: {message}")
+        assert self._status is not None
+        return self._status
+
+    def _set(self, **fields: Any) -> None:
+        assert self._status is not None
+        for key, value in fields.items():
+            setattr(self._status, key, value)
+        self._status.updated_at = workflow.now()
+
+    def _history_end(self, outcome: str) -> None:
+        if self._status and self._status.history:
+            self._status.history[-1].outcome = outcome
+            self._status.history[-1].ended_at = workflow.now()
+
+    def _event(self, text: str) -> None:
+        self._events.append(f"{workflow.now().strftime('%H:%M:%S')} {text}")
+
+    def _upsert(self, state: WorkloadState | None = None, team: str | None = None, pool: str | None = None,
+                location: str | None = None, gpu_type: str | None = None, gpus: int | None = None) -> None:
+        updates = []
+        if state is not None:
+            updates.append(SA_STATE.value_set(state.value))
+        if team is not None:
+            updates.append(SA_TEAM.value_set(team))
+        if pool is not None:
+            updates.append(SA_POOL.value_set(pool))
+        if location is not None:
+            updates.append(SA_LOCATION.value_set(location))
+        if gpu_type is not None:
+            updates.append(SA_GPU_TYPE.value_set(gpu_type))
+        if gpus is not None:
+            updates.append(SA_GPUS.value_set(gpus))
+        if updates:
+            workflow.upsert_search_attributes(updates)
+            # The memo carries what `fabric list` shows beyond the search attributes.
+            status = self._status
+            if status is not None:
+                workflow.upsert_memo({"region": status.region or "", "attempts": status.attempts,
+                                      "backend": status.backend or "", "message": status.message[:300]})
+
+    def _details(self, decision: Decision) -> None:
+        """Current details in the Web UI: the latest decision and why other pools were rejected."""
+        lines = [f"**{decision.mode}** -> **{decision.pool or 'waiting'}** (attempt {decision.attempt})",
+                 "", decision.reason, "", "Rejected:"]
+        lines += [f"- {r.pool}: {r.reason}" for r in decision.rejected]
+        workflow.set_current_details("\n".join(lines))
+
+
+def _summarize(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _cause_type(error: ActivityError) -> str | None:
+    cause = error.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+def _cause_message(error: ActivityError) -> str:
+    cause = error.cause
+    while cause is not None and getattr(cause, "cause", None) is not None and not isinstance(cause, ApplicationError):
+        cause = cause.cause
+    return cause.message if cause is not None and hasattr(cause, "message") else str(error)
