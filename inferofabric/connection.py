@@ -7,6 +7,8 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
 from inferofabric.models.messages import SEARCH_ATTRIBUTES
 from inferofabric.settings import temporal_address, temporal_namespace
 
@@ -15,11 +17,24 @@ class FabricUnreachable(ConnectionError):
     """No Temporal server answers at the address (shown as a one-line error by the CLI)."""
 
 
+_runtime: Runtime | None = None
+
+
+def quiet_runtime() -> Runtime:
+    """A Temporal runtime whose core logs only errors: benign races (an activity finishing after its
+    workflow moved on) are expected in a fabric and must not flood the CLI's output."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(telemetry=TelemetryConfig(
+            logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
+    return _runtime
+
+
 async def connect(address: str | None = None, namespace: str | None = None) -> Client:
     address = address or temporal_address()
     try:
         return await Client.connect(address, namespace=namespace or temporal_namespace(),
-                                    data_converter=pydantic_data_converter)
+                                    data_converter=pydantic_data_converter, runtime=quiet_runtime())
     except RuntimeError as error:
         raise FabricUnreachable(
             f"cannot reach the fabric's Temporal server at {address} ({str(error).splitlines()[0]}); "

@@ -238,7 +238,7 @@ class WorkloadWorkflow:
         if not status.state.terminal:
             watch = self._activity(
                 "watch_job", WatchInput(pool=pool, job_id=job_id, interval_seconds=request.watch_interval_seconds),
-                queue, JobStatus, timedelta(days=30), heartbeat=timedelta(seconds=30),
+                queue, JobStatus, timedelta(days=30), heartbeat=timedelta(seconds=10),
                 retry=RetryPolicy(maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE),
                 summary=f"watch {job_id} on {pool.name}",
             )

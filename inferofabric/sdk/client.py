@@ -131,6 +131,27 @@ class FabricClient:
             raise
         return WorkloadHandle(self, workload.name)
 
+    async def schedule(self, schedule_id: str, spec: WorkloadSpec | dict[str, Any], cron: str) -> None:
+        """Run a workload on a Temporal Schedule (a training pipeline every night, say); each run is a
+        workload named <name>-<timestamp>."""
+        workload = spec if isinstance(spec, WorkloadSpec) else WorkloadSpec.model_validate(spec)
+        await _schedule(self, schedule_id, workload, cron)
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        items = []
+        async for entry in await self.temporal.list_schedules():
+            upcoming = entry.info.next_action_times if entry.info else []
+            items.append({"id": entry.id, "next": upcoming[0].isoformat() if upcoming else None})
+        return items
+
+    async def unschedule(self, schedule_id: str) -> None:
+        try:
+            await self.temporal.get_schedule_handle(schedule_id).delete()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise FabricError(f"no schedule named {schedule_id!r}") from None
+            raise
+
     def get(self, workload_id: str) -> WorkloadHandle:
         return WorkloadHandle(self, workload_id)
 
@@ -234,3 +255,25 @@ def _root_message(error: BaseException) -> str:
             message = cause.message
         cause = cause.__cause__ or getattr(cause, "cause", None)
     return message
+
+
+async def _schedule(fabric: FabricClient, schedule_id: str, spec: WorkloadSpec, cron: str) -> None:
+    from temporalio.client import Schedule, ScheduleActionStartWorkflow, ScheduleSpec
+
+    if spec.name is None:
+        spec = spec.model_copy(update={"name": schedule_id})
+    request = WorkloadRequest(spec=spec)
+    try:
+        await fabric.temporal.create_schedule(
+            schedule_id,
+            Schedule(
+                action=ScheduleActionStartWorkflow(
+                    "WorkloadWorkflow", request.model_dump(mode="json"), id=spec.name or schedule_id,
+                    task_queue=fabric.task_queue, typed_search_attributes=initial_search_attributes(spec.team)),
+                spec=ScheduleSpec(cron_expressions=[cron]),
+            ),
+        )
+    except RPCError as error:
+        if error.status == RPCStatusCode.ALREADY_EXISTS:
+            raise FabricError(f"a schedule named {schedule_id!r} already exists") from None
+        raise FabricError(f"schedule {schedule_id!r}: {error.message}") from None

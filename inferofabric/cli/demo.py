@@ -1,0 +1,136 @@
+"""`fabric demo`: the product in one minute, on its own embedded stack.
+
+On-prem fills up to the burst threshold, the rest bursts to cloud regions, a `pii` workload takes
+on-prem's last GPU instead of bursting, a second one waits, and one placement is explained. All
+pools are SIMULATED (no GPUs needed); every workload is a real durable Temporal workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.table import Table
+
+from inferofabric.cli import render
+from inferofabric.models.common import WorkloadState
+from inferofabric.models.workload import WorkloadSpec
+from inferofabric.settings import fabric_home
+
+console = render.console
+
+
+def _free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise RuntimeError("no free port")
+
+
+def _job(name: str, classification: str = "internal", **placement: Any) -> WorkloadSpec:
+    return WorkloadSpec.model_validate({
+        "name": name, "team": "vision" if classification != "pii" else "health", "project": "demo",
+        "image": "ghcr.io/acme/resnet:1.4", "command": ["python", "train.py", "--epochs", "90"],
+        "resources": {"gpu": {"type": ["A100", "H100"], "count": 1}, "cpu": 8, "memory": "32Gi"},
+        "data_classification": classification, "placement": placement,
+        "annotations": {"sim.inferofabric.io/duration": "300s"},
+    })
+
+
+async def _placed(handle: Any, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await handle.status()
+        if status.pool or status.state.terminal:
+            return status
+        explanation = await handle.explain()
+        if explanation.decisions and explanation.decisions[-1].mode == "wait":
+            return status
+        if time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.15)
+
+
+async def run_demo(address: str | None, keep: bool) -> None:
+    from inferofabric.embedded import embedded_stack
+
+    started = time.monotonic()
+    home = fabric_home() / "demo"
+    shutil.rmtree(home, ignore_errors=True)  # a fresh story every time
+    home.mkdir(parents=True)
+    port, ui_port = _free_port(7233), _free_port(8233)
+    console.rule("[bold]InferoFabric demo[/]")
+    async with embedded_stack(home, port, ui_port, None, log=lambda m: console.print(f"[dim]{m}[/]")) as stack:
+        fabric = stack.fabric
+        console.print(render.pools_table(await fabric.pools()))
+        policy = (await fabric.policy())["policy"]
+        console.print("[bold]Active policy[/] (policy.yaml):")
+        console.print(yaml.safe_dump(policy, sort_keys=False).rstrip(), highlight=False)
+
+        console.rule("1. Ten one-GPU training jobs, submitted one after another")
+        table = Table("workload", "on-prem utilization seen", "decision", "pool", "region")
+        first_burst = None
+        for i in range(10):
+            spec = _job(f"train-{i}", **({"regions": ["eu-west-1"]} if i == 9 else {}))
+            status = await _placed(await fabric.submit(spec))
+            decision = (await fabric.get(spec.name).explain()).decisions[-1]  # type: ignore[arg-type]
+            seen = float(decision.inputs["on_prem_utilization"])
+            if decision.mode == "burst" and first_burst is None:
+                first_burst = spec.name
+            style = "green" if decision.mode == "default" else "cyan"
+            table.add_row(spec.name, f"{seen:.3f}" + (" > 0.85" if seen > 0.85 else ""),
+                          f"[{style}]{decision.mode}[/]", status.pool or "-", status.region or "-")
+        console.print(table)
+        console.print("On-prem takes work while utilization is at most 0.85; from 7/8 = 0.875 on, work bursts to "
+                      "the cheapest allowed cloud region (train-9 asked for eu-west-1).")
+
+        console.rule("2. pii workloads: never in the cloud")
+        pii_1 = await _placed(await fabric.submit(_job("patients-0", "pii")))
+        console.print(f"patients-0 (pii) -> [bold]{pii_1.pool}[/]: burst is on, but the constraint keeps pii out "
+                      "of the cloud, so it takes on-prem's last free GPU")
+        pii_2 = await _placed(await fabric.submit(_job("patients-1", "pii")))
+        why = (await fabric.get("patients-1").explain()).decisions[-1]
+        console.print(f"patients-1 (pii) -> [yellow]{pii_2.state.value}[/]: waits durably until on-prem has room")
+        for rejection in why.rejected:
+            console.print(f"   x {rejection.pool}: {rejection.reason}", highlight=False)
+
+        console.rule("3. Where everything is")
+        console.print(render.workloads_table(await fabric.list(limit=50)))
+        console.print(render.pools_table(await fabric.pools()))
+
+        if first_burst:
+            console.rule(f"4. Why did {first_burst} burst?  (fabric explain {first_burst})")
+            console.print(render.explanation_text(await fabric.get(first_burst).explain()), highlight=False)
+
+        console.rule("Explore")
+        console.print(
+            f"Web UI:  [link={stack.ui_url}]{stack.ui_url}[/link]  (search attributes FabricPool, FabricLocation, "
+            "FabricTeam, FabricState, FabricGpuType, FabricGpus)\n"
+            f"CLI:     temporal workflow list --address {stack.address} --query \"FabricLocation='cloud'\"\n"
+            f"         FABRIC_TEMPORAL_ADDRESS={stack.address} fabric list --location cloud\n"
+            f"story told in {time.monotonic() - started:.0f}s"
+        )
+        if keep:
+            console.print("\nThe demo stack keeps running; press Ctrl-C to stop it.")
+            stop = asyncio.Event()
+            try:
+                await stop.wait()
+            except asyncio.CancelledError:
+                pass
+        else:
+            for item in await fabric.list(limit=100):
+                if not item.state.terminal:
+                    await fabric.get(item.id).cancel()
+            console.print("[dim]demo workloads cancelled; stack stopped (run `fabric up` for a lasting one)[/]")
+
+
+__all__ = ["run_demo", "WorkloadState", "Path"]

@@ -1,0 +1,106 @@
+"""Tables and text for people; JSON for scripts (`--json`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from inferofabric.models.status import Decision, Explanation, PoolStatus, WorkloadStatus
+
+console = Console()
+err_console = Console(stderr=True)
+
+STATE_STYLE = {"queued": "yellow", "launching": "cyan", "running": "green", "succeeded": "bold green",
+               "failed": "bold red", "cancelled": "dim"}
+HEALTH_STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "bold red", "cordoned": "magenta"}
+
+
+def print_json(value: Any) -> None:
+    def encode(item: Any) -> Any:
+        if isinstance(item, BaseModel):
+            return item.model_dump(mode="json")
+        if isinstance(item, list):
+            return [encode(i) for i in item]
+        if isinstance(item, dict):
+            return {k: encode(v) for k, v in item.items()}
+        return item
+
+    print(json.dumps(encode(value), indent=2, default=str))
+
+
+def _gpus(inventory: dict[str, int], used: dict[str, int] | None = None) -> str:
+    if not inventory:
+        return "-"
+    if used is None:
+        return ", ".join(f"{n} {t}" for t, n in inventory.items())
+    return ", ".join(f"{used.get(t, 0)}/{n} {t}" for t, n in inventory.items())
+
+
+def pools_table(pools: list[PoolStatus]) -> Table:
+    table = Table(title="Pools", title_justify="left")
+    for column in ("name", "location", "region", "backend", "health", "GPUs used/total", "$/GPU-h", "since"):
+        table.add_column(column)
+    for pool in pools:
+        backend = f"{pool.backend} [bold magenta](SIMULATED)[/]" if pool.simulated else pool.backend
+        style = HEALTH_STYLE.get(pool.health.value, "")
+        health = f"[{style}]{pool.health.value}[/]" + (f"\n[dim]{pool.health_reason}[/]" if pool.health_reason else "")
+        prices = ", ".join(f"{t} {p:.2f}" for t, p in pool.price_per_gpu_hour.items()) or "-"
+        since = pool.health_since.strftime("%H:%M:%S") if pool.health_since else "-"
+        table.add_row(pool.name, pool.location.value, pool.region, backend, health, _gpus(pool.gpus, pool.used),
+                      prices, since)
+    return table
+
+
+def workloads_table(items: list[WorkloadStatus]) -> Table:
+    table = Table(title="Workloads", title_justify="left")
+    for column in ("id", "state", "pool", "location", "region", "GPUs", "attempts", "team"):
+        table.add_column(column)
+    for item in items:
+        style = STATE_STYLE.get(item.state.value, "")
+        gpus = f"{item.gpus} x {item.gpu_type}" if item.gpu_type else (str(item.gpus) if item.gpus else "-")
+        table.add_row(item.id, f"[{style}]{item.state.value}[/]", item.pool or "-",
+                      item.location.value if item.location else "-", item.region or "-", gpus,
+                      str(item.attempts), item.team or "-")
+    return table
+
+
+def status_text(status: WorkloadStatus) -> str:
+    style = STATE_STYLE.get(status.state.value, "")
+    lines = [f"[bold]{status.id}[/]  [{style}]{status.state.value}[/]"]
+    if status.pool:
+        lines.append(f"  pool      {status.pool} ({status.location.value if status.location else '?'}, "
+                     f"{status.region}, {status.backend})")
+    if status.gpus:
+        lines.append(f"  GPUs      {status.gpus} x {status.gpu_type}")
+    lines.append(f"  attempts  {status.attempts}")
+    if status.job_id:
+        lines.append(f"  job       {status.job_id}")
+    if status.message:
+        lines.append(f"  message   {status.message}")
+    for record in status.history:
+        lines.append(f"  attempt {record.attempt}: {record.pool} -> {record.outcome}")
+    return "\n".join(lines)
+
+
+def decision_text(decision: Decision) -> str:
+    target = decision.pool or "nowhere yet (waiting)"
+    lines = [f"[bold]attempt {decision.attempt}[/] -> [bold]{target}[/] ({decision.mode})",
+             f"  why: {decision.reason}"]
+    if decision.inputs:
+        lines.append("  inputs: " + ", ".join(f"{k}={v}" for k, v in decision.inputs.items()))
+    for rejection in decision.rejected:
+        lines.append(f"  [dim]x {rejection.pool}: {rejection.reason}[/]")
+    return "\n".join(lines)
+
+
+def explanation_text(explanation: Explanation) -> str:
+    style = STATE_STYLE.get(explanation.state.value, "")
+    parts = [f"[bold]{explanation.id}[/]  [{style}]{explanation.state.value}[/]", ""]
+    parts += [decision_text(d) for d in explanation.decisions]
+    if explanation.events:
+        parts += ["", "[bold]timeline[/]"] + [f"  {e}" for e in explanation.events]
+    return "\n".join(parts)

@@ -1,0 +1,48 @@
+"""The long-running commands: `fabric up` (embedded stack) and `fabric worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from inferofabric.cli import render
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve(home: Path, port: int, ui_port: int, config: Path) -> None:
+    from inferofabric.embedded import embedded_stack
+
+    stop = _stop_on_signals()
+    source = str(config) if config.exists() else "built-in default (no fabric.yaml here)"
+    async with embedded_stack(home, port, ui_port, config, log=lambda m: render.console.print(m)) as stack:
+        render.console.print(render.pools_table(await stack.fabric.pools()))
+        render.console.print(
+            f"\n[bold green]fabric is up[/]  Temporal {stack.address}  Web UI [link={stack.ui_url}]{stack.ui_url}[/link]"
+            f"\n  config: {source}\n  state:  {home}\n"
+            f"  try: fabric submit -f workload.yaml --wait   (export FABRIC_TEMPORAL_ADDRESS={stack.address})\n"
+            "  Ctrl-C stops everything; state survives restarts.")
+        await stop.wait()
+        render.console.print("stopping...")
+
+
+async def run_worker(address: str | None, task_queue: str) -> None:
+    from inferofabric.connection import connect, ensure_search_attributes
+    from inferofabric.store.db import get_store
+    from inferofabric.worker.main import build_worker
+
+    stop = _stop_on_signals()
+    client = await connect(address)
+    await ensure_search_attributes(client)
+    await asyncio.to_thread(get_store)
+    worker = build_worker(client, queue=task_queue)
+    render.console.print(f"worker polling task queue {task_queue} on {address or 'the default address'}")
+    async with worker:
+        await stop.wait()
