@@ -36,8 +36,9 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
         return await Client.connect(address, namespace=namespace or temporal_namespace(),
                                     data_converter=pydantic_data_converter, runtime=quiet_runtime())
     except RuntimeError as error:
+        reason = "connection refused" if "refused" in str(error).lower() else str(error).splitlines()[0][:120]
         raise FabricUnreachable(
-            f"cannot reach the fabric's Temporal server at {address} ({str(error).splitlines()[0]}); "
+            f"cannot reach the fabric's Temporal server at {address} ({reason}); "
             "start one with `fabric up` or set FABRIC_TEMPORAL_ADDRESS") from None
 
 

@@ -44,7 +44,7 @@ def temporal_binary() -> str:
 def _die_with_parent() -> None:
     """Runs in the child before exec: if `fabric up` is killed (even -9), the server goes too."""
     with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 @dataclass

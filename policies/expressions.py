@@ -19,6 +19,7 @@ from typing import Any
 
 import celpy
 from celpy import celtypes
+from celpy.evaluation import CELEvalError, bool_eq, bool_ne
 
 HEALTH_CONSTANTS = ("healthy", "degraded", "unhealthy", "cordoned")
 KNOWN_ROOTS = {"on_prem_utilization", "cloud_utilization", "pool_health", "attempt", "workload", "pool",
@@ -28,6 +29,8 @@ _CEL_KEYWORDS = {"true", "false", "null", "in", "has", "size", "int", "uint", "d
                  "exists_one", "filter"}
 _STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 _PATH = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(\s*\()?")
+# Comprehension macros bind a local variable: `workload.gpu_types.exists(t, t == 'H100')`.
+_MACRO_VARIABLE = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _MISSING = object()
 # The interpreted runner: cel-python's compiled runner mishandles `has(x) && x == ...` short-circuits.
 _ENV = celpy.Environment()
@@ -54,14 +57,37 @@ def _referenced_paths(text: str) -> tuple[tuple[str, ...], ...]:
 
 def _unknown_roots(text: str) -> set[str]:
     stripped = _STRING_LITERAL.sub("''", text)
+    local = set(_MACRO_VARIABLE.findall(stripped))
     roots = set()
     for match in _PATH.finditer(stripped):
         root = match.group(1).split(".")[0]
         if match.group(2) and "." not in match.group(1):
             continue  # a global function call such as size(...)
-        if root not in KNOWN_ROOTS and root not in _CEL_KEYWORDS:
+        if root not in KNOWN_ROOTS and root not in _CEL_KEYWORDS and root not in local:
             roots.add(root)
     return roots
+
+
+def _strict(compare: Any) -> Any:
+    """CEL semantics for == and != on an error operand: the error propagates.
+
+    cel-python's own operators compare an error as unequal to everything, so `workload.labels.x !=
+    'eu'` with no label `x` would be true (and `== 'eu'` false) without reporting anything. With
+    this, a condition over a missing label is an evaluation error and counts as false, as
+    documented, whichever comparison it uses (`has(...)` and `||`/`&&` still absorb errors as in CEL).
+    """
+
+    def strict(left: Any, right: Any) -> Any:
+        if isinstance(left, CELEvalError):
+            return left
+        if isinstance(right, CELEvalError):
+            return right
+        return compare(left, right)
+
+    return strict
+
+
+_FUNCTIONS = {"_==_": _strict(bool_eq), "_!=_": _strict(bool_ne)}
 
 
 def _freeze(value: Any) -> Any:
@@ -129,15 +155,32 @@ class Expression:
         return bool(result), None
 
 
+def _syntax_message(text: str, error: BaseException) -> str:
+    column = getattr(error, "column", None)
+    line = getattr(error, "line", None)
+    if not isinstance(column, int):
+        # cel-python also reports the text with a caret under the position of the problem.
+        lines = str(error).rstrip("\n").splitlines()
+        column = lines[1].index("^") + 1 if len(lines) > 1 and "^" in lines[1] else None
+    if isinstance(column, int) and column > 0:
+        lines = text.splitlines() or [text]
+        where = f"line {line}, column {column}" if len(lines) > 1 and line else f"column {column}"
+        found = lines[(line or 1) - 1][column - 1:column] if (line or 1) <= len(lines) else ""
+        return f"syntax error at {where}" + (f" (near {found!r})" if found.strip() else "")
+    message = str(error).strip()
+    return message.splitlines()[0] if message else type(error).__name__
+
+
 @lru_cache(maxsize=1024)
 def compile_expression(text: str, where: str = "condition") -> Expression:
     """Compile once (cached by text); raise ExpressionError with the location in the policy on failure."""
+    if not text.strip():
+        raise ExpressionError(f"{where}: the condition is empty")
     try:
         ast = _ENV.compile(text)
-        program = _ENV.program(ast)
+        program = _ENV.program(ast, functions=_FUNCTIONS)
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ExpressionError(f"{where}: cannot parse {text!r}: {first_line}") from None
+        raise ExpressionError(f"{where}: cannot parse {text!r}: {_syntax_message(text, error)}") from None
     unknown = _unknown_roots(text)
     if unknown:
         raise ExpressionError(

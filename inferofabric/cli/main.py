@@ -19,11 +19,10 @@ from pydantic import ValidationError
 from inferofabric.cli import render
 from inferofabric.config_file import FileError, load_documents, parse, validation_message
 from inferofabric.connection import FabricUnreachable
-from inferofabric.models.messages import MonitorSettings
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.workload import WorkloadSpec
-from inferofabric.sdk.errors import FabricError, WorkloadExists, WorkloadNotFound
+from inferofabric.sdk.errors import FabricError, FabricNotFound, InvalidInput, WorkloadExists
 from inferofabric.store.db import NotFound
 
 T = TypeVar("T")
@@ -52,24 +51,21 @@ def fail(message: str, code: int) -> None:
 
 
 def run(coroutine: Awaitable[T]) -> T:
-    """Run an SDK call; turn every user-facing failure into one line and an exit code."""
-    try:
-        return asyncio.run(coroutine)  # type: ignore[arg-type]
-    except FabricUnreachable as error:
-        fail(str(error), 4)
-    except (WorkloadNotFound, NotFound) as error:
-        fail(str(error), 3)
-    except WorkloadExists as error:
-        fail(str(error), 2)
-    except FileError as error:
-        fail(str(error), 2)
-    except ValidationError as error:
-        fail(validation_message(error), 2)
-    except FabricError as error:
-        fail(str(error), 1)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    raise AssertionError("unreachable")
+    """Run an SDK call (user-facing failures become one line and an exit code in `main`)."""
+    return asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+def exit_code_for(error: BaseException) -> int | None:
+    """The exit code of a failure meant for people; None for a bug (which keeps its traceback)."""
+    if isinstance(error, FabricUnreachable):
+        return 4
+    if isinstance(error, FabricNotFound | NotFound):
+        return 3
+    if isinstance(error, WorkloadExists | InvalidInput | FileError | ValidationError):
+        return 2
+    if isinstance(error, FabricError):
+        return 1
+    return None
 
 
 async def _client(address: str | None) -> Any:
@@ -451,7 +447,21 @@ async def _async(fn: Callable[[], T]) -> T:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        fail_now("interrupted", 130)
+    except Exception as error:
+        code = exit_code_for(error)
+        if code is None:
+            raise
+        message = validation_message(error) if isinstance(error, ValidationError) else str(error)
+        fail_now(message, code)
+
+
+def fail_now(message: str, code: int) -> None:
+    render.err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

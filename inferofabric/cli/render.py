@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from pydantic import BaseModel
@@ -11,8 +12,9 @@ from rich.table import Table
 
 from inferofabric.models.status import Decision, Explanation, PoolStatus, WorkloadStatus
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 STATE_STYLE = {"queued": "yellow", "launching": "cyan", "running": "green", "succeeded": "bold green",
                "failed": "bold red", "cancelled": "dim"}

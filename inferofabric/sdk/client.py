@@ -23,7 +23,7 @@ from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import Explanation, PoolStatus, WorkloadStatus
 from inferofabric.models.workload import WorkloadSpec
-from inferofabric.sdk.errors import FabricError, WorkloadExists, WorkloadNotFound
+from inferofabric.sdk.errors import FabricError, FabricNotFound, InvalidInput, WorkloadExists, WorkloadNotFound
 from inferofabric.secrets import seal
 from inferofabric.settings import task_queue as default_task_queue
 from inferofabric.workflows.workload import initial_search_attributes
@@ -50,7 +50,13 @@ class FabricClient:
                 static_summary=f"fabric control: {op}",
             )
         except WorkflowFailureError as error:
-            raise FabricError(_root_message(error)) from None
+            kind = _root_type(error)
+            message = _root_message(error)
+            if kind == "NotFound":
+                raise FabricNotFound(message) from None
+            if kind == "InvalidInput":
+                raise InvalidInput(message) from None
+            raise FabricError(message) from None
 
     async def register_pool(self, spec: PoolSpec | dict[str, Any], monitor: MonitorSettings | None = None) -> PoolStatus:
         pool = spec if isinstance(spec, PoolSpec) else PoolSpec.model_validate(spec)
@@ -245,6 +251,16 @@ class WorkloadHandle:
 
 def _quote(value: str) -> str:
     return value.replace("'", "")
+
+
+def _root_type(error: BaseException) -> str | None:
+    cause: BaseException | None = error
+    kind = None
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            kind = cause.type
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    return kind
 
 
 def _root_message(error: BaseException) -> str:

@@ -5,7 +5,15 @@ class FabricError(Exception):
     """Base of SDK errors; its message is meant for people."""
 
 
-class WorkloadNotFound(FabricError):
+class FabricNotFound(FabricError):
+    """A pool, workload, secret or schedule that does not exist."""
+
+
+class InvalidInput(FabricError):
+    """The control plane refused the input (a bad pool, policy or spec)."""
+
+
+class WorkloadNotFound(FabricNotFound):
     pass
 
 
