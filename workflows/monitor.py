@@ -90,15 +90,16 @@ class PoolMonitorWorkflow:
 
     async def _record(self, pool: PoolSpec, before: Health | None, after: Health, probe: ProbeResult) -> None:
         reason = probe.reason or after.value
-        event: HealthEvent | None = await workflow.execute_local_activity(
+        await workflow.execute_local_activity(
             "control_record_health", args=[pool.name, after, reason, probe.gpus],
             result_type=HealthEvent | None, **LOCAL,  # type: ignore[arg-type]
         )
-        if event is None:
-            return
-        if after == Health.UNHEALTHY:
+        # Act on the monitor's own transition, not only on a change of the pool's effective health in
+        # the store: a cordoned pool that dies shows no effective change (it stays "cordoned"), yet
+        # the work still running on it must move, and its orphans must go when it recovers.
+        if after == Health.UNHEALTHY and before != Health.UNHEALTHY:
             await self._move_workloads(pool, reason)
-        elif before == Health.UNHEALTHY:
+        elif before == Health.UNHEALTHY and after != Health.UNHEALTHY:
             await self._remove_orphans(pool)
 
     async def _move_workloads(self, pool: PoolSpec, reason: str) -> None:

@@ -9,7 +9,7 @@ policy's failover rule with the failed pool excluded. Deterministic: all I/O is 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -46,15 +46,20 @@ LOCAL = dict(start_to_close_timeout=timedelta(seconds=60),
              retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)))
 NON_RETRYABLE = ["JobRejected", "BackendConfigError", "InvalidInput", "NotFound", "SecretError"]
 WAIT_BACKOFF = (1, 2, 3, 5)  # seconds between placement tries while queued
+# A pool a job failed on (launch failed, job lost) while its recorded health was still good is kept
+# out of placement for this long; a pool the monitor or a drain took out of service needs no such
+# exclusion: its recorded health keeps it out until it is healthy (and uncordoned) again.
+EXCLUDE_FAILED_POOL = timedelta(seconds=30)
 
 
 class _Moved(Exception):
     """The current attempt must move to another pool (pool failed, drained, job lost)."""
 
-    def __init__(self, reason: str, health: Health) -> None:
+    def __init__(self, reason: str, health: Health, recorded: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.health = health
+        self.recorded = recorded  # the pool's health/cordon is already recorded in the store
 
 
 def initial_search_attributes(team: str) -> TypedSearchAttributes:
@@ -125,7 +130,7 @@ class WorkloadWorkflow:
         self._upsert(state=WorkloadState.QUEUED, team=spec.team, gpus=spec.gpu_count)
         self._event(f"submitted by team {spec.team}: {spec.gpu_count} x {'/'.join(spec.gpu_types) or 'no GPU'}")
 
-        exclude: dict[str, str] = {}
+        exclude: dict[str, tuple[str, datetime]] = {}  # pool -> (why, until)
         failed_health: Health | None = None
         attempt = 0
         try:
@@ -143,12 +148,17 @@ class WorkloadWorkflow:
                     final = await self._run_attempt(workload_id, attempt, spec, decision, placed.pool, request)
                 except _Moved as moved:
                     assert decision.pool is not None
-                    exclude[decision.pool] = f"failed during attempt {attempt}: {moved.reason}"
+                    if not moved.recorded:
+                        exclude[decision.pool] = (f"failed during attempt {attempt}: {moved.reason}",
+                                                  workflow.now() + EXCLUDE_FAILED_POOL)
                     failed_health = moved.health
                     self._history_end(f"moved: {moved.reason}")
                     self._event(f"attempt {attempt} on {decision.pool} moved: {moved.reason}")
                     await self._cleanup_attempt(workload_id, attempt, best_effort=True)
                     self._relocate = None
+                    self._set(state=WorkloadState.QUEUED, pool=None, location=None, region=None, backend=None,
+                              job_id=None, message=f"moving off {decision.pool}: {moved.reason}")
+                    self._upsert(state=WorkloadState.QUEUED, pool="", location="")
                     if self._cancel_requested:
                         return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
                     await workflow.sleep(timedelta(seconds=min(2 ** (attempt - 1) - 1, 30)))
@@ -162,14 +172,17 @@ class WorkloadWorkflow:
             await self._finish(WorkloadState.CANCELLED, "cancelled")
             raise
 
-    async def _place_until_placed(self, workload_id: str, attempt: int, spec: Any, exclude: dict[str, str],
+    async def _place_until_placed(self, workload_id: str, attempt: int, spec: Any,
+                                  exclude: dict[str, tuple[str, datetime]],
                                   failed_health: Health | None) -> PlaceResult | None:
         tries = 0
         last_reason = None
         while not self._cancel_requested:
+            now = workflow.now()
             placed: PlaceResult = await workflow.execute_local_activity(
                 "place_workload",
-                PlaceInput(workload_id=workload_id, attempt=attempt, spec=spec, exclude=exclude,
+                PlaceInput(workload_id=workload_id, attempt=attempt, spec=spec,
+                           exclude={pool: why for pool, (why, until) in exclude.items() if now < until},
                            failed_pool_health=failed_health),
                 result_type=PlaceResult, **LOCAL,  # type: ignore[arg-type]
             )
@@ -276,7 +289,7 @@ class WorkloadWorkflow:
         if self._cancel_requested:
             return None
         assert self._relocate is not None
-        raise _Moved(f"pool {pool} {self._relocate.reason}", self._relocate.health)
+        raise _Moved(f"pool {pool} {self._relocate.reason}", self._relocate.health, recorded=True)
 
     async def _cancel_attempt(self, workload_id: str, attempt: int) -> WorkloadStatus:
         await self._cleanup_attempt(workload_id, attempt, best_effort=False)
