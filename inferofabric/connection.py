@@ -10,6 +10,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from inferofabric.models.messages import SEARCH_ATTRIBUTES
+from inferofabric.telemetry import interceptors
 from inferofabric.settings import temporal_address, temporal_namespace
 
 
@@ -34,7 +35,8 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
     address = address or temporal_address()
     try:
         return await Client.connect(address, namespace=namespace or temporal_namespace(),
-                                    data_converter=pydantic_data_converter, runtime=quiet_runtime())
+                                    data_converter=pydantic_data_converter, runtime=quiet_runtime(),
+                                    interceptors=interceptors())
     except RuntimeError as error:
         reason = "connection refused" if "refused" in str(error).lower() else str(error).splitlines()[0][:120]
         raise FabricUnreachable(
