@@ -19,8 +19,10 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.backends.base import job_id_for
     from inferofabric.backends.registry import task_queue_for
     from inferofabric.models.common import Health
-    from inferofabric.models.messages import JobInput, MonitorInput, ProbeResult, RelocateSignal
-    from inferofabric.models.pool import PoolSpec
+    # PoolSpec comes from the module that declares JobInput, so that the spec returned by
+    # control_pool_spec is an instance of the very class JobInput.pool expects: in the sandbox,
+    # inferofabric.models.pool can be a re-imported copy of the class messages.py refers to.
+    from inferofabric.models.messages import JobInput, MonitorInput, PoolSpec, ProbeResult, RelocateSignal
     from inferofabric.models.status import HealthEvent
 
 LOCAL = dict(start_to_close_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)))
@@ -56,8 +58,10 @@ class PoolMonitorWorkflow:
             try:
                 pool: PoolSpec = await workflow.execute_local_activity(
                     "control_pool_spec", state.pool, result_type=PoolSpec, **LOCAL)  # type: ignore[arg-type]
-            except ActivityError as error:
-                if isinstance(error.cause, ApplicationError) and error.cause.type == "NotFound":
+            except (ActivityError, ApplicationError) as error:
+                # A local activity's failure can arrive unwrapped (ApplicationError, not ActivityError).
+                cause = error.cause if isinstance(error, ActivityError) else error
+                if isinstance(cause, ApplicationError) and cause.type == "NotFound":
                     return  # the pool was removed: nothing left to watch
                 raise
             probe = await self._probe(pool)

@@ -1,0 +1,385 @@
+"""Slow paths on the time-skipping test server, with stub activities standing in for the fabric.
+
+The stubs have the real activities' names, so the real workflows run unchanged: hysteresis over long
+probe periods, continue-as-new, a silent agent, backoff and exclusion between attempts, and a job
+that runs for hours of workflow time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from inferofabric.backends.base import JobState, JobStatus
+from inferofabric.models import Health, PoolSpec, WorkloadState
+from inferofabric.models.messages import (
+    JobInput,
+    LaunchInput,
+    MonitorInput,
+    MonitorSettings,
+    PlaceInput,
+    PlaceResult,
+    ProbeResult,
+    ReleaseInput,
+    RelocateSignal,
+    WatchInput,
+    WorkloadRequest,
+)
+from inferofabric.models.status import Decision, HealthEvent, WorkloadStatus
+from inferofabric.workflows.monitor import PoolMonitorWorkflow, next_health
+from inferofabric.workflows.workload import WorkloadWorkflow
+
+from .util import job
+
+OK = ProbeResult(ok=True, health=Health.HEALTHY, reason="answering")
+FAIL = ProbeResult(ok=False, health=Health.UNHEALTHY, reason="connection refused")
+ERROR = "error"  # the probe activity itself fails
+DEGRADED = ProbeResult(ok=True, health=Health.DEGRADED, reason="2 nodes NotReady")
+
+
+def pool_spec(name: str, backend: str = "simulated", location: str = "on-prem") -> PoolSpec:
+    extra: dict[str, Any] = {"kubernetes": {}} if backend == "kubernetes" else {}
+    return PoolSpec.model_validate({"name": name, "location": location, "backend": backend,
+                                    "gpus": {"A100": 8}, **extra})
+
+
+# -- next_health, the pure hysteresis rule --------------------------------------------------------------
+@pytest.mark.parametrize(("current", "probe", "failures", "successes", "expected"), [
+    (None, OK, 0, 1, Health.HEALTHY),                    # first good probe: healthy at once
+    (None, FAIL, 1, 0, None),                            # unknown stays unknown until the threshold
+    (None, FAIL, 3, 0, Health.UNHEALTHY),
+    (Health.HEALTHY, FAIL, 1, 0, Health.HEALTHY),        # one or two failures are a blip
+    (Health.HEALTHY, FAIL, 2, 0, Health.HEALTHY),
+    (Health.HEALTHY, FAIL, 3, 0, Health.UNHEALTHY),      # the third in a row is an outage
+    (Health.UNHEALTHY, FAIL, 7, 0, Health.UNHEALTHY),
+    (Health.UNHEALTHY, OK, 0, 1, Health.UNHEALTHY),      # recovering: not yet trusted
+    (Health.UNHEALTHY, OK, 0, 2, Health.UNHEALTHY),
+    (Health.UNHEALTHY, OK, 0, 3, Health.HEALTHY),
+    (Health.UNHEALTHY, DEGRADED, 0, 3, Health.DEGRADED),
+    (Health.HEALTHY, DEGRADED, 0, 1, Health.DEGRADED),   # a degraded report is taken as is
+    (Health.DEGRADED, OK, 0, 1, Health.HEALTHY),
+])
+def test_next_health(current: Health | None, probe: ProbeResult, failures: int, successes: int,
+                     expected: Health | None) -> None:
+    assert next_health(current, probe, failures, successes, unhealthy_after=3, healthy_after=3) == expected
+
+
+def test_next_health_thresholds_of_one() -> None:
+    assert next_health(Health.HEALTHY, FAIL, 1, 0, 1, 1) == Health.UNHEALTHY
+    assert next_health(Health.UNHEALTHY, OK, 0, 1, 1, 1) == Health.HEALTHY
+
+
+# -- stub activities ----------------------------------------------------------------------------------------
+class MonitorStubs:
+    """The monitor's activities, scripted: probe i answers script[i] (the last entry repeats)."""
+
+    def __init__(self, env: WorkflowEnvironment, pool: PoolSpec, script: list[Any]) -> None:
+        self.env = env
+        self.pool = pool
+        self.script = script
+        self.probes: list[datetime] = []
+        self.transitions: list[tuple[float, Health, str]] = []
+        self.cancelled: list[str] = []
+        self.start: datetime | None = None
+        self.removed = False
+        self.moving: list[dict[str, Any]] = []  # workloads on the pool while it is failing
+        self.after_recovery: list[dict[str, Any]] = []
+        self.live_jobs: list[str] = []
+
+    async def _now(self) -> datetime:
+        return await self.env.get_current_time()
+
+    async def _elapsed(self) -> float:
+        assert self.start is not None
+        return (await self._now() - self.start).total_seconds()
+
+    def activities(self) -> list[Any]:
+        @activity.defn(name="control_pool_spec")
+        async def control_pool_spec(name: str) -> PoolSpec:
+            if self.removed:
+                raise ApplicationError(f"no pool named {name!r}", type="NotFound", non_retryable=True)
+            return self.pool
+
+        @activity.defn(name="probe_pool")
+        async def probe_pool(pool: PoolSpec) -> ProbeResult:
+            index = len(self.probes)
+            self.probes.append(await self._now())
+            answer = self.script[min(index, len(self.script) - 1)]
+            if answer == ERROR:
+                raise ApplicationError("kube API: 500 Internal Server Error", type="ProbeError")
+            return answer  # type: ignore[no-any-return]
+
+        @activity.defn(name="control_record_health")
+        async def control_record_health(name: str, health: Health, reason: str,
+                                        gpus: dict[str, int] | None = None) -> HealthEvent | None:
+            self.transitions.append((round(await self._elapsed()), health, reason))
+            return HealthEvent(pool=name, from_health=None, to_health=health, reason=reason,
+                               at=await self._now())
+
+        @activity.defn(name="control_workloads_on_pool")
+        async def control_workloads_on_pool(name: str) -> list[dict[str, Any]]:
+            unhealthy = bool(self.transitions) and self.transitions[-1][1] == Health.UNHEALTHY
+            return self.moving if unhealthy else self.after_recovery
+
+        @activity.defn(name="list_pool_jobs")
+        async def list_pool_jobs(pool: PoolSpec) -> list[str]:
+            return list(self.live_jobs)
+
+        @activity.defn(name="cancel_job")
+        async def cancel_job(request: JobInput) -> None:
+            self.cancelled.append(request.job_id)
+
+        return [control_pool_spec, probe_pool, control_record_health, control_workloads_on_pool,
+                list_pool_jobs, cancel_job]
+
+
+@workflow.defn(name="RelocateRecorder", sandboxed=False)
+class RelocateRecorder:
+    """Stands in for a workload: records the relocate signals the monitor sends it."""
+
+    def __init__(self) -> None:
+        self.signals: list[RelocateSignal] = []
+
+    @workflow.signal(name="relocate")
+    def relocate(self, signal: RelocateSignal) -> None:
+        self.signals.append(signal)
+
+    @workflow.query(name="signals")
+    def received(self) -> list[RelocateSignal]:
+        return self.signals
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+
+async def start_monitor(env: WorkflowEnvironment, queue: str, stubs: MonitorStubs,
+                        settings: MonitorSettings) -> WorkflowHandle[Any, Any]:
+    stubs.start = await env.get_current_time()
+    return await env.client.start_workflow(
+        "PoolMonitorWorkflow", MonitorInput(pool=stubs.pool.name, settings=settings),
+        id=f"pool-monitor-{stubs.pool.name}", task_queue=queue)
+
+
+# -- PoolMonitorWorkflow -----------------------------------------------------------------------------------
+async def test_hysteresis_over_long_periods_records_only_real_transitions(
+        time_env: WorkflowEnvironment) -> None:
+    queue = f"ts-{uuid.uuid4().hex[:8]}"
+    script = ([OK] * 4 + [FAIL, FAIL, OK]  # a blip of two failures: no transition
+              + [FAIL, ERROR, FAIL]         # third failure in a row (an erroring probe counts): unhealthy
+              + [FAIL, FAIL, OK, OK, FAIL]  # recovering, then failing again: still unhealthy
+              + [OK, OK, OK]                # third good probe in a row: healthy
+              + [OK])
+    stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), script)
+    recorder_id = f"w-{uuid.uuid4().hex[:6]}"
+    stubs.moving = [{"workload_id": recorder_id, "attempt": 1},
+                    {"workload_id": "finished-long-ago", "attempt": 1}]
+    stubs.after_recovery = [{"workload_id": "kept", "attempt": 2}]
+    stubs.live_jobs = [f"{recorder_id}-a1", "kept-a2"]
+    settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=5, unhealthy_after=3, healthy_after=3)
+    async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow, RelocateRecorder],
+                      activities=stubs.activities()):
+        recorder = await time_env.client.start_workflow(RelocateRecorder.run, id=recorder_id,
+                                                        task_queue=queue)
+        handle = await start_monitor(time_env, queue, stubs, settings)
+        await time_env.sleep(timedelta(seconds=30 * 19 + 5))
+        state: MonitorInput = await handle.query("state", result_type=MonitorInput)
+        signals = await recorder.query("signals", result_type=list[RelocateSignal])
+        await handle.terminate()
+        await recorder.terminate()
+
+    # Probe i runs at i * 30 s: unhealthy at the 10th probe (index 9), healthy again at index 17.
+    assert [(t, h) for t, h, _ in stubs.transitions] == [
+        (0, Health.HEALTHY), (270, Health.UNHEALTHY), (510, Health.HEALTHY)]
+    assert stubs.transitions[1][2] == "connection refused"
+    gaps = {round((b - a).total_seconds()) for a, b in zip(stubs.probes, stubs.probes[1:], strict=False)}
+    assert gaps == {30}
+    # On the outage the workloads on the pool are told to move (a finished one is skipped)...
+    assert [(s.pool, s.health) for s in signals] == [(stubs.pool.name, Health.UNHEALTHY)]
+    assert signals[0].reason == "became unhealthy: connection refused"
+    # ...and on recovery the copy they left behind is removed, the owned one kept.
+    assert stubs.cancelled == [f"{recorder_id}-a1"]
+    assert state.health == Health.HEALTHY and state.failures == 0 and state.successes >= 3
+
+
+async def test_continue_as_new_keeps_health_and_counters(time_env: WorkflowEnvironment) -> None:
+    queue = f"ts-{uuid.uuid4().hex[:8]}"
+    # Failures 2 and 3 of the outage straddle the end of the first run (4 probes per run).
+    stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), [OK, OK, FAIL, FAIL, FAIL, FAIL])
+    settings = MonitorSettings(period_seconds=10, unhealthy_after=3, healthy_after=2, iterations_per_run=4)
+    async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
+                      activities=stubs.activities()):
+        handle = await start_monitor(time_env, queue, stubs, settings)
+        first_run = (await handle.describe()).run_id
+        await time_env.sleep(timedelta(seconds=10 * 9 + 5))
+        current = time_env.client.get_workflow_handle(handle.id)
+        state: MonitorInput = await current.query("state", result_type=MonitorInput)
+        runs = [first_run]  # follow the chain of runs: each ends in continue-as-new
+        while True:
+            history = await time_env.client.get_workflow_handle(handle.id, run_id=runs[-1]).fetch_history()
+            last = history.events[-1]
+            if last.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+                break
+            runs.append(last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id)
+        await current.terminate()
+
+    assert len(runs) == 3  # 10 probes, 4 per run: the third run is the current one
+    assert [(t, h) for t, h, _ in stubs.transitions] == [(0, Health.HEALTHY), (40, Health.UNHEALTHY)]
+    assert state.health == Health.UNHEALTHY and state.failures >= 3 and state.settings == settings
+
+
+async def test_silent_agent_probe_timeouts_make_the_pool_unhealthy(time_env: WorkflowEnvironment) -> None:
+    """A Kubernetes pool's probe goes to `pool.<name>`, which nobody polls: each probe times out."""
+    queue = f"ts-{uuid.uuid4().hex[:8]}"
+    stubs = MonitorStubs(time_env, pool_spec(f"k-{uuid.uuid4().hex[:6]}", backend="kubernetes"), [OK])
+    settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=2, unhealthy_after=3)
+    async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
+                      activities=stubs.activities()):
+        handle = await start_monitor(time_env, queue, stubs, settings)
+        await time_env.sleep(timedelta(seconds=200))
+        await handle.terminate()
+    assert stubs.probes == []  # the stub never ran: nothing polls the agent's queue
+    # Three probes of 2 s each, 30 s apart: unhealthy at 2 * (2 + 30) + 2 = 66 s.
+    assert stubs.transitions == [(66, Health.UNHEALTHY, "no answer from the pool's agent")]
+
+
+async def test_monitor_ends_when_its_pool_is_removed(time_env: WorkflowEnvironment) -> None:
+    queue = f"ts-{uuid.uuid4().hex[:8]}"
+    stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), [OK])
+    async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
+                      activities=stubs.activities()):
+        handle = await start_monitor(time_env, queue, stubs, MonitorSettings(period_seconds=60))
+        await time_env.sleep(timedelta(seconds=150))
+        stubs.removed = True
+        await handle.result()
+    assert len(stubs.probes) == 3
+
+
+# -- WorkloadWorkflow ----------------------------------------------------------------------------------------
+class WorkloadStubs:
+    """Placement over pools p1, p2 (in that order, skipping excluded and down ones); launch/watch scripted."""
+
+    def __init__(self, env: WorkflowEnvironment, pools: list[PoolSpec], *, launch_fails: bool = False,
+                 runtime: timedelta = timedelta(hours=3)) -> None:
+        self.env = env
+        self.pools = {p.name: p for p in pools}
+        self.launch_fails = launch_fails
+        self.runtime = runtime
+        self.start: datetime | None = None
+        self.placements: list[tuple[float, int, list[str], str | None]] = []
+        self.launched: dict[str, datetime] = {}
+        self.watch_calls = 0
+        self.cancelled: list[str] = []
+        self.released: list[int | None] = []
+        self.down: set[str] = set()  # pools whose recorded health keeps them out of placement
+
+    async def _elapsed(self) -> float:
+        assert self.start is not None
+        return round((await self.env.get_current_time() - self.start).total_seconds(), 1)
+
+    def activities(self) -> list[Any]:
+        @activity.defn(name="place_workload")
+        async def place_workload(request: PlaceInput) -> PlaceResult:
+            free = [p for p in self.pools if p not in request.exclude and p not in self.down]
+            chosen = free[0] if free else None
+            self.placements.append((await self._elapsed(), request.attempt, sorted(request.exclude), chosen))
+            decision = Decision(workload_id=request.workload_id, attempt=request.attempt, pool=chosen,
+                                mode="failover" if request.failed_pool_health and chosen else "default",
+                                reason="stub" if chosen else "waiting: every pool excluded",
+                                gpus=1, gpu_type="A100" if chosen else None)
+            if chosen is None:
+                decision.mode = "wait"
+            return PlaceResult(decision=decision, pool=self.pools[chosen] if chosen else None)
+
+        @activity.defn(name="release_capacity")
+        async def release_capacity(request: ReleaseInput) -> int:
+            self.released.append(request.attempt)
+            return 1
+
+        @activity.defn(name="launch_job")
+        async def launch_job(request: LaunchInput) -> JobStatus:
+            if self.launch_fails:
+                raise ApplicationError(f"pool {request.pool.name} is not answering", type="PoolDown",
+                                       non_retryable=True)
+            self.launched.setdefault(request.job_id, await self.env.get_current_time())
+            return JobStatus(job_id=request.job_id, state=JobState.RUNNING)
+
+        @activity.defn(name="watch_job")
+        async def watch_job(request: WatchInput) -> JobStatus:
+            # A real watch heartbeats for as long as the job runs; time does not skip while an
+            # activity runs, so the stub instead asks to be retried later until the job is done.
+            self.watch_calls += 1
+            ran = await self.env.get_current_time() - self.launched[request.job_id]
+            if ran < self.runtime:
+                raise ApplicationError("still running", type="StillRunning",
+                                       next_retry_delay=min(self.runtime - ran, timedelta(minutes=20)))
+            return JobStatus(job_id=request.job_id, state=JobState.SUCCEEDED, message="completed")
+
+        @activity.defn(name="cancel_job")
+        async def cancel_job(request: JobInput) -> None:
+            self.cancelled.append(request.job_id)
+
+        return [place_workload, release_capacity, launch_job, watch_job, cancel_job]
+
+
+async def start_workload(env: WorkflowEnvironment, queue: str, stubs: WorkloadStubs, name: str,
+                         max_attempts: int = 5) -> WorkflowHandle[Any, Any]:
+    stubs.start = await env.get_current_time()
+    request = WorkloadRequest(spec=job(name), max_attempts=max_attempts)
+    return await env.client.start_workflow("WorkloadWorkflow", request.model_dump(mode="json"), id=name,
+                                           task_queue=queue)
+
+
+async def test_backoff_and_expiring_exclusion_between_attempts(time_env: WorkflowEnvironment) -> None:
+    queue = f"ts-{uuid.uuid4().hex[:8]}"
+    stubs = WorkloadStubs(time_env, [pool_spec("p1"), pool_spec("p2")], launch_fails=True)
+    async with Worker(time_env.client, task_queue=queue, workflows=[WorkloadWorkflow],
+                      activities=stubs.activities()):
+        handle = await start_workload(time_env, queue, stubs, f"backoff-{uuid.uuid4().hex[:6]}")
+        final = WorkloadStatus.model_validate(await handle.result())
+
+    assert final.state == WorkloadState.FAILED and final.message == "gave up after 5 attempts"
+    starts = [round((a.started_at - stubs.start).total_seconds()) for a in final.history]  # type: ignore[operator]
+    # Attempt k waits 2^(k-1) - 1 s after a move (0, 1, 3, 7); a pool a launch failed on stays
+    # excluded for 30 s, so attempts 3 and 5 wait (queued, retrying at 1, 2, 3, 5, 5... s) for it.
+    #   a1 p1 @0, a2 p2 @0, a3: both excluded -> p1 free at 30, tried @32; a4 p2 @35 (32 + 3);
+    #   a5 @42 (35 + 7): p1 excluded until 62, p2 until 65 -> tried @63 on p1.
+    assert [a.pool for a in final.history] == ["p1", "p2", "p1", "p2", "p1"]
+    assert starts == [0, 0, 32, 35, 63]
+    assert all(a.outcome.startswith("moved: launch failed on p") for a in final.history)
+    waits = [p for p in stubs.placements if p[3] is None]
+    assert waits and all(excluded == ["p1", "p2"] for _, _, excluded, _ in waits)
+    assert stubs.released == [1, 2, 3, 4, 5]
+
+
+async def test_job_running_for_hours_then_moved_and_finished(time_env: WorkflowEnvironment) -> None:
+    queue = f"ts-{uuid.uuid4().hex[:8]}"
+    stubs = WorkloadStubs(time_env, [pool_spec("p1"), pool_spec("p2", location="cloud")],
+                          runtime=timedelta(hours=3))
+    name = f"long-{uuid.uuid4().hex[:6]}"
+    async with Worker(time_env.client, task_queue=queue, workflows=[WorkloadWorkflow],
+                      activities=stubs.activities()):
+        handle = await start_workload(time_env, queue, stubs, name)
+        await time_env.sleep(timedelta(hours=2))
+        running: WorkloadStatus = await handle.query("status", result_type=WorkloadStatus)
+        stubs.down.add("p1")  # what the monitor records before it signals
+        await handle.signal("relocate", RelocateSignal(pool="p1", reason="became unhealthy: node lost"))
+        final = WorkloadStatus.model_validate(await handle.result())
+
+    assert running.state == WorkloadState.RUNNING and running.pool == "p1"
+    assert final.state == WorkloadState.SUCCEEDED and final.attempts == 2 and final.pool == "p2"
+    first, second = final.history
+    assert first.outcome == "moved: pool p1 became unhealthy: node lost"
+    assert round((first.ended_at - first.started_at).total_seconds() / 3600, 1) == 2.0  # type: ignore[operator]
+    assert round((second.ended_at - second.started_at).total_seconds() / 3600, 1) == 3.0  # type: ignore[operator]
+    assert stubs.cancelled == [f"{name}-a1"]  # the copy on p1 is stopped (best effort)
+    assert stubs.watch_calls < 40  # polled every 20 min of workflow time, not every second
