@@ -13,6 +13,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -48,6 +49,7 @@ TERMINATED_PHASES = ("Succeeded", "Failed")
 IMAGE_PULL_ERRORS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
 MAX_NAME = 63
 _M = TypeVar("_M", k8s.V1Job, k8s.V1Secret)
+log = logging.getLogger(__name__)
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
@@ -595,7 +597,12 @@ class KubernetesBackend(Backend):
                     return JobStatus(job_id=job_id, state=JobState.LOST, message=f"job {name} not found")
                 raise
             pods = self._job_pods(name)
-        return job_status_from(job_id, job, pods)
+        status = job_status_from(job_id, job, pods)
+        if status.state.terminal:
+            # No pod will start again: the job's Secrets (env values, registry credentials) go now, not
+            # whenever someone deletes the finished Job.
+            self._delete_secrets_quietly(name)
+        return status
 
     def cancel(self, job_id: str) -> None:
         name = k8s_name(job_id)
@@ -607,12 +614,7 @@ class KubernetesBackend(Backend):
                     name, self.ns, body=options, _request_timeout=self.timeout
                 )
             )
-            for secret in (secret_name(name), pull_secret_name(name)):
-                self._delete_missing_ok(
-                    lambda s=secret: self.core.delete_namespaced_secret(
-                        s, self.ns, _request_timeout=self.timeout
-                    )
-                )
+            self._delete_secrets(name)
 
     def logs(self, job_id: str, tail: int = 200) -> str:
         name = k8s_name(job_id)
@@ -642,6 +644,23 @@ class KubernetesBackend(Backend):
         return [_job_id_of(job) for job in jobs if job.metadata and job.metadata.name]
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _delete_secrets(self, job_name: str) -> None:
+        for secret in (secret_name(job_name), pull_secret_name(job_name)):
+            self._delete_missing_ok(
+                lambda s=secret: self.core.delete_namespaced_secret(s, self.ns, _request_timeout=self.timeout)
+            )
+
+    def _delete_secrets_quietly(self, job_name: str) -> None:
+        """Best effort from `status`: a failed clean-up must not hide the job's state (the next look
+        retries it)."""
+        try:
+            with self._errors(f"delete secrets of job {job_name}"):
+                self._delete_secrets(job_name)
+        except BackendError as error:
+            log.warning(
+                "kubernetes pool %s: could not delete secrets of %s: %s", self.pool.name, job_name, error
+            )
+
     def _job_pods(self, name: str) -> list[k8s.V1Pod]:
         return list(
             self.core.list_namespaced_pod(
