@@ -12,6 +12,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from inferofabric.activities.control import ControlActivities
 from inferofabric.activities.jobs import JobActivities
@@ -22,6 +23,15 @@ from inferofabric.workflows.monitor import PoolMonitorWorkflow
 from inferofabric.workflows.workload import WorkloadWorkflow
 
 WORKFLOWS = [WorkloadWorkflow, ControlWorkflow, PoolMonitorWorkflow]
+# The fabric's own models and helpers are deterministic and side-effect free: share the host's
+# copies with the sandbox, so a model built in workflow code is the same class activities accept.
+SHARED_MODULES = ("inferofabric.models", "inferofabric.backends", "inferofabric.policies", "inferofabric.secrets",
+                  "inferofabric.settings")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox every worker and replayer of fabric workflows uses."""
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*SHARED_MODULES))
 
 
 def job_activities(home: Path) -> list[object]:
@@ -39,6 +49,7 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
                   *control.all(), *job_activities(home)]
     return Worker(
         client, task_queue=queue or task_queue(), workflows=WORKFLOWS, activities=activities,
+        workflow_runner=workflow_runner(),
         max_concurrent_activities=max_concurrent_activities, max_concurrent_local_activities=200,
     )
 

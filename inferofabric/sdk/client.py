@@ -193,7 +193,8 @@ class WorkloadHandle:
     def __init__(self, fabric: FabricClient, workload_id: str) -> None:
         self.fabric = fabric
         self.id = workload_id
-        self._handle: WorkflowHandle[Any, Any] = fabric.temporal.get_workflow_handle(workload_id)
+        self._handle: WorkflowHandle[Any, WorkloadStatus] = fabric.temporal.get_workflow_handle(
+            workload_id, result_type=WorkloadStatus)
 
     async def _query(self, name: str, result_type: type) -> Any:
         try:
@@ -222,7 +223,7 @@ class WorkloadHandle:
     async def result(self) -> WorkloadStatus:
         """Wait until the workload ends; its final status."""
         try:
-            return await self._handle.result(result_type=WorkloadStatus)  # type: ignore[no-any-return]
+            return await self._handle.result()
         except WorkflowFailureError as error:
             raise FabricError(f"workload {self.id!r} failed: {_root_message(error)}") from None
         except RPCError as error:

@@ -513,12 +513,7 @@ async def test_kubernetes_without_agent_waits_in_launching_then_starts(
         await asyncio.wait_for(serving, 30)
 
 
-LOGS_BUG = ("workflows/control.py: ControlWorkflow._logs builds JobInput(pool=...) from a PoolSpec of the "
-            "sandbox's re-imported inferofabric.models.pool, which JobInput (passed-through messages.py) "
-            "rejects (pydantic ValidationError): every `fabric logs` hangs until the 2-minute timeout")
 
-
-@pytest.mark.xfail(reason=LOGS_BUG, strict=False)
 async def test_logs_of_every_backend(fabric: Any, kube_api: FakeKubeApi, moto: MotoAws,
                                      moto_jobs_keep_running: None, gcp_api: FakeGcpBatch,
                                      azure_api: FakeAzureBatch, agent: Any) -> None:
@@ -580,8 +575,6 @@ placement:
 
 
 
-@pytest.mark.xfail(reason="sdk: WorkloadHandle.result() passes result_type= to WorkflowHandle.result(), "
-                          "which has no such parameter in temporalio 1.35 (TypeError)", strict=False)
 async def test_result_returns_the_final_status(fabric: Any) -> None:
     harness = LocalHarness(fabric.home, unique("local"))
     await fabric.client.register_pool(harness.pool)
