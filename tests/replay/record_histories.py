@@ -1,0 +1,136 @@
+"""Regenerate tests/histories/*.json: run real scenarios on a dev server and save each workflow's
+history, for tests/replay/test_replay.py to replay against the current workflow code.
+
+    .venv/bin/python tests/replay/record_histories.py
+
+Re-record only for an intentional change to workflow code (and say so in the commit): a history
+recorded by the old code that no longer replays is exactly what the replay test exists to catch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared helpers
+
+from conftest import binary, search_attribute_keys
+from failover.util import FAILOVER_POLICY, eventually, job, running_on, sim_pool, wait_status
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from inferofabric.models import Health, WorkloadState
+from inferofabric.models.messages import MonitorSettings
+from inferofabric.sdk.client import FabricClient
+from inferofabric.store.db import get_store
+from inferofabric.worker.main import build_worker
+
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+FAST = MonitorSettings(period_seconds=0.5, probe_timeout_seconds=1.0, unhealthy_after=2, healthy_after=2,
+                       iterations_per_run=20)
+
+
+async def save(client: Client, name: str, workflow_id: str, run_id: str | None = None) -> None:
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    path = HISTORIES / f"{name}.json"
+    path.write_text(history.to_json())
+    print(f"{path.relative_to(HISTORIES.parents[1])}: {workflow_id}, {len(history.events)} events")
+
+
+async def control_ids(client: Client, op: str) -> list[str]:
+    query = f"WorkflowType = 'ControlWorkflow' AND WorkflowId STARTS_WITH 'fabric-control-{op}-'"
+    return [w.id async for w in client.list_workflows(query)]
+
+
+async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
+    client = env.client
+    queue = f"record-{uuid.uuid4().hex[:6]}"
+    fabric = FabricClient(client, task_queue=queue)
+    async with build_worker(client, queue=queue, home=home, store_url=store_url):
+        await fabric.register_pool(sim_pool("onprem", "on-prem", 8, price=1.2), monitor=FAST)
+        await fabric.register_pool(sim_pool("cloud", "cloud", 16, price=4.1), monitor=FAST)
+        await fabric.set_policy(FAILOVER_POLICY)
+
+        # A workload that runs to success on its first pool.
+        ok = await fabric.submit(job("replay-succeeded", duration="2s"))
+        assert (await ok.result()).state == WorkloadState.SUCCEEDED
+
+        # Failed over: on-prem fails while it runs; it finishes in the cloud. A pii workload on the
+        # same pool waits and comes back on-prem after the recovery.
+        moved = await fabric.submit(job("replay-failed-over", duration="8s"))
+        pii = await fabric.submit(job("replay-pii-waits", classification="pii", duration="3s"))
+        for handle in (moved, pii):
+            await wait_status(handle, running_on("onprem"), 30, "running on-prem")
+        await fabric.fail_pool("onprem")
+        await wait_status(moved, running_on("cloud", 2), 30, "moved to the cloud")
+        await wait_status(pii, lambda s: s.state == WorkloadState.QUEUED, 30, "pii queued")
+        await fabric.restore_pool("onprem")
+        final = await moved.result()
+        assert final.state == WorkloadState.SUCCEEDED and final.attempts == 2
+        final = await pii.result()
+        assert final.state == WorkloadState.SUCCEEDED and final.pool == "onprem" and final.attempts == 2
+
+        # Cancelled while running.
+        cancelled = await fabric.submit(job("replay-cancelled", duration="600s"))
+        await wait_status(cancelled, running_on("onprem"), 30, "running")
+        assert (await cancelled.cancel()).state == WorkloadState.CANCELLED
+
+        # Queued (the only pool it may use is cordoned), then placed once it is uncordoned.
+        await fabric.cordon("onprem")
+        queued = await fabric.submit(job("replay-queued-then-placed", classification="pii", duration="2s"))
+        await wait_status(queued, lambda s: s.state == WorkloadState.QUEUED and bool(s.message), 30, "queued")
+        await asyncio.sleep(2)
+        await fabric.uncordon("onprem")
+        assert (await queued.result()).state == WorkloadState.SUCCEEDED
+
+        # Drained: moved on purpose (ControlWorkflow signals it).
+        drained = await fabric.submit(job("replay-drained", duration="6s"))
+        await wait_status(drained, running_on("onprem"), 30, "running")
+        await fabric.drain("onprem")
+        assert (await drained.result()).attempts == 2
+        await fabric.uncordon("onprem")
+
+        async def recovered() -> bool:
+            return all(p.health == Health.HEALTHY for p in await fabric.pools())
+
+        await eventually(recovered, 30, "every pool healthy")
+        await asyncio.sleep(1)
+
+        for name in ("succeeded", "failed-over", "pii-waits", "cancelled", "queued-then-placed", "drained"):
+            await save(client, f"workload-{name}", f"replay-{name}")
+        for op, name in (("register_pool", "control-register-pool"), ("drain", "control-drain"),
+                         ("simulate", "control-simulate")):
+            ids = await eventually(lambda op=op: control_ids(client, op), 15, f"{op} in visibility")
+            await save(client, name, ids[-1])
+        # The on-prem monitor's runs (it continues as new every 20 probes): healthy -> unhealthy
+        # (relocate signals) -> healthy (orphan removal), and a drain, across them.
+        runs = [w async for w in client.list_workflows("WorkflowId = 'pool-monitor-onprem'")]
+        for index, run in enumerate(sorted(runs, key=lambda r: r.start_time), start=1):
+            await save(client, f"monitor-onprem-run{index}", run.id, run.run_id)
+
+
+async def main() -> None:
+    HISTORIES.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fabric-record-") as folder:
+        home = Path(folder) / "home"
+        home.mkdir()
+        os.environ["FABRIC_HOME"] = str(home)
+        store_url = f"sqlite:///{Path(folder) / 'fabric.db'}"
+        get_store(store_url)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=binary("temporal"), data_converter=pydantic_data_converter,
+            search_attributes=search_attribute_keys(), dev_server_log_level="error",
+            dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"])
+        try:
+            await record(env, home, store_url)
+        finally:
+            await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,60 @@
+"""Replay every recorded history (tests/histories/*.json) against the current workflow code.
+
+A change to WorkloadWorkflow, ControlWorkflow or PoolMonitorWorkflow that would break workflows
+already running (a non-deterministic change) fails here. The histories come from real runs on the
+dev server: tests/replay/record_histories.py regenerates them, for intentional changes only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from inferofabric.worker.main import WORKFLOWS, workflow_runner
+
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+FILES = sorted(HISTORIES.glob("*.json"))
+
+
+def load(path: Path) -> WorkflowHistory:
+    data = json.loads(path.read_text())
+    started = data["events"][0]["workflowExecutionStartedEventAttributes"]
+    workflow_id = started.get("workflowId") or path.stem
+    return WorkflowHistory.from_json(workflow_id, data)
+
+
+def workflow_type(path: Path) -> str:
+    return str(json.loads(path.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]
+               ["workflowType"]["name"])
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+async def test_history_replays(path: Path) -> None:
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
+                        workflow_runner=workflow_runner())
+    result = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+def test_every_workflow_type_and_scenario_is_recorded() -> None:
+    names = {p.stem for p in FILES}
+    assert {"workload-succeeded", "workload-failed-over", "workload-cancelled",
+            "workload-queued-then-placed", "workload-drained", "workload-pii-waits"} <= names
+    assert {"control-register-pool", "control-drain", "control-simulate"} <= names
+    assert Counter(workflow_type(p) for p in FILES).keys() == {
+        "WorkloadWorkflow", "ControlWorkflow", "PoolMonitorWorkflow"}
+    # The monitor's recorded runs cover a transition both ways and a continue-as-new.
+    monitor_events = [e for p in FILES if p.stem.startswith("monitor-")
+                      for e in json.loads(p.read_text())["events"]]
+    events = Counter(e["eventType"] for e in monitor_events)
+    assert events["EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED"] >= 1  # relocate on unhealthy
+    assert events["EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW"] >= 1
+    activities = Counter(e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+                         for e in monitor_events if "activityTaskScheduledEventAttributes" in e)
+    assert activities["list_pool_jobs"] >= 1 and activities["cancel_job"] >= 1  # orphans on recovery
