@@ -35,6 +35,7 @@ from inferofabric.models.messages import (
     WorkloadRequest,
 )
 from inferofabric.models.status import Decision, HealthEvent, WorkloadStatus
+from inferofabric.worker.main import workflow_runner
 from inferofabric.workflows.monitor import PoolMonitorWorkflow, next_health
 from inferofabric.workflows.workload import WorkloadWorkflow
 
@@ -187,7 +188,7 @@ async def test_hysteresis_over_long_periods_records_only_real_transitions(
     stubs.live_jobs = [f"{recorder_id}-a1", "kept-a2"]
     settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=5, unhealthy_after=3, healthy_after=3)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow, RelocateRecorder],
-                      activities=stubs.activities()):
+                      activities=stubs.activities(), workflow_runner=workflow_runner()):
         recorder = await time_env.client.start_workflow(RelocateRecorder.run, id=recorder_id,
                                                         task_queue=queue)
         handle = await start_monitor(time_env, queue, stubs, settings)
@@ -217,7 +218,7 @@ async def test_continue_as_new_keeps_health_and_counters(time_env: WorkflowEnvir
     stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), [OK, OK, FAIL, FAIL, FAIL, FAIL])
     settings = MonitorSettings(period_seconds=10, unhealthy_after=3, healthy_after=2, iterations_per_run=4)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
-                      activities=stubs.activities()):
+                      activities=stubs.activities(), workflow_runner=workflow_runner()):
         handle = await start_monitor(time_env, queue, stubs, settings)
         first_run = (await handle.describe()).run_id
         await time_env.sleep(timedelta(seconds=10 * 9 + 5))
@@ -243,7 +244,7 @@ async def test_silent_agent_probe_timeouts_make_the_pool_unhealthy(time_env: Wor
     stubs = MonitorStubs(time_env, pool_spec(f"k-{uuid.uuid4().hex[:6]}", backend="kubernetes"), [OK])
     settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=2, unhealthy_after=3)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
-                      activities=stubs.activities()):
+                      activities=stubs.activities(), workflow_runner=workflow_runner()):
         handle = await start_monitor(time_env, queue, stubs, settings)
         await time_env.sleep(timedelta(seconds=200))
         await handle.terminate()
@@ -256,7 +257,7 @@ async def test_monitor_ends_when_its_pool_is_removed(time_env: WorkflowEnvironme
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), [OK])
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
-                      activities=stubs.activities()):
+                      activities=stubs.activities(), workflow_runner=workflow_runner()):
         handle = await start_monitor(time_env, queue, stubs, MonitorSettings(period_seconds=60))
         await time_env.sleep(timedelta(seconds=150))
         stubs.removed = True
@@ -343,7 +344,7 @@ async def test_backoff_and_expiring_exclusion_between_attempts(time_env: Workflo
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     stubs = WorkloadStubs(time_env, [pool_spec("p1"), pool_spec("p2")], launch_fails=True)
     async with Worker(time_env.client, task_queue=queue, workflows=[WorkloadWorkflow],
-                      activities=stubs.activities()):
+                      activities=stubs.activities(), workflow_runner=workflow_runner()):
         handle = await start_workload(time_env, queue, stubs, f"backoff-{uuid.uuid4().hex[:6]}")
         final = WorkloadStatus.model_validate(await handle.result())
 
@@ -367,7 +368,7 @@ async def test_job_running_for_hours_then_moved_and_finished(time_env: WorkflowE
                           runtime=timedelta(hours=3))
     name = f"long-{uuid.uuid4().hex[:6]}"
     async with Worker(time_env.client, task_queue=queue, workflows=[WorkloadWorkflow],
-                      activities=stubs.activities()):
+                      activities=stubs.activities(), workflow_runner=workflow_runner()):
         handle = await start_workload(time_env, queue, stubs, name)
         await time_env.sleep(timedelta(hours=2))
         running: WorkloadStatus = await handle.query("status", result_type=WorkloadStatus)
