@@ -18,7 +18,8 @@ Semantics (README "Policy reference"):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from inferofabric.models.workload import WorkloadSpec
 from inferofabric.policies.expressions import Expression, compile_expression
 
 IN_SERVICE = (Health.HEALTHY, Health.DEGRADED)
+_by_pool = operator.attrgetter("pool")
 
 
 @dataclass
@@ -61,9 +63,55 @@ def _matches(selector: PoolSelector, pool: PoolView) -> bool:
     return all(pool.labels.get(key) == value for key, value in selector.labels.items())
 
 
-def _in_target(target: Sequence[str], regions: Sequence[str], pool: PoolView) -> bool:
+def _selector_predicate(selector: PoolSelector) -> Callable[[PoolView], bool]:
+    """`_matches(selector, pool)` as one specialized function (screening runs it for every pool)."""
+    checks: list[Callable[[PoolView], bool]] = []
+    if selector.location is not None:
+        location = selector.location
+        checks.append(lambda pool: pool.location == location)
+    if selector.regions:
+        regions = frozenset(selector.regions)
+        checks.append(lambda pool: pool.region in regions)
+    if selector.pools:
+        names = frozenset(selector.pools)
+        checks.append(lambda pool: pool.name in names)
+    if selector.backends:
+        backends = frozenset(selector.backends)
+        checks.append(lambda pool: pool.backend in backends)
+    if len(selector.labels) == 1:
+        ((key, value),) = selector.labels.items()
+        checks.append(lambda pool: pool.labels.get(key) == value)
+    elif selector.labels:
+        wanted = tuple(selector.labels.items())
+        checks.append(lambda pool: all(pool.labels.get(k) == v for k, v in wanted))
+    if not checks:
+        return lambda pool: True
+    if len(checks) == 1:
+        return checks[0]
+    return lambda pool: all(check(pool) for check in checks)
+
+
+class _Rule:
+    """A constraint prepared for screening: its selector as one predicate, its rejection reason rendered."""
+
+    __slots__ = ("deny", "expression", "index", "matches", "reason", "rejects")
+
+    def __init__(self, index: int, constraint: Constraint, expression: Expression | None) -> None:
+        selector = constraint.deny if constraint.deny is not None else constraint.require
+        assert selector is not None
+        self.index = index
+        self.deny = constraint.deny is not None
+        self.expression = expression
+        self.matches = _selector_predicate(selector)
+        matches = self.matches
+        # Whether the constraint keeps the pool out, if it applies.
+        self.rejects: Callable[[PoolView], bool] = matches if self.deny else (lambda pool: not matches(pool))
+        self.reason = f"{'denied by' if self.deny else 'not allowed by'} {constraint.describe(index)}"
+
+
+def _in_target(target: Collection[str], regions: Collection[str], pool: PoolView) -> bool:
     """A target names locations (`on-prem`, `cloud`) or pools; `regions` narrows it."""
-    if pool.location.value not in target and pool.name not in target:
+    if pool.location not in target and pool.name not in target:  # Location is a StrEnum: "cloud" == CLOUD
         return False
     return not regions or pool.region in regions
 
@@ -84,14 +132,17 @@ def _workload_vars(spec: WorkloadSpec, workload_id: str) -> dict[str, Any]:
     }
 
 
+_NAMES: dict[Any, str] = {member: member.value for member in (*Location, *Health)}
+
+
 def _pool_vars(pool: PoolView) -> dict[str, Any]:
     return {
         "name": pool.name,
-        "location": pool.location.value,
+        "location": _NAMES.get(pool.location, pool.location),
         "region": pool.region,
         "backend": pool.backend,
-        "labels": dict(pool.labels),
-        "health": pool.health.value,
+        "labels": pool.labels,  # read only: expressions never modify their inputs
+        "health": _NAMES.get(pool.health, pool.health),
     }
 
 
@@ -102,6 +153,9 @@ def utilization(pools: Sequence[PoolView], location: Location) -> float:
             total += pool.total_gpus
             used += pool.used_gpus
     return used / total if total else 1.0
+
+
+_ON_PREM, _CLOUD = Location.ON_PREM, Location.CLOUD
 
 
 class CompiledPolicy:
@@ -117,6 +171,10 @@ class CompiledPolicy:
             (index, c, compile_expression(c.when, where=f"constraints[{index}].when") if c.when else None)
             for index, c in enumerate(policy.constraints)
         ]
+        self._rules = [_Rule(index, c, expression) for index, c, expression in self._constraints]
+        self._default_target = frozenset(placement.default)
+        self._targets = {id(rule): (frozenset(rule.target), frozenset(rule.regions))
+                         for rule in (placement.burst, placement.failover) if rule is not None}
 
     @staticmethod
     def _compile_rule(rule: Rule | None, where: str) -> tuple[Rule, Expression] | None:
@@ -126,11 +184,10 @@ class CompiledPolicy:
         pools = list(request.pools)
         placement = self.policy.placement
         workload = _workload_vars(request.spec, request.workload_id)
-        on_prem = utilization(pools, Location.ON_PREM)
-        default_health = self._default_health(pools)
+        on_prem, cloud, default_health = self._survey(pools)
         variables: dict[str, Any] = {
             "on_prem_utilization": on_prem,
-            "cloud_utilization": utilization(pools, Location.CLOUD),
+            "cloud_utilization": cloud,
             "pool_health": (request.failed_pool_health or default_health).value,
             "attempt": request.attempt,
             "workload": workload,
@@ -144,7 +201,8 @@ class CompiledPolicy:
         eligible, rejected = self._screen(request, pools, variables, notes)
         by_name = {c.pool.name: c for c in eligible}
 
-        default_fit = [c for c in eligible if _in_target(placement.default, (), c.pool)]
+        default_target = self._default_target
+        default_fit = [c for c in eligible if _in_target(default_target, (), c.pool)]
         tiers: list[tuple[str, list[_Candidate], str]] = []
         failover_on = False
         if request.failed_pool_health is not None and self._failover is not None:
@@ -154,8 +212,10 @@ class CompiledPolicy:
                 notes.append(f"failover condition: {error}")
             inputs["failover_condition"] = str(failover_on).lower()
             if failover_on:
-                targets = [c for c in eligible if _in_target(rule.target, rule.regions, c.pool)]
-                tiers.append(("failover", targets, f"failover: {rule.when} is true ({variables['pool_health']})"))
+                target, regions = self._targets[id(rule)]
+                targets = [c for c in eligible if _in_target(target, regions, c.pool)]
+                tiers.append(("failover", targets,
+                              f"failover: {rule.when} is true ({variables['pool_health']})"))
                 tiers.append(("fallback", default_fit, "failover target has no allowed pool that fits; "
                               "stays with the default target"))
         if not failover_on:
@@ -170,7 +230,8 @@ class CompiledPolicy:
                 rule = self._burst[0]
                 why = (f"burst: {rule.when} is true (on_prem_utilization={on_prem:.3f})" if burst_on
                        else "burst: no pool in the default target fits")
-                targets = [c for c in eligible if _in_target(rule.target, rule.regions, c.pool)]
+                target, regions = self._targets[id(rule)]
+                targets = [c for c in eligible if _in_target(target, regions, c.pool)]
                 tiers.append(("burst", targets, why))
                 tiers.append(("fallback", default_fit, "burst target has no allowed pool that fits; "
                               "stays with the default target, which has room"))
@@ -187,18 +248,21 @@ class CompiledPolicy:
         for mode, candidates, why in tiers:
             if not candidates:
                 continue
-            ranked = sorted(candidates, key=lambda c: self._rank_key(request.spec, c))
+            ranked = sorted(candidates, key=self._rank_key(request.spec))
             chosen = ranked[0]
             decision.pool = chosen.pool.name
             decision.location = chosen.pool.location
             decision.region = chosen.pool.region
             decision.backend = chosen.pool.backend
             decision.gpu_type = chosen.gpu_type
-            decision.price_per_hour = None if math.isinf(chosen.price) else chosen.price * request.spec.gpu_count
+            decision.price_per_hour = (None if math.isinf(chosen.price)
+                                       else chosen.price * request.spec.gpu_count)
             decision.mode = mode
-            decision.reason = f"{why}; chose {chosen.pool.name}: {self._rank_reason(request.spec, chosen, ranked)}"
+            decision.reason = (f"{why}; chose {chosen.pool.name}: "
+                               f"{self._rank_reason(request.spec, chosen, ranked)}")
             for other in ranked[1:]:
-                rejected.append(Rejection(pool=other.pool.name, reason=self._lower_rank_reason(chosen, other)))
+                rejected.append(Rejection(pool=other.pool.name,
+                                          reason=self._lower_rank_reason(chosen, other)))
             break
         else:
             decision.mode = "wait"
@@ -206,103 +270,147 @@ class CompiledPolicy:
                 "; no allowed pool fits now (queued until capacity or health changes)")
 
         placed = {decision.pool} | {r.pool for r in rejected}
-        for name, candidate in by_name.items():
+        outside = None
+        for name in by_name:
             if name not in placed:
-                rejected.append(Rejection(pool=name, reason=self._outside_tiers_reason(candidate, tiers)))
+                outside = outside or self._outside_tiers_reason(tiers)
+                rejected.append(Rejection(pool=name, reason=outside))
         if notes:
             decision.reason += " [" + "; ".join(notes) + "]"
-        decision.rejected = sorted(rejected, key=lambda r: r.pool)
+        decision.rejected = sorted(rejected, key=_by_pool)
         return decision
 
-    def _default_health(self, pools: Sequence[PoolView]) -> Health:
-        targets = [p for p in pools if _in_target(self.policy.placement.default, (), p)]
-        if any(p.health == Health.HEALTHY for p in targets):
-            return Health.HEALTHY
-        if any(p.health == Health.DEGRADED for p in targets):
-            return Health.DEGRADED
-        return Health.UNHEALTHY
+    def _survey(self, pools: Sequence[PoolView]) -> tuple[float, float, Health]:
+        """On-prem and cloud utilization (as `utilization(...)`) and the default target's health (healthy
+        if any of its pools is, else degraded if any is, else unhealthy), in one pass over the pools."""
+        on_prem_total = on_prem_used = cloud_total = cloud_used = 0
+        default_target = self._default_target
+        default_health = Health.UNHEALTHY
+        for pool in pools:
+            health = pool.health
+            if health in IN_SERVICE:
+                location = pool.location
+                if location == _ON_PREM:
+                    on_prem_total += sum(pool.gpus.values())
+                    on_prem_used += sum(pool.used.values())
+                elif location == _CLOUD:
+                    cloud_total += sum(pool.gpus.values())
+                    cloud_used += sum(pool.used.values())
+                in_default = location in default_target or pool.name in default_target
+                if in_default and default_health != Health.HEALTHY:
+                    default_health = Health.HEALTHY if health == Health.HEALTHY else Health.DEGRADED
+        return (on_prem_used / on_prem_total if on_prem_total else 1.0,
+                cloud_used / cloud_total if cloud_total else 1.0, default_health)
 
     def _screen(
         self, request: PlacementRequest, pools: list[PoolView], variables: dict[str, Any], notes: list[str]
     ) -> tuple[list[_Candidate], list[Rejection]]:
         """Split pools into those allowed that fit, and rejections with the first reason that applies."""
         spec = request.spec
-        active: list[tuple[int, Constraint, Expression | None]] = []
-        per_pool: list[tuple[int, Constraint, Expression]] = []
-        for index, constraint, expression in self._constraints:
+        active: list[_Rule] = []
+        per_pool: list[_Rule] = []
+        for rule in self._rules:
+            expression = rule.expression
             if expression is None:
-                active.append((index, constraint, None))
+                active.append(rule)
             elif expression.reads_pool:
-                per_pool.append((index, constraint, expression))
+                per_pool.append(rule)
             else:
                 applies, error = expression.evaluate(variables)
                 if error:
-                    notes.append(f"constraint #{index + 1}: {error}")
+                    notes.append(f"constraint #{rule.index + 1}: {error}")
                 if applies:
-                    active.append((index, constraint, expression))
+                    active.append(rule)
 
         eligible: list[_Candidate] = []
         rejected: list[Rejection] = []
         hints = spec.placement
+        exclude = request.exclude
+        require_location = hints.require_location
+        allowed_regions = hints.allowed_regions
+        # Conditions that read pool.* are bound to this decision's variables once, then run per pool.
+        bound = [(rule, rule.expression.bind(variables)) for rule in per_pool if rule.expression is not None]
+        fit = self._fit
         for pool in pools:
-            reason = request.exclude.get(pool.name)
-            if reason is None and pool.health not in IN_SERVICE:
+            reason = exclude.get(pool.name) if exclude else None
+            if reason is not None:
+                pass
+            elif pool.health not in IN_SERVICE:
                 reason = f"pool is {pool.health.value}"
-            if reason is None and hints.require_location and pool.location != hints.require_location:
-                reason = f"workload requires location {hints.require_location.value}"
-            if reason is None and hints.allowed_regions and pool.region not in hints.allowed_regions:
+            elif require_location and pool.location != require_location:
+                reason = f"workload requires location {require_location.value}"
+            elif allowed_regions and pool.region not in allowed_regions:
                 reason = f"region {pool.region} not in the workload's allowed regions"
-            if reason is None:
-                reason = self._constraint_rejection(active, per_pool, variables, pool)
-            candidate = None
-            if reason is None:
-                candidate, reason = self._fit(spec, pool)
-            if candidate is not None:
-                eligible.append(candidate)
             else:
-                rejected.append(Rejection(pool=pool.name, reason=reason or "not eligible"))
+                # The first applicable constraint that keeps the pool out: those decided without the
+                # pool first, then those whose condition reads pool.*, each in policy order.
+                for rule in active:
+                    if rule.rejects(pool):
+                        reason = rule.reason
+                        break
+                else:
+                    pool_vars = None
+                    for rule, condition in bound:
+                        # The condition only matters where the selector would keep the pool out.
+                        if rule.rejects(pool):
+                            if pool_vars is None:
+                                pool_vars = _pool_vars(pool)
+                            if condition(pool_vars):
+                                reason = rule.reason
+                                break
+                if reason is None:
+                    candidate, reason = fit(spec, pool)
+                    if candidate is not None:
+                        eligible.append(candidate)
+                        continue
+            rejected.append(Rejection(pool=pool.name, reason=reason or "not eligible"))
         return eligible, rejected
 
     @staticmethod
-    def _constraint_rejection(
-        active: list[tuple[int, Constraint, Expression | None]],
-        per_pool: list[tuple[int, Constraint, Expression]],
-        variables: dict[str, Any],
-        pool: PoolView,
-    ) -> str | None:
-        applicable = list(active)
-        if per_pool:
-            scoped = {**variables, "pool": _pool_vars(pool)}
-            applicable += [(i, c, e) for i, c, e in per_pool if e.evaluate(scoped)[0]]
-        for index, constraint, _ in applicable:
-            if constraint.deny is not None and _matches(constraint.deny, pool):
-                return f"denied by {constraint.describe(index)}"
-            if constraint.require is not None and not _matches(constraint.require, pool):
-                return f"not allowed by {constraint.describe(index)}"
-        return None
-
-    @staticmethod
     def _fit(spec: WorkloadSpec, pool: PoolView) -> tuple[_Candidate | None, str | None]:
-        if spec.gpu_count == 0:
+        request = spec.resources.gpu
+        count = request.count
+        if count == 0:
             return _Candidate(pool, None, 0, 0.0), None
-        offered = [t for t in spec.gpu_types if pool.gpus.get(t, 0) > 0]
+        gpus, used, prices = pool.gpus, pool.used, pool.price_per_gpu_hour
+        # Cheapest acceptable type that fits here; the workload's own order breaks ties.
+        best: tuple[float, str, int] | None = None
+        offered = False
+        for gpu_type in request.type:
+            total = gpus.get(gpu_type, 0)
+            if total <= 0:
+                continue
+            offered = True
+            free = total - used.get(gpu_type, 0)
+            if free >= count:
+                price = prices.get(gpu_type, math.inf)
+                if best is None or price < best[0]:
+                    best = (price, gpu_type, free)
+        if best is not None:
+            return _Candidate(pool, best[1], best[2], best[0]), None
         if not offered:
-            return None, f"has no {'/'.join(spec.gpu_types)} GPUs (has {', '.join(pool.gpus) or 'none'})"
-        fitting = [t for t in offered if pool.free(t) >= spec.gpu_count]
-        if not fitting:
-            detail = ", ".join(f"{t}: {max(pool.free(t), 0)} of {pool.gpus[t]} free" for t in offered)
-            return None, f"not enough free GPUs for {spec.gpu_count} ({detail})"
-        # Cheapest acceptable type here; the workload's own order breaks ties.
-        gpu_type = min(fitting, key=lambda t: (pool.price_per_gpu_hour.get(t, math.inf), spec.gpu_types.index(t)))
-        price = pool.price_per_gpu_hour.get(gpu_type, math.inf)
-        return _Candidate(pool, gpu_type, pool.free(gpu_type), price), None
+            return None, f"has no {'/'.join(request.type)} GPUs (has {', '.join(pool.gpus) or 'none'})"
+        offered_types = [t for t in dict.fromkeys(request.type) if gpus.get(t, 0) > 0]
+        detail = ", ".join(f"{t}: {max(pool.free(t), 0)} of {gpus[t]} free" for t in offered_types)
+        return None, f"not enough free GPUs for {count} ({detail})"
 
     @staticmethod
-    def _rank_key(spec: WorkloadSpec, c: _Candidate) -> tuple[Any, ...]:
-        prefer = spec.placement.prefer_pools
-        hinted = prefer.index(c.pool.name) if c.pool.name in prefer else len(prefer)
-        region_hint = 0 if c.pool.region in spec.placement.regions else 1
-        return (hinted, region_hint, c.price, -c.free, c.pool.name)
+    def _rank_key(spec: WorkloadSpec) -> Callable[[_Candidate], tuple[Any, ...]]:
+        """Hinted pools first (prefer_pools in order, then preferred regions), then the lowest price
+        per GPU-hour, then the most free GPUs of the chosen type, then the name."""
+        hints = spec.placement
+        prefer: dict[str, int] = {}
+        for index, name in enumerate(hints.prefer_pools):
+            prefer.setdefault(name, index)
+        unhinted = len(hints.prefer_pools)
+        regions = frozenset(hints.regions)
+
+        def key(c: _Candidate) -> tuple[Any, ...]:
+            pool = c.pool
+            return (prefer.get(pool.name, unhinted), 0 if pool.region in regions else 1, c.price, -c.free,
+                    pool.name)
+
+        return key
 
     @staticmethod
     def _describe(c: _Candidate) -> str:
@@ -323,7 +431,7 @@ class CompiledPolicy:
     def _lower_rank_reason(self, chosen: _Candidate, other: _Candidate) -> str:
         return f"allowed and fits ({self._describe(other)}) but ranked below {chosen.pool.name}"
 
-    def _outside_tiers_reason(self, candidate: _Candidate, tiers: list[tuple[str, list[_Candidate], str]]) -> str:
+    def _outside_tiers_reason(self, tiers: list[tuple[str, list[_Candidate], str]]) -> str:
         used = [mode for mode, candidates, _ in tiers if candidates]
         first = used[0] if used else (tiers[0][0] if tiers else "default")
         placement = self.policy.placement

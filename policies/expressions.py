@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -91,17 +91,30 @@ _FUNCTIONS = {"_==_": _strict(bool_eq), "_!=_": _strict(bool_ne)}
 
 
 def _freeze(value: Any) -> Any:
+    """A hashable memo-key form of a variable's value.
+
+    Numbers carry their type: 1, 1.0 and True hash alike in Python but are different CEL values.
+    """
+    kind = type(value)
+    if kind is str or value is None:
+        return value
+    if kind is int or kind is float or kind is bool:
+        return (kind, value)
     if isinstance(value, Mapping):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+        return (dict, tuple(sorted((k, _freeze(v)) for k, v in value.items())))
     if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+        return (list, tuple(_freeze(v) for v in value))
     return value
 
 
 def _resolve(variables: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = variables
     for part in path:
-        if isinstance(value, Mapping) and part in value:
+        if isinstance(value, dict):  # the common case, without an ABC check
+            value = value.get(part, _MISSING)
+            if value is _MISSING:
+                return _MISSING
+        elif isinstance(value, Mapping) and part in value:
             value = value[part]
         else:
             return _MISSING
@@ -111,7 +124,9 @@ def _resolve(variables: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 def _first_message(error: BaseException) -> str:
     """CEL errors nest (message, type, args); the innermost message is the readable one."""
     current: Any = error
-    while isinstance(current, BaseException | tuple) and (current.args if isinstance(current, BaseException) else current):
+    while isinstance(current, BaseException | tuple) and (
+        current.args if isinstance(current, BaseException) else current
+    ):
         head = current.args[0] if isinstance(current, BaseException) else current[0]
         if isinstance(head, str):
             return head
@@ -122,26 +137,60 @@ def _first_message(error: BaseException) -> str:
 class Expression:
     """A compiled condition. Call `evaluate(variables)` with plain Python values."""
 
+    MEMO_SIZE = 4096
+
     def __init__(self, text: str, program: Any, paths: tuple[tuple[str, ...], ...]) -> None:
         self.text = text
         self._program = program
         self._paths = paths
+        self._roots = frozenset(path[0] for path in paths)
         self._memo: dict[tuple[Any, ...], tuple[bool, str | None]] = {}
-        self.reads_pool = any(path[0] == "pool" for path in paths)
+        self._bound_memo: dict[tuple[Any, ...], bool] = {}
+        self.reads_pool = "pool" in self._roots
 
     def evaluate(self, variables: Mapping[str, Any]) -> tuple[bool, str | None]:
         """(result, error). An expression that fails at run time (e.g. a missing label) counts as false."""
-        key = tuple(_resolve(variables, path) for path in self._paths)
+        key = tuple([_resolve(variables, path) for path in self._paths])
         cached = self._memo.get(key)
         if cached is not None:
             return cached
         outcome = self._run(variables)
-        if len(self._memo) < 4096:
-            self._memo[key] = outcome
+        if len(self._memo) >= self.MEMO_SIZE:
+            self._memo.clear()  # bounded; a fleet's working set of distinct keys is far smaller
+        self._memo[key] = outcome
         return outcome
 
+    def bind(self, variables: Mapping[str, Any], name: str = "pool") -> Callable[[Mapping[str, Any]], bool]:
+        """For a condition evaluated once per pool: fix every variable but `name` now.
+
+        `bind(variables)(pool_vars)[0]` equals `evaluate({**variables, name: pool_vars})[0]`, memoized
+        on the same values, but the part of the key that does not depend on the pool is resolved
+        once per decision instead of once per pool.
+        """
+        own = [path[1:] for path in self._paths if path[0] == name]
+        base = tuple([_resolve(variables, path) for path in self._paths if path[0] != name])
+        memo = self._bound_memo
+
+        def evaluate(value: Mapping[str, Any]) -> bool:
+            key = (*base, *[_resolve(value, path) for path in own])
+            cached = memo.get(key)
+            if cached is None:
+                cached = self._run({**variables, name: value})[0]
+                if len(memo) >= self.MEMO_SIZE:
+                    memo.clear()
+                memo[key] = cached
+            return cached
+
+        return evaluate
+
+    def clear_memo(self) -> None:
+        self._memo.clear()
+        self._bound_memo.clear()
+
     def _run(self, variables: Mapping[str, Any]) -> tuple[bool, str | None]:
-        activation = {name: celpy.json_to_cel(value) for name, value in variables.items() if value is not None}
+        # Only the variables the expression names are converted (the key covers exactly those).
+        activation = {name: celpy.json_to_cel(value) for name, value in variables.items()
+                      if value is not None and name in self._roots}
         for constant in HEALTH_CONSTANTS:
             activation[constant] = celtypes.StringType(constant)
         try:

@@ -8,17 +8,20 @@ transaction lock on PostgreSQL), which is what keeps concurrent placements from 
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, event, text
+from sqlalchemy import CursorResult, Engine, bindparam, event, text
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, create_engine, func, select
 
 from inferofabric.models.common import Health
@@ -36,7 +39,44 @@ from inferofabric.store.tables import (
 )
 
 PLACEMENT_LOCK_KEY = 0x1F4B_F00D  # PostgreSQL advisory lock id for placement transactions
+_MIGRATION_LOCK = threading.Lock()
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+# The statements of the placement path, built once (building a statement costs more than running it
+# on SQLite, and placements run one at a time: their Python work is everyone's latency).
+_RESERVATIONS = ReservationRow.__table__  # type: ignore[attr-defined]
+_PLACEMENTS = PlacementRow.__table__  # type: ignore[attr-defined]
+_RESERVED = (
+    select(col(ReservationRow.pool), col(ReservationRow.gpu_type), func.sum(col(ReservationRow.gpus)))
+    .where(col(ReservationRow.active))
+    .group_by(col(ReservationRow.pool), col(ReservationRow.gpu_type))
+)
+_POOLS = sa_select(col(PoolRow.name), col(PoolRow.spec), col(PoolRow.health), col(PoolRow.cordoned),
+                   col(PoolRow.discovered_gpus)).order_by(col(PoolRow.name))
+_POOL_SPEC = select(PoolRow.spec).where(PoolRow.name == bindparam("name"))
+_ACTIVE_POLICY = (select(PolicyRow.version, PolicyRow.document)
+                  .order_by(col(PolicyRow.version).desc()).limit(1))
+_EXISTING = select(ReservationRow.pool).where(ReservationRow.workload_id == bindparam("workload_id"),
+                                              ReservationRow.attempt == bindparam("attempt"))
+_RECORDED = (
+    select(PlacementRow.decision)
+    .where(PlacementRow.workload_id == bindparam("workload_id"), PlacementRow.attempt == bindparam("attempt"),
+           PlacementRow.pool == bindparam("pool"))
+    .order_by(col(PlacementRow.id).desc()).limit(1)
+)
+_LAST_PLACEMENT = (
+    select(PlacementRow.pool, PlacementRow.attempt)
+    .where(PlacementRow.workload_id == bindparam("workload_id"))
+    .order_by(col(PlacementRow.id).desc()).limit(1)
+)
+_RESERVE = _RESERVATIONS.insert()
+_RECORD = _PLACEMENTS.insert()
+_RELEASE_ALL = (
+    _RESERVATIONS.update()
+    .where(_RESERVATIONS.c.workload_id == bindparam("w"), _RESERVATIONS.c.active.is_(True))
+    .values(active=False, released_at=bindparam("now"))
+)
+_RELEASE_ATTEMPT = _RELEASE_ALL.where(_RESERVATIONS.c.attempt == bindparam("a"))
 
 
 class NotFound(LookupError):
@@ -48,8 +88,8 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below control transactions
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        _wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -59,6 +99,23 @@ def _sqlite_setup(engine: Engine) -> None:
         # fail with SQLITE_BUSY under concurrency instead of waiting its turn.
         immediate = connection.get_execution_options().get("sqlite_immediate", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _wal(cursor: Any) -> None:
+    """Switch a SQLite database to WAL once. Switching needs a moment of exclusive access, and SQLite
+    answers "database is locked" at once (no busy wait) while another process holds the database, as
+    when several processes open a new database together: retry for a while instead of failing."""
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class Store:
@@ -71,13 +128,23 @@ class Store:
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
         self._local_lock = threading.Lock()
+        # SQLite writers take the write lock at BEGIN (see _sqlite_setup).
+        self._write_engine = (self.engine.execution_options(sqlite_immediate=True) if self.is_sqlite
+                              else self.engine)
+        # Parsed pool documents by (name, JSON text): placement reads every pool on every decision.
+        self._specs: dict[str, tuple[str, PoolSpec]] = {}
 
     # -- schema -------------------------------------------------------------------------------------
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self._local_lock, self.engine.begin() as connection:
+        # Alembic's `context`/`op` are process-wide proxies: one migration at a time per process. Across
+        # processes, SQLite's write lock is taken up front (a deferred transaction that reads the version
+        # and then creates tables fails with "database is locked" next to another migrating process) and
+        # PostgreSQL takes an advisory lock.
+        bind = self.engine.execution_options(sqlite_immediate=True) if self.is_sqlite else self.engine
+        with _MIGRATION_LOCK, bind.begin() as connection:
             if not self.is_sqlite:
                 connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PLACEMENT_LOCK_KEY + 1})
             config.attributes["connection"] = connection
@@ -85,7 +152,7 @@ class Store:
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
-        bind = self.engine.execution_options(sqlite_immediate=True) if write and self.is_sqlite else self.engine
+        bind = self._write_engine if write else self.engine
         with Session(bind, expire_on_commit=False) as session:
             yield session
 
@@ -105,11 +172,14 @@ class Store:
             s.commit()
 
     def delete_pool(self, name: str) -> None:
-        with self.session(write=True) as s:
+        # Under the placement lock: a placement running now must not reserve on the pool after the
+        # check below found it idle (SQLite's write lock already serializes the two).
+        with self._placement_transaction() as s:
             row = s.get(PoolRow, name)
             if row is None:
                 raise NotFound(f"no pool named {name!r}")
-            active = s.exec(select(func.count()).where(ReservationRow.pool == name, col(ReservationRow.active))).one()
+            active = s.exec(select(func.count()).where(ReservationRow.pool == name,
+                                                       col(ReservationRow.active))).one()
             if active:
                 raise ValueError(f"pool {name!r} still has {active} active workload(s); drain it first")
             s.delete(row)
@@ -117,14 +187,15 @@ class Store:
 
     def pool_spec(self, name: str) -> PoolSpec:
         with self.session() as s:
-            row = s.get(PoolRow, name)
-            if row is None:
+            document = s.execute(_POOL_SPEC, {"name": name}).scalar()
+            if document is None:
                 raise NotFound(f"no pool named {name!r}")
-            return PoolSpec.model_validate_json(row.spec)
+            return PoolSpec.model_validate_json(document)
 
     def pool_specs(self) -> list[PoolSpec]:
         with self.session() as s:
-            return [PoolSpec.model_validate_json(r.spec) for r in s.exec(select(PoolRow).order_by(PoolRow.name))]
+            rows = s.exec(select(PoolRow).order_by(PoolRow.name))
+            return [PoolSpec.model_validate_json(r.spec) for r in rows]
 
     def set_cordoned(self, name: str, cordoned: bool, reason: str = "") -> HealthEvent | None:
         with self.session(write=True) as s:
@@ -136,14 +207,16 @@ class Store:
             after = _effective_health(row)
             event_row = None
             if before != after:
+                default_reason = "cordoned by operator" if cordoned else "uncordoned"
                 event_row = HealthEventRow(pool=name, from_health=before.value, to_health=after.value,
-                                           reason=reason or ("cordoned by operator" if cordoned else "uncordoned"))
+                                           reason=reason or default_reason)
                 s.add(event_row)
             s.add(row)
             s.commit()
             return _event(event_row) if event_row else None
 
-    def set_health(self, name: str, health: Health, reason: str, gpus: dict[str, int] | None = None) -> HealthEvent | None:
+    def set_health(self, name: str, health: Health, reason: str,
+                   gpus: dict[str, int] | None = None) -> HealthEvent | None:
         """Record a probed health; returns the transition event when the effective health changed."""
         with self.session(write=True) as s:
             row = s.get(PoolRow, name)
@@ -160,7 +233,8 @@ class Store:
             after = _effective_health(row)
             event_row = None
             if before != after:
-                event_row = HealthEventRow(pool=name, from_health=before.value, to_health=after.value, reason=reason)
+                event_row = HealthEventRow(pool=name, from_health=before.value, to_health=after.value,
+                                           reason=reason)
                 s.add(event_row)
             s.add(row)
             s.commit()
@@ -179,23 +253,26 @@ class Store:
             with self.session() as s:
                 return self.pool_views(s)
         used: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        rows = session.exec(
-            select(ReservationRow.pool, ReservationRow.gpu_type, func.sum(ReservationRow.gpus))
-            .where(col(ReservationRow.active))
-            .group_by(ReservationRow.pool, ReservationRow.gpu_type)
-        )
-        for pool, gpu_type, total in rows:
+        for pool, gpu_type, total in session.execute(_RESERVED):
             if gpu_type:
                 used[pool][gpu_type] += int(total or 0)
         views = []
-        for row in session.exec(select(PoolRow).order_by(PoolRow.name)):
-            spec = PoolSpec.model_validate_json(row.spec)
+        for row in session.execute(_POOLS):
+            spec = self._parsed_spec(row.name, row.spec)
             views.append(PoolView(
                 name=spec.name, location=spec.location, backend=spec.backend, region=spec.region,
                 gpus=_capacity(spec, row), used=dict(used.get(spec.name, {})),
                 price_per_gpu_hour=spec.price_per_gpu_hour, labels=spec.labels, health=_effective_health(row),
             ))
         return views
+
+    def _parsed_spec(self, name: str, document: str) -> PoolSpec:
+        """The pool's spec, parsed once per version of its document (read only: callers get copies)."""
+        cached = self._specs.get(name)
+        if cached is None or cached[0] != document:
+            cached = (document, PoolSpec.model_validate_json(document))
+            self._specs[name] = cached
+        return cached[1]
 
     def pool_statuses(self) -> list[PoolStatus]:
         with self.session() as s:
@@ -224,7 +301,7 @@ class Store:
 
     def active_policy(self) -> tuple[int | None, PlacementPolicy | None]:
         with self.session() as s:
-            row = s.exec(select(PolicyRow).order_by(col(PolicyRow.version).desc()).limit(1)).first()
+            row = s.execute(_ACTIVE_POLICY).first()
             if row is None:
                 return None, None
             return row.version, PlacementPolicy.model_validate_json(row.document)
@@ -242,42 +319,44 @@ class Store:
     def place(self, workload_id: str, attempt: int, decide: Callable[[list[PoolView]], Decision]) -> Decision:
         """Decide and reserve atomically. Idempotent: a retried call for the same attempt returns
         the reservation already made instead of reserving twice."""
+        # Core statements rather than ORM objects: this transaction holds the placement lock, so every
+        # bit of Python work in it is on the critical path of every concurrent placement.
+        key = {"workload_id": workload_id, "attempt": attempt}
         with self._placement_transaction() as s:
-            existing = s.exec(select(ReservationRow).where(
-                ReservationRow.workload_id == workload_id, ReservationRow.attempt == attempt)).first()
+            existing = s.execute(_EXISTING, key).first()
             if existing is not None:
-                recorded = s.exec(select(PlacementRow).where(
-                    PlacementRow.workload_id == workload_id, PlacementRow.attempt == attempt,
-                    PlacementRow.pool == existing.pool).order_by(col(PlacementRow.id).desc())).first()
+                recorded = s.execute(_RECORDED, {**key, "pool": existing.pool}).first()
                 s.rollback()
                 if recorded is not None:
                     return Decision.model_validate_json(recorded.decision)
             decision = decide(self.pool_views(s))
-            decision.decided_at = utcnow()
+            decision.decided_at = now = utcnow()
+            record = True
             if decision.pool is not None:
-                s.add(ReservationRow(workload_id=workload_id, attempt=attempt, pool=decision.pool,
-                                     gpu_type=decision.gpu_type, gpus=decision.gpus))
-            last = s.exec(select(PlacementRow).where(PlacementRow.workload_id == workload_id)
-                          .order_by(col(PlacementRow.id).desc()).limit(1)).first()
-            if decision.pool is not None or last is None or last.pool is not None or last.attempt != attempt:
-                s.add(PlacementRow(workload_id=workload_id, attempt=attempt, pool=decision.pool,
-                                   decision=decision.model_dump_json()))
+                s.execute(_RESERVE, {**key, "pool": decision.pool, "gpu_type": decision.gpu_type,
+                                     "gpus": decision.gpus, "active": True, "created_at": now,
+                                     "released_at": None})
+            else:
+                # A workload that keeps waiting records its first "wait" of an attempt, not every retry.
+                last = s.execute(_LAST_PLACEMENT, {"workload_id": workload_id}).first()
+                record = last is None or last.pool is not None or last.attempt != attempt
+            if record:
+                s.execute(_RECORD, {**key, "pool": decision.pool, "decision": decision.model_dump_json(),
+                                    "created_at": now})
             s.commit()
             return decision
 
     def release(self, workload_id: str, attempt: int | None = None) -> int:
         """Release the workload's active reservations (one attempt, or all). Returns how many."""
         with self.session(write=True) as s:
-            query = select(ReservationRow).where(ReservationRow.workload_id == workload_id, col(ReservationRow.active))
-            if attempt is not None:
-                query = query.where(ReservationRow.attempt == attempt)
-            rows = list(s.exec(query))
-            for row in rows:
-                row.active = False
-                row.released_at = utcnow()
-                s.add(row)
+            values = {"w": workload_id, "now": utcnow()}
+            if attempt is None:
+                result = s.execute(_RELEASE_ALL, values)
+            else:
+                result = s.execute(_RELEASE_ATTEMPT, {**values, "a": attempt})
+            released = cast("CursorResult[Any]", result).rowcount
             s.commit()
-            return len(rows)
+            return int(released or 0)
 
     def active_reservations(self, pool: str | None = None) -> list[ReservationRow]:
         with self.session() as s:
@@ -322,11 +401,11 @@ def _nullcontext() -> Iterator[None]:
     yield
 
 
-def _effective_health(row: PoolRow) -> Health:
+def _effective_health(row: PoolRow | Any) -> Health:  # a PoolRow or a result row with its columns
     return Health.CORDONED if row.cordoned else Health(row.health)
 
 
-def _capacity(spec: PoolSpec, row: PoolRow) -> dict[str, int]:
+def _capacity(spec: PoolSpec, row: PoolRow | Any) -> dict[str, int]:
     """Declared inventory, capped by what the back end reports it really has (when it can tell)."""
     if not row.discovered_gpus:
         return dict(spec.gpus)
