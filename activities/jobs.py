@@ -17,8 +17,8 @@ from temporalio.exceptions import ApplicationError
 from inferofabric.activities.errors import typed_errors
 from inferofabric.backends.base import BackendUnavailable, JobRequest, JobStatus
 from inferofabric.backends.registry import backend_for
-from inferofabric.models.messages import JobInput, LaunchInput, ProbeResult, WatchInput
 from inferofabric.models.common import Health
+from inferofabric.models.messages import JobInput, LaunchInput, ProbeResult, WatchInput
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.workload import SecretRef
 from inferofabric.secrets import unseal

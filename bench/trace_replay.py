@@ -73,7 +73,8 @@ def load(trace: Path, nodes: int, tasks: int) -> tuple[Counter[str], list[Task]]
             out.append(Task(
                 name=row["name"], arrival=int(row["creation_time"]),
                 runtime=max(1, int(row["deletion_time"]) - start), gpus=int(row["num_gpu"]), types=spec,
-                recorded_delay=int(row["scheduled_time"]) - int(row["creation_time"]) if row["scheduled_time"] else None,
+                recorded_delay=(int(row["scheduled_time"]) - int(row["creation_time"])
+                                if row["scheduled_time"] else None),
                 # Latency-sensitive services stand in for data that must stay on-prem.
                 classification="confidential" if row["qos"] in ("LS", "Guaranteed") else "internal",
             ))

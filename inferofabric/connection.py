@@ -6,12 +6,11 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from inferofabric.models.messages import SEARCH_ATTRIBUTES
-from inferofabric.telemetry import interceptors
 from inferofabric.settings import temporal_address, temporal_namespace
+from inferofabric.telemetry import interceptors
 
 
 class FabricUnreachable(ConnectionError):

@@ -9,6 +9,7 @@ $FABRIC_HOME/local/<pool>/.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -195,7 +196,5 @@ def _alive(pid: int) -> bool:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -8,17 +8,16 @@ pools are SIMULATED (no GPUs needed); every workload is a real durable Temporal 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 import yaml
 from rich.table import Table
 
 from inferofabric.cli import render
-from inferofabric.models.common import WorkloadState
 from inferofabric.models.workload import WorkloadSpec
 from inferofabric.settings import fabric_home
 
@@ -121,16 +120,11 @@ async def run_demo(address: str | None, keep: bool) -> None:
         )
         if keep:
             console.print("\nThe demo stack keeps running; press Ctrl-C to stop it.")
-            stop = asyncio.Event()
-            try:
-                await stop.wait()
-            except asyncio.CancelledError:
-                pass
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
         else:
             for item in await fabric.list(limit=100):
                 if not item.state.terminal:
                     await fabric.get(item.id).cancel()
             console.print("[dim]demo workloads cancelled; stack stopped (run `fabric up` for a lasting one)[/]")
 
-
-__all__ = ["run_demo", "WorkloadState", "Path"]

@@ -127,8 +127,8 @@ def agent(
 @app.command()
 def demo(
     address: AddressOpt = None,
-    keep: Annotated[bool | None, typer.Option("--keep/--no-keep",
-                                              help="Keep the stack running after the story [default: on a TTY]")] = None,
+    keep: Annotated[bool | None, typer.Option(
+        "--keep/--no-keep", help="Keep the stack running after the story [default: on a TTY]")] = None,
 ) -> None:
     """A one-minute story: on-prem fills to the threshold, the rest bursts to the cloud, pii waits."""
     from inferofabric.cli.demo import run_demo
@@ -206,7 +206,8 @@ def pool_drain(name: str, address: AddressOpt = None, json_out: JsonOpt = False)
     if json_out:
         render.print_json({"pool": name, "moved": moved})
     else:
-        render.console.print(f"drained {name}: moving {len(moved)} workload(s)" + (f": {', '.join(moved)}" if moved else ""))
+        listed = f": {', '.join(moved)}" if moved else ""
+        render.console.print(f"drained {name}: moving {len(moved)} workload(s){listed}")
 
 
 @pool_app.command("fail")
@@ -271,7 +272,8 @@ def policy_show(address: AddressOpt = None, json_out: JsonOpt = False) -> None:
 @app.command()
 def submit(
     file: FileOpt,
-    wait: Annotated[bool, typer.Option("--wait", help="Follow until the workload ends; exit 1 unless it succeeded.")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Follow until the workload ends; exit 1 unless it succeeded.")] = False,
     address: AddressOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -25,7 +25,8 @@ async def serve(home: Path, port: int, ui_port: int, config: Path) -> None:
     async with embedded_stack(home, port, ui_port, config, log=lambda m: render.console.print(m)) as stack:
         render.console.print(render.pools_table(await stack.fabric.pools()))
         render.console.print(
-            f"\n[bold green]fabric is up[/]  Temporal {stack.address}  Web UI [link={stack.ui_url}]{stack.ui_url}[/link]"
+            f"\n[bold green]fabric is up[/]  Temporal {stack.address}  "
+            f"Web UI [link={stack.ui_url}]{stack.ui_url}[/link]"
             f"\n  config: {source}\n  state:  {home}\n"
             f"  try: fabric submit -f workload.yaml --wait   (export FABRIC_TEMPORAL_ADDRESS={stack.address})\n"
             "  Ctrl-C stops everything; state survives restarts.")

@@ -58,7 +58,8 @@ class FabricClient:
                 raise InvalidInput(message) from None
             raise FabricError(message) from None
 
-    async def register_pool(self, spec: PoolSpec | dict[str, Any], monitor: MonitorSettings | None = None) -> PoolStatus:
+    async def register_pool(self, spec: PoolSpec | dict[str, Any],
+                            monitor: MonitorSettings | None = None) -> PoolStatus:
         pool = spec if isinstance(spec, PoolSpec) else PoolSpec.model_validate(spec)
         result = await self._control("register_pool", spec=pool.model_dump(mode="json"),
                                      monitor=monitor.model_dump() if monitor else None)
