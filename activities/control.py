@@ -7,6 +7,7 @@ the store stays inside the control plane.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ class ControlActivities:
     async def decisions(self, workload_id: str) -> list[dict[str, Any]]:
         return [d.model_dump(mode="json") for d in await asyncio.to_thread(self.store.decisions, workload_id)]
 
-    def all(self) -> list[Any]:
+    def all(self) -> list[Callable[..., Any]]:
         return [self.register_pool, self.remove_pool, self.list_pools, self.pool_spec, self.set_policy,
                 self.get_policy, self.cordon, self.simulate, self.record_health, self.workloads_on_pool,
                 self.put_secret, self.list_secrets, self.decisions]

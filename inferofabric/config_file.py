@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from inferofabric.models.common import Location
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 
@@ -84,11 +85,11 @@ def default_fabric_config() -> FabricConfig:
 
     return FabricConfig(
         pools=[
-            PoolSpec(name="onprem-dc1", location="on-prem", backend="simulated", region="dc1",
+            PoolSpec(name="onprem-dc1", location=Location.ON_PREM, backend="simulated", region="dc1",
                      gpus={"A100": 8}, price_per_gpu_hour={"A100": 1.20}, labels={"site": "dc1"}),
-            PoolSpec(name="cloud-use1", location="cloud", backend="simulated", region="us-east-1",
+            PoolSpec(name="cloud-use1", location=Location.CLOUD, backend="simulated", region="us-east-1",
                      gpus={"A100": 64, "H100": 16}, price_per_gpu_hour={"A100": 4.10, "H100": 6.98}),
-            PoolSpec(name="cloud-euw1", location="cloud", backend="simulated", region="eu-west-1",
+            PoolSpec(name="cloud-euw1", location=Location.CLOUD, backend="simulated", region="eu-west-1",
                      gpus={"A100": 64}, price_per_gpu_hour={"A100": 4.30}),
         ],
         policy=default_policy(),

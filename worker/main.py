@@ -8,7 +8,9 @@ activities of its own pool, from inside that pool's network, dialing out to Temp
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -34,7 +36,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*SHARED_MODULES))
 
 
-def job_activities(home: Path) -> list[object]:
+def job_activities(home: Path) -> list[Callable[..., Any]]:
     jobs = JobActivities(home)
     return [jobs.launch_job, jobs.watch_job, jobs.job_status, jobs.cancel_job, jobs.job_logs, jobs.list_pool_jobs,
             jobs.probe_pool]
@@ -45,7 +47,7 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     home = home or fabric_home()
     placement = PlacementActivities(store_url)
     control = ControlActivities(home, store_url)
-    activities = [placement.place_workload, placement.release_capacity, placement.seal_secrets,
+    activities: list[Callable[..., Any]] = [placement.place_workload, placement.release_capacity, placement.seal_secrets,
                   *control.all(), *job_activities(home)]
     return Worker(
         client, task_queue=queue or task_queue(), workflows=WORKFLOWS, activities=activities,

@@ -91,8 +91,8 @@ class LocalBackend(Backend):
                 raise JobRejected(f"only {len(free)} free {request.gpu_type} GPU(s) on this host, "
                                   f"need {request.gpus}")
             chosen = free[: request.gpus]
-            for index in chosen:
-                table[str(index)] = request.job_id
+            for device in chosen:
+                table[str(device)] = request.job_id
             return chosen
 
     def _finished(self, job_id: str) -> bool:

@@ -35,7 +35,7 @@ def _free_port(preferred: int) -> int:
     raise RuntimeError("no free port")
 
 
-def _job(name: str, classification: str = "internal", **placement: Any) -> WorkloadSpec:
+def _job(name: str, classification: str = "internal", **placement: list[str]) -> WorkloadSpec:
     return WorkloadSpec.model_validate({
         "name": name, "team": "vision" if classification != "pii" else "health", "project": "demo",
         "image": "ghcr.io/acme/resnet:1.4", "command": ["python", "train.py", "--epochs", "90"],
@@ -79,7 +79,7 @@ async def run_demo(address: str | None, keep: bool) -> None:
         table = Table("workload", "on-prem utilization seen", "decision", "pool", "region")
         first_burst = None
         for i in range(10):
-            spec = _job(f"train-{i}", **({"regions": ["eu-west-1"]} if i == 9 else {}))
+            spec = _job(f"train-{i}", regions=["eu-west-1"]) if i == 9 else _job(f"train-{i}")
             status = await _placed(await fabric.submit(spec))
             decision = (await fabric.get(spec.name).explain()).decisions[-1]  # type: ignore[arg-type]
             seen = float(decision.inputs["on_prem_utilization"])
