@@ -88,10 +88,11 @@ class WorkloadWorkflow:
     @workflow.query(name="explain")
     def explain(self) -> Explanation:
         assert self._status is not None
-        # Decisions come from place_workload's PlaceResult (messages.py's Decision class); the sandbox
-        # may hold a re-imported copy of the status module, so they are passed to it as plain data.
+        # Decisions come from place_workload's PlaceResult (messages.py's Decision class); in a sandbox
+        # that re-imports the status module that may be another class than Explanation's: rebuild them.
         return Explanation(id=self._status.id, state=self._status.state,
-                           decisions=[d.model_dump() for d in self._decisions], events=self._events)
+                           decisions=[Decision.model_validate(d.model_dump()) for d in self._decisions],
+                           events=self._events)
 
     @workflow.signal(name="relocate")
     def relocate(self, signal: RelocateSignal) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -48,3 +49,14 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         if worker is not None:
             worker.stop(kill=True)
         server.stop(kill=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The big chaos run (@slow, minutes) runs only when asked: `-m slow` or FABRIC_SLOW_TESTS=1."""
+    if "slow" in (config.getoption("markexpr") or "") or os.environ.get("FABRIC_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow or FABRIC_SLOW_TESTS=1")
+    here = Path(__file__).parent
+    for item in items:
+        if "slow" in item.keywords and here in Path(str(item.fspath)).parents:
+            item.add_marker(skip)

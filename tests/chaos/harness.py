@@ -163,15 +163,18 @@ class Report:
     workloads: int = 0
     launches: int = 0
     moved_attempts: int = 0
-    duplicate_completions: int = 0  # moved copies that ran to their end around their pool's outage
+    unobserved_completions: int = 0  # moved copies that had ended before the move (nobody saw it)
+    outage_completions: int = 0  # moved copies that ran on to their end while their pool was out
     max_attempts: int = 0
     peak_use: dict[str, int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{self.workloads} workloads, {self.launches} launches, {self.moved_attempts} moved attempts "
-                f"(max {self.max_attempts} attempts), {self.duplicate_completions} moved copies ran to their "
-                f"end around an outage, peak GPUs in use {self.peak_use}, {len(self.violations)} violations")
+                f"(max {self.max_attempts} attempts); moved copies that ran to their end: "
+                f"{self.unobserved_completions} before the move (not yet seen), {self.outage_completions} "
+                f"during their pool's outage; peak GPUs in use {self.peak_use}; "
+                f"{len(self.violations)} violations")
 
 
 def completed(record: dict[str, Any]) -> bool:
@@ -184,12 +187,14 @@ def completed(record: dict[str, Any]) -> bool:
 
 def check_invariants(home: Path, store: Store, pools: list[dict[str, Any]], classification: dict[str, str],
                      finals: dict[str, Any], outages: dict[str, list[tuple[float, float]]],
-                     grace: float = 15.0, unobserved: float = 10.0) -> Report:
+                     grace: float = 15.0) -> Report:
     """`finals`: workload id -> final WorkloadStatus; `outages`: pool -> [(failed at, restored at)].
 
-    A moved copy that ran to its end is a duplicate run the fabric could not prevent only if it ended
-    while its pool did not answer, or shortly before (`unobserved`: the watch had not seen the end
-    yet when the pool went silent), or before the monitor had seen the pool back (`grace`).
+    A moved copy (an attempt that is not the succeeded one) that ran to its end is a duplicate run
+    the fabric could not prevent only if it had already ended when the workload moved (the end was
+    not seen yet: the pool went silent, or the watch was between workers), or if it ended while its
+    pool could not be reached (before the monitor saw it back, within `grace`). Any other is an
+    orphan the fabric should have stopped: a violation.
     """
     report = Report(workloads=len(finals))
     bad = report.violations
@@ -238,13 +243,14 @@ def check_invariants(home: Path, store: Store, pools: list[dict[str, Any]], clas
             report.moved_attempts += 1
             if not completed(record):
                 continue
-            # A moved copy ran to its end: only acceptable while its pool could not be reached (the
-            # fabric could not stop it then), and the copy must not outlive the pool's recovery.
             end = record["started_at"] + record["duration"]
             pool = job_pool[record["job_id"]]
-            windows = outages.get(pool, [])
-            if any(failed - unobserved <= end <= restored + grace for failed, restored in windows):
-                report.duplicate_completions += 1
+            attempt = next((a for a in final.history if a.attempt == record["attempt"]), None)
+            moved_at = attempt.ended_at.timestamp() if attempt and attempt.ended_at else None
+            if moved_at is not None and end <= moved_at:
+                report.unobserved_completions += 1
+            elif any(failed <= end <= restored + grace for failed, restored in outages.get(pool, [])):
+                report.outage_completions += 1
             else:
                 bad.append(f"{record['job_id']} (a moved copy of {workload_id}) ran to its end on {pool} "
                            "outside any outage: an orphan nobody stopped")
