@@ -19,13 +19,15 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.backends.base import job_id_for
     from inferofabric.backends.registry import task_queue_for
     from inferofabric.models.common import Health
+
     # PoolSpec comes from the module that declares JobInput, so that the spec returned by
     # control_pool_spec is an instance of the very class JobInput.pool expects: in the sandbox,
     # inferofabric.models.pool can be a re-imported copy of the class messages.py refers to.
     from inferofabric.models.messages import JobInput, MonitorInput, PoolSpec, ProbeResult, RelocateSignal
     from inferofabric.models.status import HealthEvent
 
-LOCAL = dict(start_to_close_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)))
+LOCAL = dict(start_to_close_timeout=timedelta(seconds=30),
+             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)))
 
 
 def next_health(current: Health | None, probe: ProbeResult, failures: int, successes: int,

@@ -3,12 +3,14 @@
 place (decide + reserve) -> launch on the chosen pool -> watch until it ends -> release.
 If the pool fails (health monitor signal), is drained, or the job is lost, the workflow moves the
 workload: it cancels the old copy best-effort, releases its GPUs and places it again under the
-policy's failover rule with the failed pool excluded. Deterministic: all I/O is in activities.
+policy's failover rule. The failed pool stays out while its recorded health says so (unhealthy,
+cordoned), or for 30 s after a job-level failure. Deterministic: all I/O is in activities.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,8 +29,8 @@ with workflow.unsafe.imports_passed_through():
         LaunchInput,
         PlaceInput,
         PlaceResult,
-        RelocateSignal,
         ReleaseInput,
+        RelocateSignal,
         WatchInput,
         WorkloadRequest,
     )
@@ -202,10 +204,8 @@ class WorkloadWorkflow:
                 self._details(decision)
             delay = WAIT_BACKOFF[min(tries, len(WAIT_BACKOFF) - 1)]
             tries += 1
-            try:
+            with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: self._cancel_requested, timeout=timedelta(seconds=delay))
-            except TimeoutError:
-                pass
         return None
 
     async def _run_attempt(self, workload_id: str, attempt: int, spec: Any, decision: Decision,
@@ -285,10 +285,8 @@ class WorkloadWorkflow:
             stop.cancel()
             return future.result()  # type: ignore[no-any-return]
         future.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, ActivityError):
             await future
-        except (asyncio.CancelledError, ActivityError):
-            pass
         if self._cancel_requested:
             return None
         assert self._relocate is not None
