@@ -24,7 +24,7 @@ constraints:
     deny: {location: cloud}
     when: workload.data_classification == 'pii'
 """
-FAST = MonitorSettings(period_seconds=0.5, probe_timeout_seconds=1.0, unhealthy_after=2, healthy_after=2)
+FAST = MonitorSettings(period_seconds=0.5, probe_timeout_seconds=2.0, unhealthy_after=2, healthy_after=2)
 
 
 async def setup(fabric, onprem_gpus: int = 8, cloud_gpus: int = 64, policy: str = FAILOVER_POLICY,  # type: ignore[no-untyped-def]
