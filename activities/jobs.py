@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from inferofabric.activities.errors import typed_errors
-from inferofabric.backends.base import BackendUnavailable, JobRequest, JobStatus
+from inferofabric.backends.base import BackendUnavailable, JobRequest, JobState, JobStatus
 from inferofabric.backends.registry import backend_for
 from inferofabric.models.common import Health
 from inferofabric.models.messages import JobInput, LaunchInput, ProbeResult, WatchInput
@@ -58,7 +58,7 @@ class JobActivities:
                 activity.heartbeat({"unreachable": str(error)})
                 await asyncio.sleep(request.interval_seconds)
                 continue
-            if status.state.terminal:
+            if status.state.terminal or (request.until_running and status.state == JobState.RUNNING):
                 return status
             activity.heartbeat({"state": status.state.value, "message": status.message})
             await asyncio.sleep(request.interval_seconds)

@@ -47,8 +47,10 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     home = home or fabric_home()
     placement = PlacementActivities(store_url)
     control = ControlActivities(home, store_url)
-    activities: list[Callable[..., Any]] = [placement.place_workload, placement.release_capacity, placement.seal_secrets,
-                  *control.all(), *job_activities(home)]
+    activities: list[Callable[..., Any]] = [
+        placement.place_workload, placement.release_capacity, placement.seal_secrets,
+        *control.all(), *job_activities(home),
+    ]
     return Worker(
         client, task_queue=queue or task_queue(), workflows=WORKFLOWS, activities=activities,
         workflow_runner=workflow_runner(),

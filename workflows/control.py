@@ -7,6 +7,7 @@ signals and child workflows, so they are durable too.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -16,8 +17,8 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.models.common import Health
     from inferofabric.backends.registry import task_queue_for
+    from inferofabric.models.common import Health
     from inferofabric.models.messages import ControlRequest, JobInput, MonitorInput, MonitorSettings, RelocateSignal
     from inferofabric.models.pool import PoolSpec
 
@@ -66,15 +67,13 @@ class ControlWorkflow:
 
     async def _ensure_monitor(self, pool: str, settings: dict[str, Any] | None) -> None:
         """Start the pool's health monitor once; an already running monitor is kept."""
-        try:
+        with contextlib.suppress(WorkflowAlreadyStartedError):
             await workflow.start_child_workflow(
                 "PoolMonitorWorkflow",
                 MonitorInput(pool=pool, settings=MonitorSettings.model_validate(settings or {})),
                 id=monitor_id(pool), parent_close_policy=ParentClosePolicy.ABANDON,
                 static_summary=f"health monitor for pool {pool}",
             )
-        except WorkflowAlreadyStartedError:
-            pass
 
     async def _logs(self, pool_name: str, job_id: str, tail: int) -> str:
         pool: PoolSpec = await workflow.execute_activity(

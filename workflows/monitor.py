@@ -24,10 +24,9 @@ with workflow.unsafe.imports_passed_through():
     # control_pool_spec is an instance of the very class JobInput.pool expects: in the sandbox,
     # inferofabric.models.pool can be a re-imported copy of the class messages.py refers to.
     from inferofabric.models.messages import JobInput, MonitorInput, PoolSpec, ProbeResult, RelocateSignal
-    from inferofabric.models.status import HealthEvent
 
-LOCAL = dict(start_to_close_timeout=timedelta(seconds=30),
-             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)))
+LOCAL_TIMEOUT = timedelta(seconds=30)
+LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
 
 
 def next_health(current: Health | None, probe: ProbeResult, failures: int, successes: int,
@@ -59,7 +58,8 @@ class PoolMonitorWorkflow:
         for _ in range(settings.iterations_per_run):
             try:
                 pool: PoolSpec = await workflow.execute_local_activity(
-                    "control_pool_spec", state.pool, result_type=PoolSpec, **LOCAL)  # type: ignore[arg-type]
+                    "control_pool_spec", state.pool, result_type=PoolSpec,
+                        start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
             except (ActivityError, ApplicationError) as error:
                 # A local activity's failure can arrive unwrapped (ApplicationError, not ActivityError).
                 cause = error.cause if isinstance(error, ActivityError) else error
@@ -98,7 +98,7 @@ class PoolMonitorWorkflow:
         reason = probe.reason or after.value
         await workflow.execute_local_activity(
             "control_record_health", args=[pool.name, after, reason, probe.gpus],
-            result_type=HealthEvent | None, **LOCAL,  # type: ignore[arg-type]
+            start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY,
         )
         # Act on the monitor's own transition, not only on a change of the pool's effective health in
         # the store: a cordoned pool that dies shows no effective change (it stays "cordoned"), yet
@@ -109,7 +109,8 @@ class PoolMonitorWorkflow:
             await self._remove_orphans(pool)
 
     async def _move_workloads(self, pool: PoolSpec, reason: str) -> None:
-        rows = await workflow.execute_local_activity("control_workloads_on_pool", pool.name, **LOCAL)  # type: ignore[arg-type]
+        rows = await workflow.execute_local_activity("control_workloads_on_pool", pool.name,
+            start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
         for row in rows:
             handle = workflow.get_external_workflow_handle(row["workload_id"])
             try:
@@ -126,7 +127,8 @@ class PoolMonitorWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=3), summary=f"find orphans on {pool.name}")
         except ActivityError:
             return  # try again at the next recovery
-        rows = await workflow.execute_local_activity("control_workloads_on_pool", pool.name, **LOCAL)  # type: ignore[arg-type]
+        rows = await workflow.execute_local_activity("control_workloads_on_pool", pool.name,
+            start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
         owned = {job_id_for(row["workload_id"], row["attempt"]) for row in rows}
         for job_id in jobs:
             if job_id in owned:

@@ -15,7 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+)
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -44,8 +50,12 @@ SA_STATE = SearchAttributeKey.for_keyword("FabricState")
 SA_GPU_TYPE = SearchAttributeKey.for_keyword("FabricGpuType")
 SA_GPUS = SearchAttributeKey.for_int("FabricGpus")
 
-LOCAL = dict(start_to_close_timeout=timedelta(seconds=60),
-             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)))
+LOCAL_TIMEOUT = timedelta(seconds=60)
+LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
+# Patches: workflows started before a change replay the old path, new ones take the new path.
+PATCH_LEAN_UPDATES = "lean-state-updates-v1"  # no `running` upsert for a job already finished; memo only on change
+PATCH_UNTIL_RUNNING = "wait-until-running-v1"  # a job pending on its pool shows as launching, not running
+PATCH_CANCELLABLE_BACKOFF = "cancellable-backoff-v1"  # a cancel ends the wait between attempts
 NON_RETRYABLE = ["JobRejected", "BackendConfigError", "InvalidInput", "NotFound", "SecretError"]
 WAIT_BACKOFF = (1, 2, 3, 5)  # seconds between placement tries while queued
 # A pool a job failed on (launch failed, job lost) while its recorded health was still good is kept
@@ -80,6 +90,8 @@ class WorkloadWorkflow:
         self._relocate: RelocateSignal | None = None
         self._pool: PoolSpec | None = None
         self._background: list[asyncio.Future[None]] = []
+        self._lean = False
+        self._memo: dict[str, Any] = {"region": "", "attempts": 0, "backend": "", "message": ""}
 
     # -- queries, signals, updates ------------------------------------------------------------------
     @workflow.query(name="status")
@@ -115,14 +127,17 @@ class WorkloadWorkflow:
 
     # -- main -----------------------------------------------------------------------------------------
     @workflow.run
-    async def run(self, raw: dict[str, Any]) -> WorkloadStatus:
+    async def run(self, raw: Any) -> WorkloadStatus:
+        """`raw` is validated here, not by the data converter: a malformed start (from the `temporal`
+        CLI, say) then fails at once with a clear non-retryable error instead of retrying forever."""
         result = await self._run(raw)
         # Let a pending `cancel` update see the final state before the workflow closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
 
-    async def _run(self, raw: dict[str, Any]) -> WorkloadStatus:
+    async def _run(self, raw: Any) -> WorkloadStatus:
         workload_id = workflow.info().workflow_id
+        self._lean = workflow.patched(PATCH_LEAN_UPDATES)
         self._status = WorkloadStatus(id=workload_id, state=WorkloadState.QUEUED, submitted_at=workflow.now(),
                                       updated_at=workflow.now())
         try:
@@ -166,7 +181,15 @@ class WorkloadWorkflow:
                     self._upsert(state=WorkloadState.QUEUED, pool="", location="")
                     if self._cancel_requested:
                         return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
-                    await workflow.sleep(timedelta(seconds=min(2 ** (attempt - 1) - 1, 30)))
+                    backoff = timedelta(seconds=min(2 ** (attempt - 1) - 1, 30))
+                    if not workflow.patched(PATCH_CANCELLABLE_BACKOFF):
+                        await workflow.sleep(backoff)
+                    elif backoff:
+                        # A cancel during the backoff ends the wait at once.
+                        with contextlib.suppress(TimeoutError):
+                            await workflow.wait_condition(lambda: self._cancel_requested, timeout=backoff)
+                        if self._cancel_requested:
+                            return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
                     continue
                 await self._drain_background()
                 return final
@@ -189,7 +212,7 @@ class WorkloadWorkflow:
                 PlaceInput(workload_id=workload_id, attempt=attempt, spec=spec,
                            exclude={pool: why for pool, (why, until) in exclude.items() if now < until},
                            failed_pool_health=failed_health),
-                result_type=PlaceResult, **LOCAL,  # type: ignore[arg-type]
+                result_type=PlaceResult, start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY,
             )
             decision = placed.decision
             if decision.placed:
@@ -228,7 +251,8 @@ class WorkloadWorkflow:
         sealed: dict[str, str] = {}
         if any(not isinstance(v, str) for v in spec.env.values()):
             sealed = await workflow.execute_local_activity(
-                "seal_secrets", args=[spec, pool.name], result_type=dict, **LOCAL)  # type: ignore[arg-type]
+                "seal_secrets", args=[spec, pool.name], result_type=dict,
+                    start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
         launch = self._activity(
             "launch_job",
             LaunchInput(pool=pool, workload_id=workload_id, attempt=attempt, job_id=job_id, spec=spec,
@@ -249,8 +273,28 @@ class WorkloadWorkflow:
         if status is None:
             return await self._cancel_attempt(workload_id, attempt)
 
+        if status.state == JobState.PENDING and workflow.patched(PATCH_UNTIL_RUNNING):
+            # Accepted but not running yet (queued for capacity, pulling the image): stay `launching`.
+            self._set(message=f"pending on {pool.name}: {status.message}")
+            pending = self._activity(
+                "watch_job",
+                WatchInput(pool=pool, job_id=job_id, interval_seconds=request.watch_interval_seconds,
+                           until_running=True),
+                queue, JobStatus, timedelta(days=30), heartbeat=timedelta(seconds=10),
+                retry=RetryPolicy(maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE),
+                summary=f"wait until {job_id} runs on {pool.name}",
+            )
+            try:
+                status = await self._race(pending, pool.name)
+            except ActivityError as error:
+                raise _Moved(f"lost track of the job: {_cause_message(error)}", Health.UNHEALTHY) from None
+            if status is None:
+                return await self._cancel_attempt(workload_id, attempt)
         self._set(state=WorkloadState.RUNNING, message=status.message or f"running on {pool.name}")
-        self._upsert(state=WorkloadState.RUNNING)
+        if self._status is not None and self._status.history:
+            self._status.history[-1].outcome = "running"
+        if not (status.state.terminal and self._lean):
+            self._upsert(state=WorkloadState.RUNNING)
         if not status.state.terminal:
             watch = self._activity(
                 "watch_job", WatchInput(pool=pool, job_id=job_id, interval_seconds=request.watch_interval_seconds),
@@ -312,7 +356,8 @@ class WorkloadWorkflow:
             else:
                 await cancel
         await workflow.execute_local_activity(
-            "release_capacity", ReleaseInput(workload_id=workload_id, attempt=attempt), **LOCAL)  # type: ignore[arg-type]
+            "release_capacity", ReleaseInput(workload_id=workload_id, attempt=attempt),
+                start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
         self._pool = None
 
     async def _cancel_job(self, pool: PoolSpec, job_id: str, best_effort: bool) -> None:
@@ -366,7 +411,7 @@ class WorkloadWorkflow:
 
     def _upsert(self, state: WorkloadState | None = None, team: str | None = None, pool: str | None = None,
                 location: str | None = None, gpu_type: str | None = None, gpus: int | None = None) -> None:
-        updates = []
+        updates: list[SearchAttributeUpdate[Any]] = []
         if state is not None:
             updates.append(SA_STATE.value_set(state.value))
         if team is not None:
@@ -384,8 +429,11 @@ class WorkloadWorkflow:
             # The memo carries what `fabric list` shows beyond the search attributes.
             status = self._status
             if status is not None:
-                workflow.upsert_memo({"region": status.region or "", "attempts": status.attempts,
-                                      "backend": status.backend or "", "message": status.message[:300]})
+                memo = {"region": status.region or "", "attempts": status.attempts,
+                        "backend": status.backend or "", "message": status.message[:300]}
+                if not self._lean or memo != self._memo:
+                    workflow.upsert_memo(memo)
+                    self._memo = memo
 
     def _details(self, decision: Decision) -> None:
         """Current details in the Web UI: the latest decision and why other pools were rejected."""
@@ -409,7 +457,7 @@ def _cause_type(error: ActivityError) -> str | None:
 
 
 def _cause_message(error: ActivityError) -> str:
-    cause = error.cause
-    while cause is not None and getattr(cause, "cause", None) is not None and not isinstance(cause, ApplicationError):
-        cause = cause.cause
+    cause: BaseException | None = error.cause
+    while cause is not None and not isinstance(cause, ApplicationError) and getattr(cause, "cause", None) is not None:
+        cause = cause.cause  # type: ignore[attr-defined]
     return cause.message if cause is not None and hasattr(cause, "message") else str(error)

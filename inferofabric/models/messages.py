@@ -67,6 +67,7 @@ class WatchInput(BaseModel):
     pool: PoolSpec
     job_id: str
     interval_seconds: float = 1.0
+    until_running: bool = False  # return once the job runs (or ends), not only when it ends
 
 
 class ReleaseInput(BaseModel):

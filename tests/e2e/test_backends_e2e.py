@@ -97,6 +97,25 @@ async def wait_for(handle: Any, state: WorkloadState, timeout: float = 20.0) -> 
     raise AssertionError(f"{handle.id} did not reach {state.value} ({detail})")
 
 
+async def wait_started(handle: Any, harness: Any, timeout: float = 20.0) -> WorkloadStatus:
+    """Wait until the back end holds the job, let the back end start it, then until the fabric shows
+    it running (a job still pending on its pool is `launching`, not `running`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            status = await handle.status()
+            if status.job_id:
+                harness.launched(status.job_id)
+                break
+        except Exception:  # not launched yet (the fake has no such job / the workflow has not started)
+            if loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.1)
+    harness.start(status.job_id)
+    return await wait_for(handle, WorkloadState.RUNNING, timeout)
+
+
 async def scheduled_queues(fabric: Any, workflow_id: str, activity: str) -> set[str]:
     """The task queues the workflow sent `activity` to, from its recorded history."""
     history = await fabric.temporal.get_workflow_handle(workflow_id).fetch_history()
@@ -348,7 +367,7 @@ async def exercise(fabric: Any, harness: Harness) -> None:
 
     # 1. It runs there, as one job holding the spec, and succeeds when the back end says so.
     handle = await client.submit(SPEC)
-    status = await wait_for(handle, WorkloadState.RUNNING)
+    status = await wait_started(handle, harness)
     assert (status.pool, status.backend, status.location) == (harness.name, harness.backend, harness.location)
     assert (status.gpu_type, status.gpus) == ("A100", 1)
     assert status.job_id == job_id_for(handle.id, 1)
@@ -359,7 +378,6 @@ async def exercise(fabric: Any, harness: Harness) -> None:
     listed = {w.id: w for w in await client.list(pool=harness.name)}
     assert listed[handle.id].backend == harness.backend
 
-    harness.start(status.job_id)
     harness.finish(status.job_id)
     await wait_for(handle, WorkloadState.SUCCEEDED)
     assert await scheduled_queues(fabric, handle.id, "watch_job") == {expected_queue}
@@ -367,7 +385,7 @@ async def exercise(fabric: Any, harness: Harness) -> None:
 
     # 2. A cancelled workload is removed from the back end and gives its GPU back.
     second = await client.submit(SPEC)
-    running = await wait_for(second, WorkloadState.RUNNING)
+    running = await wait_started(second, harness)
     harness.launched(running.job_id)
     cancelled = await asyncio.wait_for(second.cancel(), 30)
     assert cancelled.state == WorkloadState.CANCELLED
@@ -530,8 +548,7 @@ async def test_logs_of_every_backend(fabric: Any, kube_api: FakeKubeApi, moto: M
         await fabric.client.register_pool(harness.pool)
         await fabric.client.set_policy({"placement": {"default": [harness.name]}})
         handle = await fabric.client.submit(SPEC)
-        status = await wait_for(handle, WorkloadState.RUNNING)
-        harness.start(status.job_id)
+        status = await wait_started(handle, harness)
         harness.finish(status.job_id)
         finished.append((harness, handle, status.job_id))
     for _, handle, _ in finished:

@@ -78,8 +78,10 @@ async def test_onprem_outage_moves_work_to_cloud_and_pii_waits_for_recovery(fabr
     rejected = {r.pool: r.reason for r in failover.rejected}
     assert onprem in rejected, rejected
     assert any("moved" in e and "became unhealthy" in e for e in story.events), story.events
-    # The copies left on the dead pool could not be stopped then; the monitor removed them later.
-    assert any("could not cancel" in e for e in story.events), story.events
+    # The copy left on the dead pool is stopped best effort: either the cancel failed while the pool was
+    # down (the monitor removes it on recovery) or it went through once the pool answered again.
+    assert any("could not cancel" in e or f"cancelled {train[0].id}-a1 on {onprem}" in e
+               for e in story.events), story.events
     pii_story = await pii.explain()
     assert [d.mode for d in pii_story.decisions if d.pool] == ["default", "fallback"]
     assert all(d.pool != cloud for d in pii_story.decisions)
