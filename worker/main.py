@@ -27,8 +27,12 @@ from inferofabric.workflows.workload import WorkloadWorkflow
 WORKFLOWS = [WorkloadWorkflow, ControlWorkflow, PoolMonitorWorkflow]
 # The fabric's own models and helpers are deterministic and side-effect free: share the host's
 # copies with the sandbox, so a model built in workflow code is the same class activities accept.
+# The workflow modules are shared too: re-importing them for every workflow run cost ~6 ms of CPU per
+# workload (a third of the worker's time, bench/throughput.py). The sandbox still runs each workflow
+# on its deterministic event loop; what it no longer intercepts inside those modules (clocks,
+# randomness, I/O) is kept out by tests/test_workflow_determinism.py and the replay tests.
 SHARED_MODULES = ("inferofabric.models", "inferofabric.backends", "inferofabric.policies", "inferofabric.secrets",
-                  "inferofabric.settings")
+                  "inferofabric.settings", "inferofabric.workflows")
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

@@ -53,9 +53,10 @@ SA_GPUS = SearchAttributeKey.for_int("FabricGpus")
 LOCAL_TIMEOUT = timedelta(seconds=60)
 LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
 # Patches: workflows started before a change replay the old path, new ones take the new path.
-PATCH_LEAN_UPDATES = "lean-state-updates-v1"  # no `running` upsert for a job already finished; memo only on change
-PATCH_UNTIL_RUNNING = "wait-until-running-v1"  # a job pending on its pool shows as launching, not running
-PATCH_CANCELLABLE_BACKOFF = "cancellable-backoff-v1"  # a cancel ends the wait between attempts
+# One patch (one marker per workflow) for the v2 behaviour: no search-attribute update already set at
+# start or for a job that already finished, memo only on change; a job pending on its pool shows as
+# launching, not running; a cancel ends the wait between attempts.
+PATCH_V2 = "fabric-v2"
 NON_RETRYABLE = ["JobRejected", "BackendConfigError", "InvalidInput", "NotFound", "SecretError"]
 WAIT_BACKOFF = (1, 2, 3, 5)  # seconds between placement tries while queued
 # A pool a job failed on (launch failed, job lost) while its recorded health was still good is kept
@@ -74,10 +75,11 @@ class _Moved(Exception):
         self.recorded = recorded  # the pool's health/cordon is already recorded in the store
 
 
-def initial_search_attributes(team: str) -> TypedSearchAttributes:
+def initial_search_attributes(team: str, gpus: int = 0) -> TypedSearchAttributes:
     """Set at start by the SDK so a workload is filterable from its first moment."""
     return TypedSearchAttributes([SearchAttributePair(SA_TEAM, team),
-                                  SearchAttributePair(SA_STATE, WorkloadState.QUEUED.value)])
+                                  SearchAttributePair(SA_STATE, WorkloadState.QUEUED.value),
+                                  SearchAttributePair(SA_GPUS, gpus)])
 
 
 @workflow.defn(name="WorkloadWorkflow")
@@ -137,7 +139,7 @@ class WorkloadWorkflow:
 
     async def _run(self, raw: Any) -> WorkloadStatus:
         workload_id = workflow.info().workflow_id
-        self._lean = workflow.patched(PATCH_LEAN_UPDATES)
+        self._lean = workflow.patched(PATCH_V2)
         self._status = WorkloadStatus(id=workload_id, state=WorkloadState.QUEUED, submitted_at=workflow.now(),
                                       updated_at=workflow.now())
         try:
@@ -147,7 +149,9 @@ class WorkloadWorkflow:
                                    non_retryable=True) from None
         spec = request.spec
         self._status.team = spec.team
-        self._upsert(state=WorkloadState.QUEUED, team=spec.team, gpus=spec.gpu_count)
+        started_with = {pair.key.name for pair in workflow.info().typed_search_attributes}
+        if not self._lean or not {SA_TEAM.name, SA_STATE.name, SA_GPUS.name} <= started_with:
+            self._upsert(state=WorkloadState.QUEUED, team=spec.team, gpus=spec.gpu_count)
         self._event(f"submitted by team {spec.team}: {spec.gpu_count} x {'/'.join(spec.gpu_types) or 'no GPU'}")
 
         exclude: dict[str, tuple[str, datetime]] = {}  # pool -> (why, until)
@@ -182,7 +186,7 @@ class WorkloadWorkflow:
                     if self._cancel_requested:
                         return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
                     backoff = timedelta(seconds=min(2 ** (attempt - 1) - 1, 30))
-                    if not workflow.patched(PATCH_CANCELLABLE_BACKOFF):
+                    if not self._lean:
                         await workflow.sleep(backoff)
                     elif backoff:
                         # A cancel during the backoff ends the wait at once.
@@ -273,7 +277,7 @@ class WorkloadWorkflow:
         if status is None:
             return await self._cancel_attempt(workload_id, attempt)
 
-        if status.state == JobState.PENDING and workflow.patched(PATCH_UNTIL_RUNNING):
+        if status.state == JobState.PENDING and self._lean:
             # Accepted but not running yet (queued for capacity, pulling the image): stay `launching`.
             self._set(message=f"pending on {pool.name}: {status.message}")
             pending = self._activity(

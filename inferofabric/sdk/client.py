@@ -121,7 +121,7 @@ class FabricClient:
         try:
             await self.temporal.start_workflow(
                 "WorkloadWorkflow", request.model_dump(mode="json"), id=workload.name, task_queue=self.task_queue,
-                search_attributes=initial_search_attributes(workload.team),
+                search_attributes=initial_search_attributes(workload.team, workload.gpu_count),
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=f"{workload.team}/{workload.project}: {workload.name} ({gpus}, "
                                f"{workload.data_classification.value})",
@@ -287,7 +287,8 @@ async def _schedule(fabric: FabricClient, schedule_id: str, spec: WorkloadSpec, 
             Schedule(
                 action=ScheduleActionStartWorkflow(
                     "WorkloadWorkflow", request.model_dump(mode="json"), id=spec.name or schedule_id,
-                    task_queue=fabric.task_queue, typed_search_attributes=initial_search_attributes(spec.team)),
+                    task_queue=fabric.task_queue,
+                    typed_search_attributes=initial_search_attributes(spec.team, spec.gpu_count)),
                 spec=ScheduleSpec(cron_expressions=[cron]),
             ),
         )
