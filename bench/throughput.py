@@ -32,6 +32,8 @@ from pathlib import Path
 
 from temporalio import activity, workflow
 
+from inferofabric.policies.engine import EXAMPLE_POLICY_YAML
+
 with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client
     from temporalio.common import SearchAttributeKey
@@ -45,20 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.worker.main import build_worker
 
 TARGET_RATIO = 0.5
-POLICY = """
-placement:
-  default: on-prem
-  burst:
-    when: on_prem_utilization > 0.85
-    target: cloud
-    regions: [us-east-1, eu-west-1]
-  failover:
-    when: pool_health != healthy
-    target: cloud
-constraints:
-  - deny: {location: cloud}
-    when: workload.data_classification == 'pii'
-"""
+POLICY = EXAMPLE_POLICY_YAML  # the brief's policy, as written
 
 
 # -- the bare baseline -------------------------------------------------------------------------------------

@@ -446,19 +446,24 @@ class CompiledPolicy:
         return "fits, but the default target was preferred"
 
 
+EXAMPLE_POLICY_YAML = """\
+placement:
+  default: on-prem
+  burst:
+    when: on_prem_utilization > 0.85
+    target: cloud
+    regions: [us-east-1, eu-west-1]
+  failover:
+    when: pool_health != healthy
+    target: cloud
+constraints:
+  - deny: {location: cloud}
+    when: workload.data_classification == 'pii'
+"""
+
+
 def default_policy() -> PlacementPolicy:
-    """The policy used until one is set: the brief's example, with no pii in the cloud."""
-    return PlacementPolicy.model_validate(
-        {
-            "placement": {
-                "default": "on-prem",
-                "burst": {"when": "on_prem_utilization > 0.85", "target": "cloud",
-                          "regions": ["us-east-1", "eu-west-1"]},
-                "failover": {"when": "pool_health != healthy", "target": "cloud"},
-            },
-            "constraints": [
-                {"name": "no-pii-in-cloud", "deny": {"location": "cloud"},
-                 "when": "workload.data_classification == 'pii'"},
-            ],
-        }
-    )
+    """The policy used until one is set: the brief's example (EXAMPLE_POLICY_YAML), its constraint named."""
+    policy = PlacementPolicy.from_yaml(EXAMPLE_POLICY_YAML)
+    policy.constraints[0].name = "no-pii-in-cloud"
+    return policy

@@ -280,18 +280,7 @@ class WorkloadWorkflow:
         if status.state == JobState.PENDING and self._lean:
             # Accepted but not running yet (queued for capacity, pulling the image): stay `launching`.
             self._set(message=f"pending on {pool.name}: {status.message}")
-            pending = self._activity(
-                "watch_job",
-                WatchInput(pool=pool, job_id=job_id, interval_seconds=request.watch_interval_seconds,
-                           until_running=True),
-                queue, JobStatus, timedelta(days=30), heartbeat=timedelta(seconds=10),
-                retry=RetryPolicy(maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE),
-                summary=f"wait until {job_id} runs on {pool.name}",
-            )
-            try:
-                status = await self._race(pending, pool.name)
-            except ActivityError as error:
-                raise _Moved(f"lost track of the job: {_cause_message(error)}", Health.UNHEALTHY) from None
+            status = await self._watch(pool, queue, job_id, request.watch_interval_seconds, until_running=True)
             if status is None:
                 return await self._cancel_attempt(workload_id, attempt)
         self._set(state=WorkloadState.RUNNING, message=status.message or f"running on {pool.name}")
@@ -300,16 +289,7 @@ class WorkloadWorkflow:
         if not (status.state.terminal and self._lean):
             self._upsert(state=WorkloadState.RUNNING)
         if not status.state.terminal:
-            watch = self._activity(
-                "watch_job", WatchInput(pool=pool, job_id=job_id, interval_seconds=request.watch_interval_seconds),
-                queue, JobStatus, timedelta(days=30), heartbeat=timedelta(seconds=10),
-                retry=RetryPolicy(maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE),
-                summary=f"watch {job_id} on {pool.name}",
-            )
-            try:
-                status = await self._race(watch, pool.name)
-            except ActivityError as error:
-                raise _Moved(f"lost track of the job: {_cause_message(error)}", Health.UNHEALTHY) from None
+            status = await self._watch(pool, queue, job_id, request.watch_interval_seconds, until_running=False)
             if status is None:
                 return await self._cancel_attempt(workload_id, attempt)
         if status.state == JobState.LOST:
@@ -322,6 +302,21 @@ class WorkloadWorkflow:
         if status.state == JobState.CANCELLED:
             return await self._finish(WorkloadState.CANCELLED, status.message or "cancelled on the pool")
         return await self._finish(WorkloadState.FAILED, status.message or "failed")
+
+    async def _watch(self, pool: PoolSpec, queue: str, job_id: str, interval: float,
+                     until_running: bool) -> JobStatus | None:
+        """Follow the job (until it ends, or only until it runs); None when a cancel came first."""
+        watch = self._activity(
+            "watch_job", WatchInput(pool=pool, job_id=job_id, interval_seconds=interval, until_running=until_running),
+            queue, JobStatus, timedelta(days=30), heartbeat=timedelta(seconds=10),
+            retry=RetryPolicy(maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE),
+            summary=f"{'wait until' if until_running else 'watch'} {job_id} {'runs ' if until_running else ''}"
+                    f"on {pool.name}",
+        )
+        try:
+            return await self._race(watch, pool.name)
+        except ActivityError as error:
+            raise _Moved(f"lost track of the job: {_cause_message(error)}", Health.UNHEALTHY) from None
 
     async def _race(self, task: Any, pool: str) -> JobStatus | None:
         """Await an activity unless the pool fails or a cancel arrives first (None = cancel)."""

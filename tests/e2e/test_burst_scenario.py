@@ -5,21 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from inferofabric.models import WorkloadSpec, WorkloadState
+from inferofabric.policies.engine import EXAMPLE_POLICY_YAML
 
-POLICY = """
-placement:
-  default: on-prem
-  burst:
-    when: on_prem_utilization > 0.85
-    target: cloud
-    regions: [us-east-1, eu-west-1]
-  failover:
-    when: pool_health != healthy
-    target: cloud
-constraints:
-  - deny: {location: cloud}
-    when: workload.data_classification == 'pii'
-"""
+POLICY = EXAMPLE_POLICY_YAML  # the brief's policy, as written
 
 
 def job(name: str, classification: str = "internal", duration: str = "600s") -> WorkloadSpec:

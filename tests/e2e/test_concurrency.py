@@ -21,23 +21,11 @@ from temporalio.service import RPCError
 
 from inferofabric.backends.simulated import SimulatedBackend
 from inferofabric.models import WorkloadSpec, WorkloadState
+from inferofabric.policies.engine import EXAMPLE_POLICY_YAML
 from inferofabric.store.tables import ReservationRow
 
 WORKLOADS = 200
-POLICY = """
-placement:
-  default: on-prem
-  burst:
-    when: on_prem_utilization > 0.85
-    target: cloud
-    regions: [us-east-1, eu-west-1]
-  failover:
-    when: pool_health != healthy
-    target: cloud
-constraints:
-  - deny: {location: cloud}
-    when: workload.data_classification == 'pii'
-"""
+POLICY = EXAMPLE_POLICY_YAML  # the brief's policy, as written
 POOLS = [
     {
         "name": "onprem-a",

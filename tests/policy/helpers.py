@@ -6,22 +6,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from inferofabric.models import Decision, Health, PlacementPolicy, PoolView, WorkloadSpec
-from inferofabric.policies.engine import CompiledPolicy, PlacementRequest
+from inferofabric.policies.engine import EXAMPLE_POLICY_YAML, CompiledPolicy, PlacementRequest
 
-README_POLICY = """\
-placement:
-  default: on-prem
-  burst:
-    when: on_prem_utilization > 0.85
-    target: cloud
-    regions: [us-east-1, eu-west-1]
-  failover:
-    when: pool_health != healthy
-    target: cloud
-constraints:
-  - deny: {location: cloud}
-    when: workload.data_classification == 'pii'
-"""
+README_POLICY = EXAMPLE_POLICY_YAML  # the brief's policy, as written
 
 
 def pool(
