@@ -106,7 +106,12 @@ class PlacementPolicy(StrictModel):
     def from_yaml(cls, text: str) -> PlacementPolicy:
         import yaml
 
-        document = yaml.safe_load(text) or {}
+        try:
+            document = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ValueError(f"the policy is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
         if not isinstance(document, dict):
             raise ValueError("a policy document must be a mapping with 'placement:' (and optional 'constraints:')")
         return cls.model_validate(document)
