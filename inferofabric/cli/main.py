@@ -46,7 +46,7 @@ FileOpt = Annotated[Path, typer.Option("-f", "--file", help="YAML file ('-' for 
 
 
 def fail(message: str, code: int) -> None:
-    render.err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    render.err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -462,7 +462,7 @@ def main() -> None:
 
 
 def fail_now(message: str, code: int) -> None:
-    render.err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    render.err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

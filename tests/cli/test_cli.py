@@ -1,0 +1,100 @@
+"""The `fabric` command line as a person or a script uses it: real processes against the real dev
+server, checking output, JSON fields and exit codes (0 ok, 1 failed, 2 bad input, 3 not found,
+4 unreachable), and that user mistakes never print a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+async def fabric_cli(fabric: Any, *args: str, address: str | None = None) -> tuple[int, str, str]:
+    env = {**os.environ, "FABRIC_TASK_QUEUE": fabric.task_queue, "FABRIC_HOME": str(fabric.home),
+           "FABRIC_TEMPORAL_ADDRESS": address or fabric.temporal.service_client.config.target_host,
+           "FABRIC_NAMESPACE": fabric.temporal.namespace}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "inferofabric.cli.main", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_a_session_with_the_cli(fabric: Any, tmp_path: Path) -> None:
+    code, out, err = await fabric_cli(fabric, "pool", "add", "-f", str(EXAMPLES / "pools.yaml"))
+    assert code == 0, err
+    assert "registered pool onprem-a (SIMULATED)" in out
+
+    code, out, _ = await fabric_cli(fabric, "pool", "list", "--json")
+    pools = {p["name"]: p for p in json.loads(out)}
+    assert code == 0 and pools["onprem-a"]["simulated"] and pools["cloud-use1"]["location"] == "cloud"
+
+    code, out, _ = await fabric_cli(fabric, "policy", "set", "-f", str(EXAMPLES / "policy.yaml"), "--json")
+    assert code == 0 and json.loads(out)["version"] >= 1
+
+    workload = tmp_path / "job.yaml"
+    workload.write_text("name: cli-job\nteam: vision\nimage: busybox\nresources: {gpu: {type: A100, count: 1}}\n"
+                        "annotations: {sim.inferofabric.io/duration: 1s}\n")
+    code, out, err = await fabric_cli(fabric, "submit", "-f", str(workload), "--wait", "--json")
+    assert code == 0, err
+    assert json.loads(out)["state"] == "succeeded"
+
+    code, out, _ = await fabric_cli(fabric, "status", "cli-job", "--json")
+    status = json.loads(out)
+    assert code == 0
+    assert {k: status[k] for k in ("id", "state", "pool", "location", "region", "attempts")} == {
+        "id": "cli-job", "state": "succeeded", "pool": "onprem-a", "location": "on-prem", "region": "dc1",
+        "attempts": 1}
+
+    code, out, _ = await fabric_cli(fabric, "list", "--json", "--pool", "onprem-a")
+    assert code == 0 and "cli-job" in {item["id"] for item in json.loads(out)}
+
+    code, out, _ = await fabric_cli(fabric, "explain", "cli-job")
+    assert code == 0 and "onprem-a" in out and "cloud-use1" in out  # the chosen pool and a rejected one
+
+
+@pytest.mark.parametrize(("args", "content", "expected_code", "message"), [
+    (["status", "no-such-workload"], None, 3, "no workload named 'no-such-workload'"),
+    (["pool", "cordon", "no-such-pool"], None, 3, "no pool named 'no-such-pool'"),
+    (["policy", "check", "-f", "{file}"], "placement:\n  burst: {when: 'on_prem_utilization >', target: cloud}\n",
+     2, "syntax error at column"),
+    (["submit", "-f", "{file}"], "team: Bad Team\nimage: x\n", 2, "team: 'Bad Team' is not a valid name"),
+    (["pool", "add", "-f", "{file}"], "name: p\nlocation: moon\nbackend: simulated\n", 2, "location"),
+    (["submit", "-f", "{file}"], "name: [unclosed\n", 2, "not valid YAML"),
+    (["policy", "check", "-f", "/nonexistent/policy.yaml"], None, 2, "no such file"),
+])
+async def test_user_mistakes_are_one_line_errors(fabric: Any, tmp_path: Path, args: list[str],
+                                                 content: str | None, expected_code: int, message: str) -> None:
+    path = tmp_path / "input.yaml"
+    if content is not None:
+        path.write_text(content)
+    code, _, err = await fabric_cli(fabric, *[a.replace("{file}", str(path)) for a in args])
+    assert code == expected_code, err
+    assert message in err and err.startswith("error:") and "Traceback" not in err
+
+
+async def test_an_unreachable_fabric_is_exit_code_4(fabric: Any) -> None:
+    code, _, err = await fabric_cli(fabric, "list", address="127.0.0.1:1")
+    assert code == 4 and "cannot reach the fabric's Temporal server at 127.0.0.1:1" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("raw", [{"spec": {"team": "Bad Team", "image": "x"}}, "not a mapping", {"max_attempts": 0}])
+async def test_a_workflow_started_with_bad_input_fails_at_once(fabric: Any, raw: Any) -> None:
+    """As if started from the `temporal` CLI: a clear, non-retryable failure instead of retrying forever."""
+    handle = await fabric.temporal.start_workflow(
+        "WorkloadWorkflow", raw, id=f"bad-input-{abs(hash(json.dumps(raw))) % 10**8}", task_queue=fabric.task_queue)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await asyncio.wait_for(handle.result(), 20)
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "InvalidWorkloadSpec" and cause.non_retryable
+    assert "invalid workload" in cause.message
