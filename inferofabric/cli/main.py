@@ -449,21 +449,40 @@ async def _async(fn: Callable[[], T]) -> T:
 
 
 def main() -> None:
+    code = _run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave without interpreter finalization: the Temporal core's and gRPC's native threads can abort
+    # the process while Python tears down (an occasional SIGABRT after a command that succeeded).
+    # Every command has finished its own clean-up by now.
+    os._exit(code)
+
+
+def _run() -> int:
     try:
         app()
+    except SystemExit as done:
+        if done.code is None or isinstance(done.code, int):
+            return done.code or 0
+        print(done.code, file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        fail_now("interrupted", 130)
+        return fail_now("interrupted", 130)
     except Exception as error:
         code = exit_code_for(error)
         if code is None:
-            raise
+            import traceback
+
+            traceback.print_exc()  # a bug, not a user mistake: keep the traceback for the report
+            return 1
         message = validation_message(error) if isinstance(error, ValidationError) else str(error)
-        fail_now(message, code)
+        return fail_now(message, code)
+    return 0
 
 
-def fail_now(message: str, code: int) -> None:
+def fail_now(message: str, code: int) -> int:
     render.err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    sys.exit(code)
+    return code
 
 
 if __name__ == "__main__":
