@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from inferofabric.connection import connect, ensure_search_attributes
 from inferofabric.models.messages import SEARCH_ATTRIBUTES
 from inferofabric.sdk.client import FabricClient
 from inferofabric.store.db import Store, get_store
@@ -69,15 +72,34 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'fabric.db'}"
 
 
+@pytest.fixture
+def fabric_temporal(temporal_env: WorkflowEnvironment) -> Client:
+    """The Temporal client the `fabric` fixture uses; a module overrides it with `own_namespace`."""
+    return temporal_env.client
+
+
+@pytest_asyncio.fixture(scope="module")
+async def own_namespace(temporal_env: WorkflowEnvironment) -> Client:
+    """A Temporal namespace of the module's own on the session's dev server. `fabric list` shows every
+    workload of a namespace (deleted ones stay listed for a while), so a module whose workloads must not
+    show up in other modules' listings (nor theirs in its own) runs in one of these."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    await temporal_env.client.workflow_service.register_namespace(RegisterNamespaceRequest(
+        namespace=name, workflow_execution_retention_period=Duration(seconds=86400)))
+    client = await connect(temporal_env.client.service_client.config.target_host, name)
+    await ensure_search_attributes(client)
+    return client
+
+
 @pytest_asyncio.fixture
-async def fabric(temporal_env: WorkflowEnvironment, tmp_path: Path, database_url: str,
+async def fabric(fabric_temporal: Client, tmp_path: Path, database_url: str,
                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Fabric]:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("FABRIC_HOME", str(home))
     queue = f"fabric-test-{uuid.uuid4().hex[:8]}"
     store = get_store(database_url)
-    worker = build_worker(temporal_env.client, queue=queue, home=home, store_url=database_url)
+    worker = build_worker(fabric_temporal, queue=queue, home=home, store_url=database_url)
     async with worker:
-        yield Fabric(client=FabricClient(temporal_env.client, task_queue=queue), temporal=temporal_env.client,
+        yield Fabric(client=FabricClient(fabric_temporal, task_queue=queue), temporal=fabric_temporal,
                      home=home, store=store, task_queue=queue, worker=worker)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from failover.util import BURST_AND_FAILOVER_POLICY
+
 from inferofabric.backends.simulated import SimulatedBackend
 from inferofabric.models import PoolSpec, WorkloadSpec
 from inferofabric.models.status import WorkloadStatus
@@ -27,20 +29,6 @@ from inferofabric.store.db import get_store
 
 from .harness import DevServer, Report, WorkerProcess, check_invariants, final_status, retrying
 
-POLICY = """
-placement:
-  default: on-prem
-  burst:
-    when: on_prem_utilization > 0.85
-    target: cloud
-  failover:
-    when: pool_health != healthy
-    target: cloud
-constraints:
-  - name: no-pii-in-cloud
-    deny: {location: cloud}
-    when: workload.data_classification == 'pii'
-"""
 POOLS = [
     {"name": "onprem-a", "location": "on-prem", "backend": "simulated", "region": "dc1", "gpus": {"A100": 8},
      "price_per_gpu_hour": {"A100": 1.0}},
@@ -116,7 +104,7 @@ async def run_chaos(config: ChaosConfig, directory: Path, log: Any = print) -> C
         fabric = FabricClient(client, task_queue=queue)
         for pool in POOLS:
             await fabric.register_pool(pool)  # default monitor settings: 1 s period, 2 failures
-        await fabric.set_policy(POLICY)
+        await fabric.set_policy(BURST_AND_FAILOVER_POLICY)
         specs = workload_specs(config, rng)
         classification = {s.name: s.data_classification.value for s in specs if s.name}
         outages: dict[str, list[tuple[float, float]]] = {p["name"]: [] for p in POOLS}

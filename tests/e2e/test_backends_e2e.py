@@ -15,19 +15,16 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from google.cloud import batch_v1
-from google.protobuf.duration_pb2 import Duration
 from moto.batch.models import Job as MotoJob
 from moto.batch.models import batch_backends
 from moto.batch_simple.models import BatchSimpleBackend
 from moto.core import DEFAULT_ACCOUNT_ID
-from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 
 from inferofabric.agent import run_agent
@@ -35,13 +32,10 @@ from inferofabric.backends.aws_batch import CANCEL_REASON as AWS_CANCEL_REASON
 from inferofabric.backends.azure_batch import azure_job_id, secret_env_var
 from inferofabric.backends.base import job_id_for
 from inferofabric.backends.kubernetes import k8s_name
-from inferofabric.connection import connect, ensure_search_attributes
 from inferofabric.models import WorkloadSpec, WorkloadState, WorkloadStatus
 from inferofabric.models.messages import MonitorSettings
-from inferofabric.sdk.client import FabricClient
 from inferofabric.sdk.errors import FabricError
-from inferofabric.store.db import Store, get_store
-from inferofabric.worker.main import build_agent_worker, build_worker
+from inferofabric.worker.main import build_agent_worker
 
 try:  # `tests` is a package only when tests/__init__.py exists; otherwise pytest puts tests/ on sys.path
     from tests.fakes.aws import MotoAws, start_moto
@@ -124,39 +118,10 @@ async def scheduled_queues(fabric: Any, workflow_id: str, activity: str) -> set[
             and e.activity_task_scheduled_event_attributes.activity_type.name == activity}
 
 
-@dataclass
-class Fabric:
-    client: FabricClient
-    temporal: Client
-    home: Path
-    store: Store
-    task_queue: str
-
-
-@pytest.fixture(scope="module")
-async def namespace(temporal_env: Any) -> Client:
-    """A Temporal namespace of this module's own on the session's dev server. `fabric list` shows every
-    workload of a namespace (deleted ones stay listed for a while), so the workloads these tests put on
-    cloud pools must not show up in other modules' listings, nor theirs in ours."""
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    await temporal_env.client.workflow_service.register_namespace(RegisterNamespaceRequest(
-        namespace=name, workflow_execution_retention_period=Duration(seconds=86400)))
-    client = await connect(temporal_env.client.service_client.config.target_host, name)
-    await ensure_search_attributes(client)
-    return client
-
-
 @pytest.fixture
-async def fabric(namespace: Client, tmp_path: Path, database_url: str,
-                 monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Fabric]:
-    """As the conftest's `fabric` (store, worker on its own task queue, FABRIC_HOME), in `namespace`."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("FABRIC_HOME", str(home))
-    queue = f"fabric-test-{uuid.uuid4().hex[:8]}"
-    async with build_worker(namespace, queue=queue, home=home, store_url=database_url):
-        yield Fabric(client=FabricClient(namespace, task_queue=queue), temporal=namespace, home=home,
-                     store=get_store(database_url), task_queue=queue)
+def fabric_temporal(own_namespace: Client) -> Client:
+    """This module's workloads live in a namespace of their own (see conftest.own_namespace)."""
+    return own_namespace
 
 
 # -- what differs per back end: how to look into it and how to make its job end ---------------------

@@ -14,23 +14,16 @@ import binascii
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from google.protobuf.duration_pb2 import Duration
-from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 
 from inferofabric.backends.kubernetes import k8s_name, secret_name
-from inferofabric.connection import connect, ensure_search_attributes
 from inferofabric.models import WorkloadSpec, WorkloadState, WorkloadStatus
-from inferofabric.sdk.client import FabricClient
 from inferofabric.sdk.errors import FabricError
-from inferofabric.store.db import Store, get_store
-from inferofabric.worker.main import build_agent_worker, build_worker
+from inferofabric.worker.main import build_agent_worker
 
 try:  # `tests` is a package only when tests/__init__.py exists; otherwise pytest puts tests/ on sys.path
     from tests.fakes.k8s_api import FakeKubeApi, decode_secret
@@ -43,39 +36,10 @@ DIGEST = hashlib.sha256(SECRET.encode()).hexdigest()
 NAMESPACE = "gpu-jobs"
 
 
-@dataclass
-class Fabric:
-    client: FabricClient
-    temporal: Client
-    home: Path
-    store: Store
-    task_queue: str
-
-
-@pytest.fixture(scope="module")
-async def namespace(temporal_env: Any) -> Client:
-    """A Temporal namespace of this module's own on the session's dev server. `fabric list` shows every
-    workload of a namespace (deleted ones stay listed for a while), so the workloads these tests put on
-    cloud pools must not show up in other modules' listings, nor theirs in ours."""
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    await temporal_env.client.workflow_service.register_namespace(RegisterNamespaceRequest(
-        namespace=name, workflow_execution_retention_period=Duration(seconds=86400)))
-    client = await connect(temporal_env.client.service_client.config.target_host, name)
-    await ensure_search_attributes(client)
-    return client
-
-
 @pytest.fixture
-async def fabric(namespace: Client, tmp_path: Path, database_url: str,
-                 monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Fabric]:
-    """As the conftest's `fabric` (store, worker on its own task queue, FABRIC_HOME), in `namespace`."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("FABRIC_HOME", str(home))
-    queue = f"fabric-test-{uuid.uuid4().hex[:8]}"
-    async with build_worker(namespace, queue=queue, home=home, store_url=database_url):
-        yield Fabric(client=FabricClient(namespace, task_queue=queue), temporal=namespace, home=home,
-                     store=get_store(database_url), task_queue=queue)
+def fabric_temporal(own_namespace: Client) -> Client:
+    """This module's workloads live in a namespace of their own (see conftest.own_namespace)."""
+    return own_namespace
 
 
 def spec(command: list[str]) -> WorkloadSpec:

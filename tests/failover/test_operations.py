@@ -8,22 +8,8 @@ from inferofabric.backends.simulated import SimulatedBackend
 from inferofabric.models import Health, PoolSpec, WorkloadState
 from inferofabric.models.messages import MonitorSettings
 
-from .util import FAILOVER_POLICY, eventually, job, running_on, sim_pool, suffix, wait_status
+from .util import BURST_AND_FAILOVER_POLICY, FAILOVER_POLICY, eventually, job, running_on, sim_pool, suffix, wait_status
 
-BURST_AND_FAILOVER_POLICY = """
-placement:
-  default: on-prem
-  burst:
-    when: on_prem_utilization > 0.85
-    target: cloud
-  failover:
-    when: pool_health != healthy
-    target: cloud
-constraints:
-  - name: no-pii-in-cloud
-    deny: {location: cloud}
-    when: workload.data_classification == 'pii'
-"""
 FAST = MonitorSettings(period_seconds=0.5, probe_timeout_seconds=2.0, unhealthy_after=2, healthy_after=2)
 
 

@@ -24,6 +24,21 @@ constraints:
     deny: {location: cloud}
     when: workload.data_classification == 'pii'
 """
+# The same, with bursting on (no region filter).
+BURST_AND_FAILOVER_POLICY = """
+placement:
+  default: on-prem
+  burst:
+    when: on_prem_utilization > 0.85
+    target: cloud
+  failover:
+    when: pool_health != healthy
+    target: cloud
+constraints:
+  - name: no-pii-in-cloud
+    deny: {location: cloud}
+    when: workload.data_classification == 'pii'
+"""
 
 
 def suffix() -> str:
