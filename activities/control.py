@@ -13,14 +13,20 @@ from typing import Any
 
 from temporalio import activity
 
+from inferofabric.activities.admission import wake_admission
 from inferofabric.activities.errors import typed_errors
 from inferofabric.backends import simulated
 from inferofabric.backends.registry import backend_class
 from inferofabric.models.common import Health
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
-from inferofabric.models.status import HealthEvent, PoolStatus
+from inferofabric.models.status import HealthEvent, PoolStatus, QueueView
 from inferofabric.store.db import Store, get_store
+
+
+async def _wake(reason: str) -> None:
+    """A change that can change what the queue may admit: wake the admission loop."""
+    await wake_admission(activity.client(), activity.info().task_queue, reason)
 
 
 class ControlActivities:
@@ -37,12 +43,14 @@ class ControlActivities:
     async def register_pool(self, spec: PoolSpec) -> PoolStatus:
         backend_class(spec.backend).parse_config(spec)  # the back end's own config checks, before storing
         await asyncio.to_thread(self.store.upsert_pool, spec)
+        await _wake(f"pool {spec.name} registered")
         return next(p for p in await asyncio.to_thread(self.store.pool_statuses) if p.name == spec.name)
 
     @activity.defn(name="control_remove_pool")
     @typed_errors
     async def remove_pool(self, name: str) -> None:
         await asyncio.to_thread(self.store.delete_pool, name)
+        await _wake(f"pool {name} removed")
 
     @activity.defn(name="control_list_pools")
     @typed_errors
@@ -57,7 +65,9 @@ class ControlActivities:
     @activity.defn(name="control_set_policy")
     @typed_errors
     async def set_policy(self, policy: PlacementPolicy) -> int:
-        return await asyncio.to_thread(self.store.set_policy, policy)
+        version = await asyncio.to_thread(self.store.set_policy, policy)
+        await _wake(f"policy version {version}")
+        return version
 
     @activity.defn(name="control_get_policy")
     @typed_errors
@@ -71,7 +81,10 @@ class ControlActivities:
     @activity.defn(name="control_cordon")
     @typed_errors
     async def cordon(self, name: str, cordoned: bool) -> HealthEvent | None:
-        return await asyncio.to_thread(self.store.set_cordoned, name, cordoned)
+        event = await asyncio.to_thread(self.store.set_cordoned, name, cordoned)
+        if event is not None:
+            await _wake(f"pool {name} {'cordoned' if cordoned else 'uncordoned'}")
+        return event
 
     @activity.defn(name="control_simulate")
     @typed_errors
@@ -90,7 +103,11 @@ class ControlActivities:
     @typed_errors
     async def record_health(self, name: str, health: Health, reason: str,
                             gpus: dict[str, int] | None = None) -> HealthEvent | None:
-        return await asyncio.to_thread(self.store.set_health, name, health, reason, gpus)
+        before = await asyncio.to_thread(self.store.capacity_of, name)
+        event = await asyncio.to_thread(self.store.set_health, name, health, reason, gpus)
+        if event is not None or (gpus is not None and before != await asyncio.to_thread(self.store.capacity_of, name)):
+            await _wake(f"pool {name}: {event.to_health.value if event else 'capacity changed'}")
+        return event
 
     @activity.defn(name="control_workloads_on_pool")
     @typed_errors
@@ -114,7 +131,15 @@ class ControlActivities:
     async def decisions(self, workload_id: str) -> list[dict[str, Any]]:
         return [d.model_dump(mode="json") for d in await asyncio.to_thread(self.store.decisions, workload_id)]
 
+    @activity.defn(name="control_queue")
+    @typed_errors
+    async def queue(self, team: str | None = None, workload_id: str | None = None) -> QueueView:
+        """For clients without read access to the store (the SDK reads it directly when it has)."""
+        from inferofabric.queue import snapshot
+
+        return await asyncio.to_thread(snapshot, self.store, team, workload_id)
+
     def all(self) -> list[Callable[..., Any]]:
         return [self.register_pool, self.remove_pool, self.list_pools, self.pool_spec, self.set_policy,
                 self.get_policy, self.cordon, self.simulate, self.record_health, self.workloads_on_pool,
-                self.put_secret, self.list_secrets, self.decisions]
+                self.put_secret, self.list_secrets, self.decisions, self.queue]

@@ -10,6 +10,7 @@ import asyncio
 
 from temporalio import activity
 
+from inferofabric.activities.admission import wake_admission
 from inferofabric.activities.errors import typed_errors
 from inferofabric.models.messages import PlaceInput, PlaceResult, ReleaseInput
 from inferofabric.models.status import Decision
@@ -61,7 +62,11 @@ class PlacementActivities:
     @activity.defn(name="release_capacity")
     @typed_errors
     async def release_capacity(self, request: ReleaseInput) -> int:
-        return await asyncio.to_thread(self.store.release, request.workload_id, request.attempt)
+        """Give the attempt's GPUs back and wake the admission loop (freed GPUs go to the queue's head)."""
+        released = await asyncio.to_thread(self.store.release, request.workload_id, request.attempt)
+        if released:
+            await wake_admission(activity.client(), activity.info().task_queue, f"released {request.workload_id}")
+        return released
 
     @activity.defn(name="seal_secrets")
     @typed_errors

@@ -41,6 +41,8 @@ class PlacementRequest:
     pools: Sequence[PoolView]
     exclude: Mapping[str, str] = field(default_factory=dict)  # pool -> why (e.g. failed in attempt 1)
     failed_pool_health: Health | None = None  # set when re-placing off a pool that failed
+    # Admission's quota check: (pool, GPU type, count) -> why that type may not be taken there, or None.
+    admissible: Callable[[PoolView, str, int], str | None] | None = None
 
 
 @dataclass
@@ -331,6 +333,7 @@ class CompiledPolicy:
         # Conditions that read pool.* are bound to this decision's variables once, then run per pool.
         bound = [(rule, rule.expression.bind(variables)) for rule in per_pool if rule.expression is not None]
         fit = self._fit
+        admissible = request.admissible
         for pool in pools:
             reason = exclude.get(pool.name) if exclude else None
             if reason is not None:
@@ -359,7 +362,7 @@ class CompiledPolicy:
                                 reason = rule.reason
                                 break
                 if reason is None:
-                    candidate, reason = fit(spec, pool)
+                    candidate, reason = fit(spec, pool, admissible)
                     if candidate is not None:
                         eligible.append(candidate)
                         continue
@@ -367,7 +370,9 @@ class CompiledPolicy:
         return eligible, rejected
 
     @staticmethod
-    def _fit(spec: WorkloadSpec, pool: PoolView) -> tuple[_Candidate | None, str | None]:
+    def _fit(spec: WorkloadSpec, pool: PoolView,
+             admissible: Callable[[PoolView, str, int], str | None] | None = None,
+             ) -> tuple[_Candidate | None, str | None]:
         request = spec.resources.gpu
         count = request.count
         if count == 0:
@@ -376,6 +381,7 @@ class CompiledPolicy:
         # Cheapest acceptable type that fits here; the workload's own order breaks ties.
         best: tuple[float, str, int] | None = None
         offered = False
+        refused: str | None = None
         for gpu_type in request.type:
             total = gpus.get(gpu_type, 0)
             if total <= 0:
@@ -383,11 +389,18 @@ class CompiledPolicy:
             offered = True
             free = total - used.get(gpu_type, 0)
             if free >= count:
+                if admissible is not None:
+                    why = admissible(pool, gpu_type, count)
+                    if why is not None:
+                        refused = refused or why
+                        continue
                 price = prices.get(gpu_type, math.inf)
                 if best is None or price < best[0]:
                     best = (price, gpu_type, free)
         if best is not None:
             return _Candidate(pool, best[1], best[2], best[0]), None
+        if refused is not None:
+            return None, refused
         if not offered:
             return None, f"has no {'/'.join(request.type)} GPUs (has {', '.join(pool.gpus) or 'none'})"
         offered_types = [t for t in dict.fromkeys(request.type) if gpus.get(t, 0) > 0]

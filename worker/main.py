@@ -16,15 +16,17 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from inferofabric.activities.admission import AdmissionActivities
 from inferofabric.activities.control import ControlActivities
 from inferofabric.activities.jobs import JobActivities
 from inferofabric.activities.placement import PlacementActivities
 from inferofabric.settings import fabric_home, task_queue
+from inferofabric.workflows.admission import AdmissionWorkflow
 from inferofabric.workflows.control import ControlWorkflow
 from inferofabric.workflows.monitor import PoolMonitorWorkflow
 from inferofabric.workflows.workload import WorkloadWorkflow
 
-WORKFLOWS = [WorkloadWorkflow, ControlWorkflow, PoolMonitorWorkflow]
+WORKFLOWS = [WorkloadWorkflow, ControlWorkflow, PoolMonitorWorkflow, AdmissionWorkflow]
 # The fabric's own models and helpers are deterministic and side-effect free: share the host's
 # copies with the sandbox, so a model built in workflow code is the same class activities accept.
 # The workflow modules are shared too: re-importing them for every workflow run cost ~6 ms of CPU per
@@ -51,9 +53,9 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     home = home or fabric_home()
     placement = PlacementActivities(store_url)
     control = ControlActivities(home, store_url)
+    admission = AdmissionActivities(store_url)
     activities: list[Callable[..., Any]] = [
-        placement.place_workload, placement.release_capacity, placement.seal_secrets,
-        *control.all(), *job_activities(home),
+        placement.release_capacity, placement.seal_secrets, *admission.all(), *control.all(), *job_activities(home),
     ]
     return Worker(
         client, task_queue=queue or task_queue(), workflows=WORKFLOWS, activities=activities,

@@ -37,6 +37,7 @@ OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "put_secret": ("control_put_secret", ("name", "sealed_value", "pool")),
     "list_secrets": ("control_list_secrets", ()),
     "decisions": ("control_decisions", ("workload_id",)),
+    "queue": ("control_queue", ("team", "workload_id")),
 }
 
 

@@ -1,10 +1,15 @@
 """WorkloadWorkflow: one durable workflow per workload (workflow id = workload id).
 
-place (decide + reserve) -> launch on the chosen pool -> watch until it ends -> release.
+enqueue -> sleep until the admission loop admits it (signal `admitted`: decided and reserved) ->
+launch on the chosen pool -> watch until it ends -> release. A waiting workload runs no timers and
+no placement of its own: it sleeps on the signal, so a day of waiting adds no history.
+
 If the pool fails (health monitor signal), is drained, or the job is lost, the workflow moves the
-workload: it cancels the old copy best-effort, releases its GPUs and places it again under the
-policy's failover rule. The failed pool stays out while its recorded health says so (unhealthy,
-cordoned), or for 30 s after a job-level failure. Deterministic: all I/O is in activities.
+workload: it cancels the old copy best-effort, releases its GPUs and queues again (in its place,
+with the failed pool excluded, under the policy's failover rule). The failed pool stays out while its
+recorded health says so (unhealthy, cordoned), or for 30 s after a job-level failure. A preempted
+workload (signal `preempt`) stops its job gracefully and re-queues in its place; a preemption is not
+charged as a failed attempt. Deterministic: all I/O is in activities.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.backends.registry import task_queue_for
     from inferofabric.models.common import Health, WorkloadState
     from inferofabric.models.messages import (
+        AdmittedSignal,
+        EnqueueInput,
         JobInput,
         LaunchInput,
-        PlaceInput,
-        PlaceResult,
+        PreemptSignal,
         ReleaseInput,
         RelocateSignal,
+        WaitingSignal,
         WatchInput,
         WorkloadRequest,
     )
@@ -52,13 +59,9 @@ SA_GPUS = SearchAttributeKey.for_int("FabricGpus")
 
 LOCAL_TIMEOUT = timedelta(seconds=60)
 LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
-# Patches: workflows started before a change replay the old path, new ones take the new path.
-# One patch (one marker per workflow) for the v2 behaviour: no search-attribute update already set at
-# start or for a job that already finished, memo only on change; a job pending on its pool shows as
-# launching, not running; a cancel ends the wait between attempts.
-PATCH_V2 = "fabric-v2"
+# No patch markers: the admission redesign replaced every workflow recorded before it (no production
+# deployment existed); tests/histories holds histories of the current code only.
 NON_RETRYABLE = ["JobRejected", "BackendConfigError", "InvalidInput", "NotFound", "SecretError"]
-WAIT_BACKOFF = (1, 2, 3, 5)  # seconds between placement tries while queued
 # A pool a job failed on (launch failed, job lost) while its recorded health was still good is kept
 # out of placement for this long; a pool the monitor or a drain took out of service needs no such
 # exclusion: its recorded health keeps it out until it is healthy (and uncordoned) again.
@@ -68,11 +71,12 @@ EXCLUDE_FAILED_POOL = timedelta(seconds=30)
 class _Moved(Exception):
     """The current attempt must move to another pool (pool failed, drained, job lost)."""
 
-    def __init__(self, reason: str, health: Health, recorded: bool = False) -> None:
+    def __init__(self, reason: str, health: Health, recorded: bool = False, preempted: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.health = health
         self.recorded = recorded  # the pool's health/cordon is already recorded in the store
+        self.preempted = preempted  # the admission loop asked for the GPUs back: not the job's fault
 
 
 def initial_search_attributes(team: str, gpus: int = 0) -> TypedSearchAttributes:
@@ -92,8 +96,11 @@ class WorkloadWorkflow:
         self._relocate: RelocateSignal | None = None
         self._pool: PoolSpec | None = None
         self._background: list[asyncio.Future[None]] = []
-        self._lean = False
         self._memo: dict[str, Any] = {"region": "", "attempts": 0, "backend": "", "message": ""}
+        self._attempt = 0
+        self._admitted: AdmittedSignal | None = None
+        self._preempt: PreemptSignal | None = None
+        self._position = 0
 
     # -- queries, signals, updates ------------------------------------------------------------------
     @workflow.query(name="status")
@@ -115,6 +122,48 @@ class WorkloadWorkflow:
         """From the pool monitor (pool failed) or `fabric pool drain`: move if it concerns our pool."""
         if self._status is not None and self._status.pool == signal.pool and self._relocate is None:
             self._relocate = signal
+
+    @workflow.signal(name="admitted")
+    def admitted(self, signal: AdmittedSignal) -> None:
+        """From the admission loop: this attempt's GPUs are reserved (a repeat of the signal is ignored)."""
+        if signal.attempt == self._attempt and self._admitted is None:
+            self._admitted = signal
+
+    @workflow.signal(name="preempt")
+    def preempt(self, signal: PreemptSignal) -> None:
+        if signal.attempt == self._attempt and self._preempt is None:
+            self._preempt = signal
+
+    @workflow.signal(name="waiting")
+    def waiting(self, signal: WaitingSignal) -> None:
+        """From the admission loop: why it still waits (sent when the reason changes)."""
+        if signal.attempt != self._attempt or self._admitted is not None or self._status is None:
+            return
+        self._position = signal.position
+        if signal.reason != self._status.message:
+            self._event(f"attempt {signal.attempt}: waiting (position {signal.position}): {signal.reason}")
+            self._set(message=signal.reason)
+            workflow.set_current_details(f"**waiting** (position {signal.position} when last told)\n\n{signal.reason}")
+
+    @workflow.update(name="set_priority")
+    async def set_priority(self, priority_class: str) -> WorkloadStatus:
+        """`fabric priority ID CLASS`: change the class while the workload waits."""
+        assert self._status is not None
+        if self._status.state != WorkloadState.QUEUED or self._admitted is not None:
+            raise ApplicationError(f"workload {self._status.id!r} is {self._status.state.value}: the class of "
+                                   "running work cannot change", type="InvalidInput", non_retryable=True)
+        changed = await workflow.execute_local_activity(
+            "set_priority_class", args=[self._status.id, priority_class], result_type=bool,
+            start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
+        if changed:
+            self._status.priority_class = priority_class
+            self._event(f"priority class set to {priority_class}")
+        return self._status
+
+    @set_priority.validator
+    def _validate_priority(self, priority_class: str) -> None:
+        if not isinstance(priority_class, str) or not priority_class:
+            raise ValueError("a priority class name is required")
 
     @workflow.update(name="cancel")
     async def cancel(self) -> WorkloadStatus:
@@ -139,7 +188,6 @@ class WorkloadWorkflow:
 
     async def _run(self, raw: Any) -> WorkloadStatus:
         workload_id = workflow.info().workflow_id
-        self._lean = workflow.patched(PATCH_V2)
         self._status = WorkloadStatus(id=workload_id, state=WorkloadState.QUEUED, submitted_at=workflow.now(),
                                       updated_at=workflow.now())
         try:
@@ -149,46 +197,54 @@ class WorkloadWorkflow:
                                    non_retryable=True) from None
         spec = request.spec
         self._status.team = spec.team
+        self._status.priority_class = spec.priority_class
         started_with = {pair.key.name for pair in workflow.info().typed_search_attributes}
-        if not self._lean or not {SA_TEAM.name, SA_STATE.name, SA_GPUS.name} <= started_with:
+        if not {SA_TEAM.name, SA_STATE.name, SA_GPUS.name} <= started_with:
             self._upsert(state=WorkloadState.QUEUED, team=spec.team, gpus=spec.gpu_count)
         self._event(f"submitted by team {spec.team}: {spec.gpu_count} x {'/'.join(spec.gpu_types) or 'no GPU'}")
+        # Submission order: the first start time in microseconds, kept for every re-queue.
+        seq = int(workflow.info().start_time.timestamp() * 1_000_000)
 
         exclude: dict[str, tuple[str, datetime]] = {}  # pool -> (why, until)
         failed_health: Health | None = None
+        charged = 0  # attempts that ended because the job or its pool failed (preemptions are not charged)
         attempt = 0
         try:
             while True:
                 attempt += 1
-                if attempt > request.max_attempts:
-                    return await self._finish(WorkloadState.FAILED,
-                                              f"gave up after {request.max_attempts} attempts")
-                placed = await self._place_until_placed(workload_id, attempt, spec, exclude, failed_health)
-                if placed is None:
+                if charged >= request.max_attempts:
+                    return await self._finish(WorkloadState.FAILED, f"gave up after {request.max_attempts} attempts")
+                admitted = await self._queue_until_admitted(workload_id, attempt, seq, spec, exclude, failed_health)
+                if admitted is None:
                     return await self._finish(WorkloadState.CANCELLED, "cancelled while queued")
-                decision = placed.decision
+                decision = admitted.decision
                 try:
-                    assert placed.pool is not None
-                    final = await self._run_attempt(workload_id, attempt, spec, decision, placed.pool, request)
+                    final = await self._run_attempt(workload_id, attempt, spec, decision, admitted.pool, request)
                 except _Moved as moved:
                     assert decision.pool is not None
-                    if not moved.recorded:
-                        exclude[decision.pool] = (f"failed during attempt {attempt}: {moved.reason}",
-                                                  workflow.now() + EXCLUDE_FAILED_POOL)
-                    failed_health = moved.health
-                    self._history_end(f"moved: {moved.reason}")
-                    self._event(f"attempt {attempt} on {decision.pool} moved: {moved.reason}")
-                    await self._cleanup_attempt(workload_id, attempt, best_effort=True)
+                    if moved.preempted:
+                        failed_health = None
+                    else:
+                        charged += 1
+                        if not moved.recorded:
+                            exclude[decision.pool] = (f"failed during attempt {attempt}: {moved.reason}",
+                                                      workflow.now() + EXCLUDE_FAILED_POOL)
+                        failed_health = moved.health
+                    self._history_end(("preempted: " if moved.preempted else "moved: ") + moved.reason)
+                    self._event(f"attempt {attempt} on {decision.pool} "
+                                f"{'preempted' if moved.preempted else 'moved'}: {moved.reason}")
+                    # A preempted job gets its back end's graceful stop before its GPUs are given back.
+                    await self._cleanup_attempt(workload_id, attempt, best_effort=not moved.preempted)
                     self._relocate = None
+                    self._preempt = None
+                    verb = "preempted on" if moved.preempted else "moving off"
                     self._set(state=WorkloadState.QUEUED, pool=None, location=None, region=None, backend=None,
-                              job_id=None, message=f"moving off {decision.pool}: {moved.reason}")
+                              job_id=None, message=f"{verb} {decision.pool}: {moved.reason}")
                     self._upsert(state=WorkloadState.QUEUED, pool="", location="")
                     if self._cancel_requested:
                         return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
-                    backoff = timedelta(seconds=min(2 ** (attempt - 1) - 1, 30))
-                    if not self._lean:
-                        await workflow.sleep(backoff)
-                    elif backoff:
+                    backoff = timedelta(seconds=0 if moved.preempted else min(2 ** (charged - 1) - 1, 30))
+                    if backoff:
                         # A cancel during the backoff ends the wait at once.
                         with contextlib.suppress(TimeoutError):
                             await workflow.wait_condition(lambda: self._cancel_requested, timeout=backoff)
@@ -200,40 +256,45 @@ class WorkloadWorkflow:
         except asyncio.CancelledError:
             # Cancelled from the Web UI / `temporal workflow cancel`: clean up, then report cancelled.
             self._cancel_requested = True
-            await self._cleanup_attempt(workload_id, attempt, best_effort=False)
+            if self._status is not None and self._status.state == WorkloadState.QUEUED:
+                await self._dequeue(workload_id, attempt)
+            else:
+                await self._cleanup_attempt(workload_id, attempt, best_effort=False)
             await self._finish(WorkloadState.CANCELLED, "cancelled")
             raise
 
-    async def _place_until_placed(self, workload_id: str, attempt: int, spec: Any,
-                                  exclude: dict[str, tuple[str, datetime]],
-                                  failed_health: Health | None) -> PlaceResult | None:
-        tries = 0
-        last_reason = None
-        while not self._cancel_requested:
-            now = workflow.now()
-            placed: PlaceResult = await workflow.execute_local_activity(
-                "place_workload",
-                PlaceInput(workload_id=workload_id, attempt=attempt, spec=spec,
-                           exclude={pool: why for pool, (why, until) in exclude.items() if now < until},
-                           failed_pool_health=failed_health),
-                result_type=PlaceResult, start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY,
-            )
-            decision = placed.decision
-            if decision.placed:
-                self._decisions.append(decision)
-                self._event(f"attempt {attempt}: placed on {decision.pool} ({decision.mode}): {decision.reason}")
-                return placed
-            if decision.reason != last_reason:
-                self._decisions.append(decision)
-                self._event(f"attempt {attempt}: {decision.reason}")
-                last_reason = decision.reason
-                self._set(state=WorkloadState.QUEUED, message=decision.reason)
-                self._details(decision)
-            delay = WAIT_BACKOFF[min(tries, len(WAIT_BACKOFF) - 1)]
-            tries += 1
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(lambda: self._cancel_requested, timeout=timedelta(seconds=delay))
-        return None
+    async def _queue_until_admitted(self, workload_id: str, attempt: int, seq: int, spec: Any,
+                                    exclude: dict[str, tuple[str, datetime]],
+                                    failed_health: Health | None) -> AdmittedSignal | None:
+        """Join the queue and sleep until the admission loop admits this attempt (None: cancelled)."""
+        self._attempt = attempt
+        self._admitted = None
+        now = workflow.now()
+        await workflow.execute_local_activity(
+            "enqueue_workload",
+            EnqueueInput(workload_id=workload_id, attempt=attempt, seq=seq, spec=spec,
+                         exclude={pool: why for pool, (why, until) in exclude.items() if now < until},
+                         failed_pool_health=failed_health),
+            result_type=bool, start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY,
+        )
+        if attempt == 1 or not self._status or not self._status.message:
+            self._set(state=WorkloadState.QUEUED, message="queued: waiting for the admission loop")
+        await workflow.wait_condition(lambda: self._admitted is not None or self._cancel_requested)
+        if self._admitted is None:
+            await self._dequeue(workload_id, attempt)
+            return None
+        decision = self._admitted.decision
+        if self._cancel_requested:
+            await self._dequeue(workload_id, attempt)
+            return None
+        self._decisions.append(decision)
+        self._event(f"attempt {attempt}: admitted on {decision.pool} ({decision.mode}): {decision.reason}")
+        return self._admitted
+
+    async def _dequeue(self, workload_id: str, attempt: int) -> None:
+        await workflow.execute_local_activity(
+            "dequeue_workload", args=[workload_id, attempt], result_type=int,
+            start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
 
     async def _run_attempt(self, workload_id: str, attempt: int, spec: Any, decision: Decision,
                            pool: PoolSpec, request: WorkloadRequest) -> WorkloadStatus:
@@ -242,7 +303,8 @@ class WorkloadWorkflow:
         job_id = job_id_for(workload_id, attempt)
         self._set(state=WorkloadState.LAUNCHING, pool=pool.name, location=pool.location, region=pool.region,
                   backend=pool.backend, gpu_type=decision.gpu_type, gpus=decision.gpus, attempts=attempt,
-                  job_id=job_id, message=f"launching on {pool.name}{pool.simulated_label}")
+                  job_id=job_id, message=f"launching on {pool.name}{pool.simulated_label}",
+                  priority_class=decision.priority_class, borrowing=decision.borrowing)
         assert self._status is not None
         self._status.history.append(AttemptRecord(attempt=attempt, pool=pool.name, job_id=job_id,
                                                   outcome="launching", started_at=workflow.now()))
@@ -277,7 +339,7 @@ class WorkloadWorkflow:
         if status is None:
             return await self._cancel_attempt(workload_id, attempt)
 
-        if status.state == JobState.PENDING and self._lean:
+        if status.state == JobState.PENDING:
             # Accepted but not running yet (queued for capacity, pulling the image): stay `launching`.
             self._set(message=f"pending on {pool.name}: {status.message}")
             status = await self._watch(pool, queue, job_id, request.watch_interval_seconds, until_running=True)
@@ -286,7 +348,7 @@ class WorkloadWorkflow:
         self._set(state=WorkloadState.RUNNING, message=status.message or f"running on {pool.name}")
         if self._status is not None and self._status.history:
             self._status.history[-1].outcome = "running"
-        if not (status.state.terminal and self._lean):
+        if not status.state.terminal:
             self._upsert(state=WorkloadState.RUNNING)
         if not status.state.terminal:
             status = await self._watch(pool, queue, job_id, request.watch_interval_seconds, until_running=False)
@@ -322,7 +384,7 @@ class WorkloadWorkflow:
         """Await an activity unless the pool fails or a cancel arrives first (None = cancel)."""
         future = asyncio.ensure_future(task)
         stop = asyncio.ensure_future(workflow.wait_condition(
-            lambda: self._cancel_requested or self._relocate is not None))
+            lambda: self._cancel_requested or self._relocate is not None or self._preempt is not None))
         done, _ = await workflow.wait([future, stop], return_when=asyncio.FIRST_COMPLETED)
         if future in done:
             stop.cancel()
@@ -332,6 +394,8 @@ class WorkloadWorkflow:
             await future
         if self._cancel_requested:
             return None
+        if self._preempt is not None:
+            raise _Moved(self._preempt.reason, Health.HEALTHY, recorded=True, preempted=True)
         assert self._relocate is not None
         raise _Moved(f"pool {pool} {self._relocate.reason}", self._relocate.health, recorded=True)
 
@@ -430,7 +494,7 @@ class WorkloadWorkflow:
             if status is not None:
                 memo = {"region": status.region or "", "attempts": status.attempts,
                         "backend": status.backend or "", "message": status.message[:300]}
-                if not self._lean or memo != self._memo:
+                if memo != self._memo:
                     workflow.upsert_memo(memo)
                     self._memo = memo
 

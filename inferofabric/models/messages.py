@@ -109,3 +109,62 @@ class RelocateSignal(BaseModel):
     pool: str
     reason: str
     health: Health = Health.UNHEALTHY
+
+
+# -- admission ----------------------------------------------------------------------------------------
+class EnqueueInput(BaseModel):
+    """A workload's attempt joins the queue (or re-joins it, keeping `seq`, after a move or preemption)."""
+
+    workload_id: str
+    attempt: int
+    seq: int
+    spec: WorkloadSpec
+    exclude: dict[str, str] = Field(default_factory=dict)
+    failed_pool_health: Health | None = None
+
+
+class AdmittedSignal(BaseModel):
+    """From the admission loop: the attempt is admitted, GPUs reserved on `pool`."""
+
+    attempt: int
+    decision: Decision
+    pool: PoolSpec
+
+
+class PreemptSignal(BaseModel):
+    """From the admission loop: give the GPUs of this attempt back; the workload re-queues in its place."""
+
+    attempt: int
+    reason: str
+    by: str = ""
+
+
+class WaitingSignal(BaseModel):
+    """From the admission loop: why the workload still waits (sent when the reason changes)."""
+
+    attempt: int
+    reason: str
+    position: int = 0
+
+
+class AdmissionInput(BaseModel):
+    """The admission loop's state carried across continue-as-new."""
+
+    cycles: int = 0
+    admitted: int = 0
+    preempted: int = 0
+    history_limit: int = Field(default=4000, ge=100, description="continue-as-new past this many events")
+
+
+class CycleSummary(BaseModel):
+    """What one admission cycle did (small: it is recorded in the loop's history)."""
+
+    admitted: int = 0
+    woken: int = 0
+    preempted: int = 0
+    waiting: int = 0
+    evaluations: int = 0
+    skipped: int = 0
+    unwoken: int = 0  # admitted but not told yet (a signal failed): retried shortly
+    duration_ms: float = 0.0
+    head: list[str] = Field(default_factory=list)  # the first few waiting: "id: reason"

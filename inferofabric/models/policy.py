@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from inferofabric.models.common import Location, StrictModel
+from inferofabric.models.common import Location, Name, StrictModel, duration_seconds
 
 
 def _as_list(value: Any) -> Any:
@@ -83,9 +83,124 @@ class Constraint(StrictModel):
         return f"{label} ({effect}{' when ' + self.when if self.when else ''})"
 
 
+PREEMPTION_MODES = ("never", "lower_priority", "reclaim_borrowed")
+
+
+class PriorityClass(StrictModel):
+    """A named priority with its value and what it may preempt (docs/admission.md)."""
+
+    name: Name
+    value: int = Field(ge=0, le=1_000_000)
+    preemption: Literal["never", "lower_priority", "reclaim_borrowed"] = "never"
+    default: bool = False
+
+
+def default_priority_classes() -> list[PriorityClass]:
+    """One class for everything until a policy declares its own."""
+    return [PriorityClass(name="standard", value=100, preemption="never", default=True)]
+
+
+class FairShare(StrictModel):
+    """Fair share between teams: past usage decays with this half-life."""
+
+    half_life: str = "24h"
+
+    @field_validator("half_life")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if duration_seconds(value) <= 0:
+            raise ValueError("fair_share.half_life must be a positive duration (examples: 24h, 30m)")
+        return value
+
+    @property
+    def half_life_seconds(self) -> float:
+        return duration_seconds(self.half_life)
+
+
+class QuotaLimit(StrictModel):
+    """Kueue's quota triple: guaranteed (`nominal`), how much more the team may borrow from its cohort
+    (`borrowing_limit`, none = as much as the cohort lends), and how much of its unused nominal
+    quota it lends (`lending_limit`, none = all of it)."""
+
+    nominal: int = Field(ge=0)
+    borrowing_limit: int | None = Field(default=None, ge=0)
+    lending_limit: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _lend_within_nominal(self) -> QuotaLimit:
+        if self.lending_limit is not None and self.lending_limit > self.nominal:
+            raise ValueError(f"lending_limit ({self.lending_limit}) cannot exceed nominal ({self.nominal})")
+        return self
+
+
+class TeamPolicy(StrictModel):
+    """A team's fair-share weight, cohort and GPU quota.
+
+    `quota` is keyed by GPU type (counts every location) or by a location (`on-prem`, `cloud`)
+    holding GPU types: `{A100: {nominal: 8}, cloud: {A100: {nominal: 4}}}`.
+    """
+
+    weight: float = Field(default=1.0, gt=0)
+    cohort: Name | None = None
+    quota: dict[str, QuotaLimit | dict[str, QuotaLimit]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _locations_hold_types(self) -> TeamPolicy:
+        for key, value in self.quota.items():
+            is_location = key in (Location.ON_PREM.value, Location.CLOUD.value)
+            if isinstance(value, dict) and not is_location:
+                raise ValueError(f"quota.{key}: a nested quota must be under a location (on-prem or cloud)")
+            if is_location and not isinstance(value, dict):
+                raise ValueError(f"quota.{key}: give GPU types under a location, e.g. {key}: {{A100: {{nominal: 4}}}}")
+        return self
+
+    def limits(self) -> dict[tuple[str | None, str], QuotaLimit]:
+        """(location or None for all locations, GPU type) -> limit."""
+        out: dict[tuple[str | None, str], QuotaLimit] = {}
+        for key, value in self.quota.items():
+            if isinstance(value, dict):
+                for gpu_type, limit in value.items():
+                    out[(key, gpu_type)] = limit
+            else:
+                out[(None, key)] = value
+        return out
+
+
 class PlacementPolicy(StrictModel):
     placement: Placement = Field(default_factory=Placement)
     constraints: list[Constraint] = Field(default_factory=list)
+    # Admission (docs/admission.md): the order of waiting work, team quotas and preemption.
+    priority_classes: list[PriorityClass] = Field(default_factory=default_priority_classes)
+    fair_share: FairShare = Field(default_factory=lambda: FairShare())
+    teams: dict[str, TeamPolicy] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_default_class(self) -> PlacementPolicy:
+        names = [c.name for c in self.priority_classes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"priority_classes: {', '.join(duplicates)} declared more than once")
+        defaults = [c.name for c in self.priority_classes if c.default]
+        if len(defaults) > 1:
+            raise ValueError(f"priority_classes: only one class can be the default (found {', '.join(defaults)})")
+        if self.priority_classes and not defaults:
+            # The lowest class is the default when none is marked.
+            lowest = min(self.priority_classes, key=lambda c: c.value)
+            lowest.default = True
+        return self
+
+    def priority_class(self, name: str | None) -> PriorityClass:
+        """The named class, or the default; an unknown name is a ValueError that lists the classes."""
+        if name is None:
+            return next(c for c in self.priority_classes if c.default)
+        for candidate in self.priority_classes:
+            if candidate.name == name:
+                return candidate
+        known = ", ".join(c.name for c in self.priority_classes)
+        raise ValueError(f"unknown priority class {name!r} (the policy declares: {known})")
+
+    def team(self, name: str) -> TeamPolicy:
+        return self.teams.get(name) or TeamPolicy()
 
     @model_validator(mode="after")
     def _expressions_compile(self) -> PlacementPolicy:

@@ -57,6 +57,9 @@ class Decision(BaseModel):
     inputs: dict[str, float | str] = Field(default_factory=dict)
     policy_version: int | None = None
     decided_at: datetime | None = None
+    # Set by admission: the class the workload was admitted with, and whether it borrows cohort quota.
+    priority_class: str | None = None
+    borrowing: bool = False
 
     @property
     def placed(self) -> bool:
@@ -94,6 +97,10 @@ class WorkloadStatus(BaseModel):
     submitted_at: datetime | None = None
     updated_at: datetime | None = None
     history: list[AttemptRecord] = Field(default_factory=list)
+    priority_class: str | None = None
+    borrowing: bool = False  # admitted over the team's nominal quota (first to be preempted)
+    position: int | None = None  # while queued: 1 = next to be admitted (from the queue, not the workflow)
+    reason: str | None = None  # while queued: why it waits
 
 
 class Explanation(BaseModel):
@@ -101,6 +108,31 @@ class Explanation(BaseModel):
     state: WorkloadState
     decisions: list[Decision] = Field(default_factory=list)
     events: list[str] = Field(default_factory=list)
+    queue: QueueEntry | None = None  # while queued: its place in the order and why it waits
+
+
+class QueueEntry(BaseModel):
+    """One waiting workload in admission order (`fabric queue`)."""
+
+    id: str
+    team: str
+    priority_class: str
+    position: int
+    team_position: int
+    reason: str
+    attempt: int = 1
+    gpus: int = 0
+    gpu_types: list[str] = Field(default_factory=list)
+    waiting_since: datetime | None = None
+
+
+class QueueView(BaseModel):
+    """The queue as the admission loop would walk it now, with fair shares and quotas shown."""
+
+    entries: list[QueueEntry] = Field(default_factory=list)
+    shares: dict[str, dict[str, float]] = Field(default_factory=dict)
+    quotas: dict[str, dict[str, dict[str, int]]] = Field(default_factory=dict)
+    total: int = 0
 
 
 class HealthEvent(BaseModel):
@@ -125,3 +157,5 @@ class PoolStatus(BaseModel):
     price_per_gpu_hour: dict[str, float] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     recent_health: list[HealthEvent] = Field(default_factory=list)
+
+Explanation.model_rebuild()

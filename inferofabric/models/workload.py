@@ -71,7 +71,8 @@ class WorkloadSpec(StrictModel):
     image_pull_secret: str | None = None
     resources: Resources = Field(default_factory=Resources)
     data_classification: DataClassification = DataClassification.INTERNAL
-    priority: int = Field(default=50, ge=0, le=1000)
+    priority: int = Field(default=50, ge=0, le=1000, description="tie-break inside a priority class")
+    priority_class: Name | None = Field(default=None, description="a class of the policy; its default when absent")
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     placement: PlacementHints = Field(default_factory=PlacementHints)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from inferofabric.models.common import Health, Location, WorkloadState
 from inferofabric.models.messages import ControlRequest, MonitorSettings, WorkloadRequest
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
-from inferofabric.models.status import Explanation, PoolStatus, WorkloadStatus
+from inferofabric.models.status import Explanation, PoolStatus, QueueEntry, QueueView, WorkloadStatus
 from inferofabric.models.workload import WorkloadSpec
 from inferofabric.sdk.errors import FabricError, FabricNotFound, InvalidInput, WorkloadExists, WorkloadNotFound
 from inferofabric.secrets import seal
@@ -32,14 +33,24 @@ QUERY_TIMEOUT = timedelta(seconds=10)
 
 
 class FabricClient:
-    def __init__(self, client: Client, task_queue: str | None = None) -> None:
+    """`store_url`: read access to the control plane's store (the embedded stack's SQLite file, or
+    FABRIC_DATABASE_URL with a read-only role). With it, reads (queue, pools, policy) are store reads;
+    without it they go through the control plane."""
+
+    def __init__(self, client: Client, task_queue: str | None = None, store_url: str | None = None) -> None:
         self.temporal = client
         self.task_queue = task_queue or default_task_queue()
+        self.store_url = store_url
 
     @classmethod
     async def connect(cls, address: str | None = None, namespace: str | None = None,
-                      task_queue: str | None = None) -> FabricClient:
-        return cls(await connect(address, namespace), task_queue)
+                      task_queue: str | None = None, store_url: str | None = None) -> FabricClient:
+        return cls(await connect(address, namespace), task_queue, store_url)
+
+    def _store(self) -> Any:
+        from inferofabric.store.db import get_store
+
+        return get_store(self.store_url)
 
     # -- control plane ------------------------------------------------------------------------------
     async def _control(self, op: str, **args: Any) -> Any:
@@ -69,7 +80,21 @@ class FabricClient:
         await self._control("remove_pool", name=name)
 
     async def pools(self) -> list[PoolStatus]:
+        if self.store_url:
+            return await asyncio.to_thread(lambda: self._store().pool_statuses())  # type: ignore[no-any-return]
         return [PoolStatus.model_validate(p) for p in await self._control("list_pools")]
+
+    async def queue(self, team: str | None = None, workload_id: str | None = None) -> QueueView:
+        """Waiting work in admission order, with position, reason, fair shares and quotas."""
+        if self.store_url:
+            from inferofabric.queue import snapshot
+
+            return await asyncio.to_thread(snapshot, self._store(), team, workload_id)
+        return QueueView.model_validate(await self._control("queue", team=team, workload_id=workload_id))
+
+    async def set_priority(self, workload_id: str, priority_class: str) -> WorkloadStatus:
+        """Change the priority class of a waiting workload."""
+        return await self.get(workload_id).set_priority(priority_class)
 
     async def set_policy(self, policy: PlacementPolicy | dict[str, Any] | str) -> int:
         """Set the active policy (a model, a dict or YAML text); returns its version."""
@@ -81,6 +106,12 @@ class FabricClient:
 
     async def policy(self) -> dict[str, Any]:
         """{"version": int | None, "default": bool, "policy": {...}}"""
+        if self.store_url:
+            from inferofabric.policies.engine import default_policy
+
+            version, policy = await asyncio.to_thread(lambda: self._store().active_policy())
+            return {"version": version, "default": policy is None,
+                    "policy": (policy or default_policy()).model_dump(mode="json", exclude_none=True)}
         return dict(await self._control("get_policy"))
 
     async def cordon(self, pool: str) -> None:
@@ -216,10 +247,36 @@ class WorkloadHandle:
         return description.status.name.lower() if description.status else "unknown"
 
     async def status(self) -> WorkloadStatus:
-        return await self._query("status", WorkloadStatus)  # type: ignore[no-any-return]
+        status: WorkloadStatus = await self._query("status", WorkloadStatus)
+        if status.state == WorkloadState.QUEUED:
+            entry = await self._queue_entry()
+            if entry is not None:
+                status.position, status.reason = entry.position, entry.reason
+                status.priority_class = entry.priority_class
+            else:
+                status.reason = status.message
+        return status
 
     async def explain(self) -> Explanation:
-        return await self._query("explain", Explanation)  # type: ignore[no-any-return]
+        explanation: Explanation = await self._query("explain", Explanation)
+        if explanation.state == WorkloadState.QUEUED:
+            explanation.queue = await self._queue_entry()
+        return explanation
+
+    async def _queue_entry(self) -> QueueEntry | None:
+        view = await self.fabric.queue(workload_id=self.id)
+        return view.entries[0] if view.entries else None
+
+    async def set_priority(self, priority_class: str) -> WorkloadStatus:
+        try:
+            return await self._handle.execute_update(  # type: ignore[no-any-return]
+                "set_priority", priority_class, result_type=WorkloadStatus)
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise WorkloadNotFound(f"no workload named {self.id!r}") from None
+            raise FabricError(f"workload {self.id!r}: {error.message}") from None
+        except Exception as error:  # WorkflowUpdateFailedError: not waiting, unknown class
+            raise InvalidInput(_root_message(error)) from None
 
     async def result(self) -> WorkloadStatus:
         """Wait until the workload ends; its final status."""

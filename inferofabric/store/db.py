@@ -197,6 +197,14 @@ class Store:
             rows = s.exec(select(PoolRow).order_by(PoolRow.name))
             return [PoolSpec.model_validate_json(r.spec) for r in rows]
 
+    def capacity_of(self, name: str) -> dict[str, int]:
+        """The pool's GPUs as placement counts them (declared, capped by discovery)."""
+        with self.session() as s:
+            row = s.get(PoolRow, name)
+            if row is None:
+                raise NotFound(f"no pool named {name!r}")
+            return _capacity(self._parsed_spec(row.name, row.spec), row)
+
     def set_cordoned(self, name: str, cordoned: bool, reason: str = "") -> HealthEvent | None:
         with self.session(write=True) as s:
             row = s.get(PoolRow, name)

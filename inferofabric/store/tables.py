@@ -56,6 +56,48 @@ class ReservationRow(SQLModel, table=True):
     active: bool = Field(default=True, index=True)
     created_at: datetime = Field(default_factory=utcnow)
     released_at: datetime | None = None
+    # Who holds it, for quotas, fair share and preemption (set by admission).
+    team: str = Field(default="", max_length=63)
+    location: str = Field(default="", max_length=16)
+    priority_class: str = Field(default="", max_length=63)
+    class_value: int = 0
+    priority: int = 0
+    borrowing: bool = False
+    expected_end: datetime | None = None
+    preempting: bool = False
+
+
+class QueueRow(SQLModel, table=True):
+    """A waiting workload (one row per workload): written by the workload, read by the admission loop.
+
+    `state` is `waiting` until a cycle admits it (reservation made in the same transaction), then
+    `admitted` until the loop has woken the workload, when the row goes. `version` changes with
+    every rewrite of the row, so the loop's parse cache knows what to re-read.
+    """
+
+    __tablename__ = "queue"
+    workload_id: str = Field(primary_key=True, max_length=255)
+    attempt: int
+    seq: int = Field(index=True)  # submission order, kept across preemptions and moves
+    version: int = 0
+    team: str = Field(max_length=63)
+    priority_class: str | None = Field(default=None, max_length=63)  # set by `fabric priority`
+    spec: str = Field(sa_column=Column(Text, nullable=False))  # WorkloadSpec JSON
+    exclude: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    failed_pool_health: str | None = Field(default=None, max_length=16)
+    state: str = Field(default="waiting", max_length=16, index=True)
+    decision: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    enqueued_at: datetime = Field(default_factory=utcnow)
+
+
+class TeamUsageRow(SQLModel, table=True):
+    """A team's decayed GPU-seconds (fair share's past usage), as of `as_of`."""
+
+    __tablename__ = "team_usage"
+    team: str = Field(primary_key=True, max_length=63)
+    gpu_seconds: float = 0.0
+    as_of: datetime = Field(default_factory=utcnow)
 
 
 class PlacementRow(SQLModel, table=True):

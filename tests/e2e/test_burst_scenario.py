@@ -57,10 +57,11 @@ async def test_seven_on_prem_then_burst_then_pii_stays_and_waits(fabric) -> None
     await asyncio.sleep(1.5)
     waiting = await pii_2.status()
     assert waiting.state == WorkloadState.QUEUED and waiting.pool is None
-    why = (await pii_2.explain()).decisions[-1]
-    assert why.pool is None
-    reasons = {r.pool: r.reason for r in why.rejected}
-    assert "denied by" in reasons["cloud-use1"] and "not enough free GPUs" in reasons["onprem-a"]
+    assert waiting.position == 1
+    why = (await pii_2.explain()).queue
+    assert why is not None and why.position == 1
+    assert "onprem-a has 0 of 8 A100 free" in why.reason
+    assert "cloud-use1: denied by constraint #1 (deny location cloud" in why.reason
 
     # Other tests share this Temporal server: look only at this test's pools.
     burst = [w.id for w in await client.list(pool="cloud-use1") if w.id.startswith("train-")]

@@ -1,0 +1,172 @@
+"""Admission activities: join/leave the queue, change a class, and run one admission cycle.
+
+They run as local activities in the control plane's worker (the store is there). Every change that
+can change the answer (a submission, a release, a pool's health or capacity, a policy) wakes the
+admission loop with a signal-with-start of `AdmissionWorkflow`, so the loop exists as soon as there
+is anything to decide and sleeps otherwise. The cycle itself decides in one transaction
+(store/admission.py), then tells the admitted workloads (signal `admitted`) and the victims of a
+preemption (signal `preempt`); a signal that fails is retried by the next cycle, which finds the
+row still `admitted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from inferofabric.activities.errors import typed_errors
+from inferofabric.models.messages import (
+    AdmissionInput,
+    AdmittedSignal,
+    CycleSummary,
+    EnqueueInput,
+    PreemptSignal,
+    WaitingSignal,
+)
+from inferofabric.policies.admission import CyclePlan
+from inferofabric.queue import SpecCache, compiled_policy, make_planner
+from inferofabric.store import admission as queue_store
+from inferofabric.store.db import Store, get_store
+
+ADMISSION_WORKFLOW = "AdmissionWorkflow"
+SIGNAL_CONCURRENCY = 64
+REASON_UPDATES_PER_CYCLE = 50  # waiting workloads told a changed reason per cycle (the head of the queue)
+
+
+def admission_id(task_queue: str) -> str:
+    """One admission loop per fabric (per control-plane task queue)."""
+    return f"fabric-admission-{task_queue}"
+
+
+async def wake_admission(client: Client, task_queue: str, reason: str) -> None:
+    """Signal-with-start the fabric's admission loop."""
+    await client.start_workflow(
+        ADMISSION_WORKFLOW, AdmissionInput(), id=admission_id(task_queue), task_queue=task_queue,
+        start_signal="wake", start_signal_args=[reason], static_summary="fabric admission loop",
+    )
+
+
+class AdmissionActivities:
+    def __init__(self, store_url: str | None = None) -> None:
+        self._store_url = store_url
+        self._cache = SpecCache()
+
+    @property
+    def store(self) -> Store:
+        return get_store(self._store_url)
+
+    def _queue(self) -> str:
+        return activity.info().task_queue
+
+    @activity.defn(name="enqueue_workload")
+    @typed_errors
+    async def enqueue_workload(self, request: EnqueueInput) -> bool:
+        """Join the queue and wake the loop. False: that attempt was admitted already (a retry)."""
+        waiting = await asyncio.to_thread(
+            queue_store.enqueue, self.store, request.workload_id, request.attempt, request.seq, request.spec.team,
+            request.spec.model_dump_json(), request.exclude,
+            request.failed_pool_health.value if request.failed_pool_health else None)
+        await wake_admission(activity.client(), self._queue(), f"enqueued {request.workload_id}")
+        return waiting
+
+    @activity.defn(name="dequeue_workload")
+    @typed_errors
+    async def dequeue_workload(self, workload_id: str, attempt: int) -> int:
+        released = await asyncio.to_thread(queue_store.dequeue, self.store, workload_id, attempt)
+        await wake_admission(activity.client(), self._queue(), f"dequeued {workload_id}")
+        return released
+
+    @activity.defn(name="set_priority_class")
+    @typed_errors
+    async def set_priority_class(self, workload_id: str, priority_class: str) -> bool:
+        policy = await asyncio.to_thread(compiled_policy, self.store)
+        policy.policy.priority_class(priority_class)  # an unknown class is a one-line InvalidInput
+        changed = await asyncio.to_thread(queue_store.set_priority_class, self.store, workload_id, priority_class)
+        if changed:
+            await wake_admission(activity.client(), self._queue(), f"priority of {workload_id}")
+        return changed
+
+    @activity.defn(name="wake_admission")
+    @typed_errors
+    async def wake(self, reason: str) -> None:
+        await wake_admission(activity.client(), self._queue(), reason)
+
+    @activity.defn(name="admission_cycle")
+    @typed_errors
+    async def admission_cycle(self) -> CycleSummary:
+        started = time.perf_counter()
+        store = self.store
+        policy = await asyncio.to_thread(compiled_policy, store)
+        half_life = policy.policy.fair_share.half_life_seconds
+        planner = make_planner(self._cache, policy, explain=True)
+        outcome = await asyncio.to_thread(queue_store.run_cycle, store, planner, half_life)
+        plan = outcome.plan
+        client = activity.client()
+        specs = {name: spec for name, spec in
+                 ((w.decision.pool, None) for w in outcome.wake if w.decision.pool)}
+        for name in specs:
+            specs[name] = await asyncio.to_thread(store.pool_spec, name)
+        limit = asyncio.Semaphore(SIGNAL_CONCURRENCY)
+
+        async def admit(wake: queue_store.Wake) -> tuple[str, int] | None:
+            async with limit:
+                try:
+                    pool = specs[wake.decision.pool or ""]
+                    await client.get_workflow_handle(wake.workload_id).signal(
+                        "admitted", AdmittedSignal(attempt=wake.attempt, decision=wake.decision, pool=pool))
+                except RPCError as error:
+                    if error.status != RPCStatusCode.NOT_FOUND:
+                        return None  # retried by the next cycle
+                    # The workload is gone (terminated): its reservation must not leak.
+                    await asyncio.to_thread(store.release, wake.workload_id, wake.attempt)
+                return (wake.workload_id, wake.attempt)
+
+        async def preempt(workload_id: str, attempt: int, reason: str, by: str) -> None:
+            async with limit:
+                try:
+                    await client.get_workflow_handle(workload_id).signal(
+                        "preempt", PreemptSignal(attempt=attempt, reason=reason, by=by))
+                except RPCError as error:
+                    if error.status == RPCStatusCode.NOT_FOUND:
+                        await asyncio.to_thread(store.release, workload_id, attempt)
+
+        woken = await asyncio.gather(*(admit(w) for w in outcome.wake))
+        done = [w for w in woken if w is not None]
+        await asyncio.to_thread(queue_store.woken, store, done)
+        await asyncio.gather(*(preempt(p.victim.workload_id, p.victim.attempt, p.reason, p.preemptor)
+                               for p in plan.preemptions))
+        await self._tell_waiting(client, plan)
+        return CycleSummary(
+            admitted=len(plan.admitted), woken=len(done), preempted=len(plan.preemptions), waiting=len(plan.waiting),
+            evaluations=plan.evaluations, skipped=plan.skipped, unwoken=len(outcome.wake) - len(done),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            head=[f"{w.workload_id}: {w.reason}"[:200] for w in plan.waiting[:5]],
+        )
+
+    async def _tell_waiting(self, client: Client, plan: CyclePlan) -> None:
+        """Tell the head of the queue why it waits, when that changed (current details, `explain`)."""
+        head = plan.waiting[:REASON_UPDATES_PER_CYCLE]
+        if not head:
+            return
+        known = await asyncio.to_thread(queue_store.reasons, self.store, [w.workload_id for w in head])
+        changed = [w for w in head if w.workload_id in known and known[w.workload_id][0] != w.reason]
+        if not changed:
+            return
+
+        async def tell(workload_id: str, reason: str, position: int) -> None:
+            with contextlib.suppress(RPCError):
+                await client.get_workflow_handle(workload_id).signal(
+                    "waiting", WaitingSignal(attempt=known[workload_id][1], reason=reason, position=position))
+
+        await asyncio.gather(*(tell(w.workload_id, w.reason, w.position) for w in changed))
+        await asyncio.to_thread(queue_store.record_reasons, self.store, {w.workload_id: w.reason for w in changed})
+
+    def all(self) -> list[Any]:
+        return [self.enqueue_workload, self.dequeue_workload, self.set_priority_class, self.wake,
+                self.admission_cycle]

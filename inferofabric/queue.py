@@ -1,0 +1,110 @@
+"""The queue as the admission loop sees it: parsed rows, the active policy, and read-only snapshots.
+
+Shared by the admission cycle (activities/admission.py) and the reads (`fabric queue`, a waiting
+workload's position): a read runs the very planner of the loop in a read-only transaction, so the
+position and the reason it shows are what the next cycle would decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from inferofabric.models.common import Health
+from inferofabric.models.status import PoolView, QueueEntry, QueueView
+from inferofabric.models.workload import WorkloadSpec
+from inferofabric.policies.admission import CyclePlan, Held, Pending, plan_cycle, resolve_class
+from inferofabric.policies.engine import CompiledPolicy, default_policy
+from inferofabric.store import admission as queue_store
+from inferofabric.store.db import Store
+
+_compiled: dict[tuple[str, int | None], CompiledPolicy] = {}
+
+
+def compiled_policy(store: Store) -> CompiledPolicy:
+    """The active policy, compiled once per version."""
+    version, policy = store.active_policy()
+    key = (store.url, version)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        compiled = CompiledPolicy(policy or default_policy(), version)
+        _compiled.clear()
+        _compiled[key] = compiled
+    return compiled
+
+
+class SpecCache:
+    """Parsed specs of queue rows by (workload, version): a cycle over 10,000 rows parses only new ones.
+    A cache only: any worker rebuilds it from the store."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, tuple[int, WorkloadSpec]] = {}
+        self.items: dict[str, queue_store.QueueItem] = {}
+
+    def pending(self, session: Any, items: Sequence[queue_store.QueueItem], policy: CompiledPolicy) -> list[Pending]:
+        missing = [i.workload_id for i in items if self._specs.get(i.workload_id, (None,))[0] != i.version]
+        if missing:
+            for workload_id, (version, text) in queue_store.queue_specs(session, missing).items():
+                self._specs[workload_id] = (version, WorkloadSpec.model_validate_json(text))
+        self.items = {i.workload_id: i for i in items}
+        if len(self._specs) > 2 * len(items) + 1000:
+            self._specs = {k: v for k, v in self._specs.items() if k in self.items}
+        out = []
+        for item in items:
+            cached = self._specs.get(item.workload_id)
+            if cached is None:
+                continue  # removed between the two reads
+            spec = cached[1]
+            name, value, preemption = resolve_class(policy, spec, item.priority_class)
+            health = Health(item.failed_pool_health) if item.failed_pool_health else None
+            out.append(Pending(item.workload_id, item.attempt, item.seq, item.team, spec, name, value, preemption,
+                               exclude=item.exclude, failed_pool_health=health))
+        return out
+
+    def spec(self, workload_id: str) -> WorkloadSpec | None:
+        cached = self._specs.get(workload_id)
+        return cached[1] if cached else None
+
+
+def make_planner(cache: SpecCache, policy: CompiledPolicy, explain: bool):  # type: ignore[no-untyped-def]
+    def planner(session: Any, items: list[queue_store.QueueItem], current: list[Held], pools: list[PoolView],
+                usage: dict[str, float], now: datetime) -> CyclePlan:
+        pending = cache.pending(session, items, policy)
+        return plan_cycle(pending, current, pools, policy, usage, now.timestamp(), explain=explain)
+
+    return planner
+
+
+_read_cache = SpecCache()
+
+
+def snapshot(store: Store, team: str | None = None, workload_id: str | None = None) -> QueueView:
+    """The queue in admission order with positions and reasons, as the next cycle would decide (read only)."""
+    policy = compiled_policy(store)
+    outcome = queue_store.run_cycle(store, make_planner(_read_cache, policy, explain=True),
+                                    policy.policy.fair_share.half_life_seconds, dry_run=True)
+    plan = outcome.plan
+    entries = []
+    for waiting in plan.waiting:
+        if team and waiting.team != team:
+            continue
+        if workload_id and waiting.workload_id != workload_id:
+            continue
+        item = _read_cache.items.get(waiting.workload_id)
+        spec = _read_cache.spec(waiting.workload_id)
+        entries.append(QueueEntry(
+            id=waiting.workload_id, team=waiting.team, priority_class=waiting.priority_class,
+            position=waiting.position, team_position=waiting.team_position, reason=waiting.reason,
+            attempt=item.attempt if item else 1, gpus=spec.gpu_count if spec else 0,
+            gpu_types=list(spec.gpu_types) if spec else [], waiting_since=item.enqueued_at if item else None))
+    # Admitted in this (dry) cycle: they will be admitted at the loop's next cycle; show them first.
+    for rank, admission in enumerate(plan.admitted, start=1):
+        entry = admission.pending
+        if (team and entry.team != team) or (workload_id and entry.workload_id != workload_id):
+            continue
+        entries.insert(rank - 1, QueueEntry(
+            id=entry.workload_id, team=entry.team, priority_class=entry.priority_class, position=0,
+            team_position=0, reason=f"fits now: admitted at the next cycle ({admission.decision.pool})",
+            attempt=entry.attempt, gpus=entry.gpus, gpu_types=list(entry.spec.gpu_types)))
+    return QueueView(entries=entries, shares=plan.shares, quotas=plan.quotas, total=len(plan.waiting))

@@ -1,0 +1,250 @@
+"""The store's side of admission: the queue table, reservations with their owners, team usage.
+
+One admission cycle is one serialized transaction (the placement lock of store/db.py): it reads the
+waiting rows, the active reservations, the pools and the teams' usage, lets the pure planner decide
+(policies/admission.py), and writes the reservations of what it admitted, the preemption marks and
+the admitted rows' decisions before it commits. A worker killed before the commit changes nothing;
+one killed after it leaves rows in state `admitted`, which the next cycle wakes again: an admission
+is never lost and never made twice (the reservation's (workload, attempt) key is unique).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, select, update
+
+from inferofabric.models.status import Decision, PoolView
+from inferofabric.policies.admission import CyclePlan, Held
+from inferofabric.policies.fairshare import accrue
+from inferofabric.store.db import Store
+from inferofabric.store.tables import PlacementRow, QueueRow, ReservationRow, TeamUsageRow, utcnow
+
+_Q = QueueRow.__table__  # type: ignore[attr-defined]
+_R = ReservationRow.__table__  # type: ignore[attr-defined]
+_U = TeamUsageRow.__table__  # type: ignore[attr-defined]
+_P = PlacementRow.__table__  # type: ignore[attr-defined]
+WAITING, ADMITTED = "waiting", "admitted"
+
+
+@dataclass
+class QueueItem:
+    """A queue row without its spec text (the planner's cache parses that once per version)."""
+
+    workload_id: str
+    attempt: int
+    seq: int
+    version: int
+    team: str
+    priority_class: str | None
+    exclude: dict[str, str]
+    failed_pool_health: str | None
+    enqueued_at: datetime
+
+
+@dataclass
+class Wake:
+    workload_id: str
+    attempt: int
+    decision: Decision
+
+
+@dataclass
+class CycleOutcome:
+    plan: CyclePlan
+    wake: list[Wake] = field(default_factory=list)  # admitted now or earlier and not yet woken
+    now: datetime = field(default_factory=utcnow)
+
+
+def enqueue(store: Store, workload_id: str, attempt: int, seq: int, team: str, spec_json: str,
+            exclude: dict[str, str] | None = None, failed_pool_health: str | None = None) -> bool:
+    """Put (or keep) the workload's attempt in the queue. Idempotent: a retried call for the same
+    attempt changes nothing. Returns False when that attempt was already admitted."""
+    with store.session(write=True) as s:
+        row = s.get(QueueRow, workload_id)
+        if row is not None and row.attempt == attempt:
+            s.rollback()
+            return row.state == WAITING
+        reserved = s.execute(select(_R.c.id).where(_R.c.workload_id == workload_id, _R.c.attempt == attempt)).first()
+        if reserved is not None:
+            s.rollback()
+            return False
+        if row is None:
+            row = QueueRow(workload_id=workload_id, attempt=attempt, seq=seq, team=team, spec=spec_json)
+        row.attempt, row.seq, row.team, row.spec = attempt, seq, team, spec_json
+        row.exclude = json.dumps(exclude or {}, sort_keys=True)
+        row.failed_pool_health = failed_pool_health
+        row.state, row.decision, row.reason = WAITING, None, ""
+        row.version = (row.version or 0) + 1
+        row.enqueued_at = utcnow()
+        s.add(row)
+        s.commit()
+        return True
+
+
+def dequeue(store: Store, workload_id: str, attempt: int) -> int:
+    """Leave the queue (a cancel while waiting); releases what a racing cycle may have reserved for
+    this attempt. Returns the number of reservations released."""
+    with store._placement_transaction() as s:
+        s.execute(delete(_Q).where(_Q.c.workload_id == workload_id))
+        released = s.execute(update(_R).where(_R.c.workload_id == workload_id, _R.c.attempt == attempt,
+                                              _R.c.active.is_(True))
+                             .values(active=False, released_at=utcnow()))
+        s.commit()
+        return int(getattr(released, "rowcount", 0) or 0)
+
+
+def set_priority_class(store: Store, workload_id: str, priority_class: str) -> bool:
+    """Change a waiting workload's class; False when it is not waiting."""
+    with store.session(write=True) as s:
+        row = s.get(QueueRow, workload_id)
+        if row is None:
+            return False
+        row.priority_class = priority_class
+        row.version += 1
+        s.add(row)
+        s.commit()
+        return True
+
+
+def queue_items(session: Any) -> list[QueueItem]:
+    rows = session.execute(select(_Q.c.workload_id, _Q.c.attempt, _Q.c.seq, _Q.c.version, _Q.c.team,
+                                  _Q.c.priority_class, _Q.c.exclude, _Q.c.failed_pool_health, _Q.c.enqueued_at)
+                           .where(_Q.c.state == WAITING))
+    return [QueueItem(r.workload_id, r.attempt, int(r.seq), r.version, r.team, r.priority_class,
+                      json.loads(r.exclude) if r.exclude and r.exclude != "{}" else {}, r.failed_pool_health,
+                      r.enqueued_at) for r in rows]
+
+
+def queue_specs(session: Any, workload_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """Spec JSON (with its version) of the named rows."""
+    out: dict[str, tuple[int, str]] = {}
+    for start in range(0, len(workload_ids), 500):
+        chunk = list(workload_ids[start:start + 500])
+        for row in session.execute(select(_Q.c.workload_id, _Q.c.version, _Q.c.spec)
+                                   .where(_Q.c.workload_id.in_(chunk))):
+            out[row.workload_id] = (row.version, row.spec)
+    return out
+
+
+def held(session: Any) -> list[Held]:
+    rows = session.execute(select(_R).where(_R.c.active.is_(True)))
+    out = []
+    for r in rows:
+        started = _aware(r.created_at).timestamp()
+        out.append(Held(r.workload_id, r.attempt, r.team, r.pool, r.location, r.gpu_type, r.gpus, r.class_value,
+                        r.priority_class, r.priority, started,
+                        _aware(r.expected_end).timestamp() if r.expected_end else None, r.borrowing, r.preempting))
+    return out
+
+
+def team_usage(session: Any, current: Iterable[Held], now: datetime, half_life_s: float,
+               write: bool) -> dict[str, float]:
+    """Each team's decayed GPU-seconds up to `now`, from the stored value and what it holds now."""
+    in_use: dict[str, int] = defaultdict(int)
+    for h in current:
+        if h.team:
+            in_use[h.team] += h.gpus
+    stored = {r.team: (r.gpu_seconds, _aware(r.as_of)) for r in session.execute(select(_U))}
+    usage = {}
+    for team in set(stored) | set(in_use):
+        value, as_of = stored.get(team, (0.0, now))
+        usage[team] = accrue(value, in_use.get(team, 0), (now - as_of).total_seconds(), half_life_s)
+    if write:
+        for team, value in usage.items():
+            if team in stored:
+                session.execute(update(_U).where(_U.c.team == team).values(gpu_seconds=value, as_of=now))
+            else:
+                session.execute(_U.insert().values(team=team, gpu_seconds=value, as_of=now))
+    return usage
+
+
+Planner = Callable[[Any, list[QueueItem], list[Held], list[PoolView], dict[str, float], datetime], CyclePlan]
+
+
+def run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool = False) -> CycleOutcome:
+    """One admission cycle in one serialized transaction (`dry_run`: decide, change nothing)."""
+    if dry_run:
+        with store.session() as s:
+            now = utcnow()
+            current = held(s)
+            usage = team_usage(s, current, now, half_life_s, write=False)
+            plan = planner(s, queue_items(s), current, store.pool_views(s), usage, now)
+            s.rollback()
+            return CycleOutcome(plan=plan, now=now)
+    with store._placement_transaction() as s:
+        now = utcnow()
+        current = held(s)
+        usage = team_usage(s, current, now, half_life_s, write=True)
+        stale = [Wake(r.workload_id, r.attempt, Decision.model_validate_json(r.decision))
+                 for r in s.execute(select(_Q.c.workload_id, _Q.c.attempt, _Q.c.decision)
+                                    .where(_Q.c.state == ADMITTED))]
+        plan = planner(s, queue_items(s), current, store.pool_views(s), usage, now)
+        wake = list(stale)
+        for admission in plan.admitted:
+            entry, decision = admission.pending, admission.decision
+            decision.decided_at = now
+            runtime = entry.spec.max_runtime_seconds
+            s.execute(_R.insert().values(
+                workload_id=entry.workload_id, attempt=entry.attempt, pool=decision.pool, gpu_type=decision.gpu_type,
+                gpus=decision.gpus, active=True, created_at=now, released_at=None, team=entry.team,
+                location=str(decision.location or ""), priority_class=entry.priority_class,
+                class_value=entry.class_value, priority=entry.spec.priority, borrowing=decision.borrowing,
+                expected_end=now + timedelta(seconds=runtime) if runtime else None, preempting=False))
+            document = decision.model_dump_json()
+            s.execute(_P.insert().values(workload_id=entry.workload_id, attempt=entry.attempt, pool=decision.pool,
+                                         decision=document, created_at=now))
+            s.execute(update(_Q).where(_Q.c.workload_id == entry.workload_id, _Q.c.attempt == entry.attempt)
+                      .values(state=ADMITTED, decision=document))
+            wake.append(Wake(entry.workload_id, entry.attempt, decision))
+        for preemption in plan.preemptions:
+            victim = preemption.victim
+            s.execute(update(_R).where(_R.c.workload_id == victim.workload_id, _R.c.attempt == victim.attempt,
+                                       _R.c.active.is_(True)).values(preempting=True))
+        s.commit()
+        return CycleOutcome(plan=plan, wake=wake, now=now)
+
+
+def woken(store: Store, done: Sequence[tuple[str, int]]) -> None:
+    """The workloads were told of their admission: their queue rows go."""
+    if not done:
+        return
+    with store.session(write=True) as s:
+        for start in range(0, len(done), 200):
+            chunk = done[start:start + 200]
+            s.execute(delete(_Q).where(_Q.c.state == ADMITTED).where(
+                _or_pairs(chunk)))
+        s.commit()
+
+
+def _or_pairs(pairs: Sequence[tuple[str, int]]) -> Any:
+    from sqlalchemy import or_
+
+    return or_(*[and_(_Q.c.workload_id == w, _Q.c.attempt == a) for w, a in pairs])
+
+
+def record_reasons(store: Store, reasons: dict[str, str]) -> None:
+    """Keep the latest wait reason on the row (what `fabric status` shows for a waiting workload)."""
+    if not reasons:
+        return
+    with store.session(write=True) as s:
+        for workload_id, reason in reasons.items():
+            s.execute(update(_Q).where(_Q.c.workload_id == workload_id).values(reason=reason))
+        s.commit()
+
+
+def reasons(store: Store, workload_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """Recorded wait reason and attempt of the named waiting rows."""
+    with store.session() as s:
+        return {r.workload_id: (r.reason, r.attempt) for r in s.execute(
+            select(_Q.c.workload_id, _Q.c.reason, _Q.c.attempt).where(_Q.c.workload_id.in_(list(workload_ids)),
+                                                                       _Q.c.state == WAITING))}
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
