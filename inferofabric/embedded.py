@@ -24,7 +24,7 @@ from inferofabric.config_file import FabricConfig, default_fabric_config, load_f
 from inferofabric.connection import FabricUnreachable, connect, ensure_search_attributes
 from inferofabric.models.messages import SEARCH_ATTRIBUTES
 from inferofabric.sdk.client import FabricClient
-from inferofabric.settings import database_url
+from inferofabric.settings import STACK_FILE, database_url
 from inferofabric.store.db import get_store
 from inferofabric.worker.main import build_worker
 
@@ -121,6 +121,16 @@ def read_config(config_path: Path | None) -> FabricConfig:
     return default_fabric_config()
 
 
+def _write_stack_file(home: Path, address: str, store_url: str) -> None:
+    """Tell CLI calls on this host where to read (settings.read_store_url): no workflow per read."""
+    import json
+
+    from inferofabric.settings import task_queue, temporal_namespace
+
+    (home / STACK_FILE).write_text(json.dumps({"address": address, "namespace": temporal_namespace(),
+                                               "task_queue": task_queue(), "store_url": store_url}))
+
+
 @contextlib.asynccontextmanager
 async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, config_path: Path | None = None,
                          log: Callable[[str], None] = print) -> AsyncIterator[Stack]:
@@ -139,6 +149,7 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
         async with worker:
             fabric = FabricClient(client)
             await apply_config(fabric, config)
+            _write_stack_file(home, address, store_url)
             yield Stack(client=client, fabric=fabric, address=address, ui_url=f"http://127.0.0.1:{ui_port}",
                         home=home, config=config)
     finally:
@@ -149,3 +160,4 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
             except subprocess.TimeoutExpired:
                 process.kill()
         (home / "temporal.pid").unlink(missing_ok=True)
+        (home / STACK_FILE).unlink(missing_ok=True)

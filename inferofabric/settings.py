@@ -36,3 +36,26 @@ def temporal_namespace() -> str:
 
 def task_queue() -> str:
     return os.environ.get("FABRIC_TASK_QUEUE", DEFAULT_TASK_QUEUE)
+
+
+STACK_FILE = "stack.json"
+
+
+def read_store_url(address: str | None) -> str | None:
+    """Where a client may read the store directly (reads without a workflow): FABRIC_DATABASE_URL when
+    set, else the store of the `fabric up` stack under FABRIC_HOME when that stack serves this address,
+    namespace and task queue (it writes stack.json). None: read through the control plane."""
+    import json
+
+    if os.environ.get("FABRIC_DATABASE_URL"):
+        return database_url()
+    home = Path(os.environ.get("FABRIC_HOME", "~/.inferofabric")).expanduser()
+    try:
+        stack = json.loads((home / STACK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = (address or temporal_address(), temporal_namespace(), task_queue())
+    if (stack.get("address"), stack.get("namespace"), stack.get("task_queue")) != wanted:
+        return None
+    url = stack.get("store_url")
+    return url if isinstance(url, str) else None

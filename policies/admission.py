@@ -83,6 +83,7 @@ class Held:
     expected_end: float | None = None  # started_at + max_runtime_seconds, when known
     borrowing: bool = False
     preempting: bool = False  # a preemption was requested: these GPUs are about to be freed
+    order: int = 0  # admission order (the reservation's id): breaks ties of equal start times
 
 
 @dataclass
@@ -322,6 +323,13 @@ class _Planner:
             free_parts.append(text)
         parts += free_parts
         quota = next((r.reason for r in decision.rejected if r.reason.startswith("team ")), None)
+        if quota is None and self.quota.limited and spec.gpu_count:
+            # Capacity is checked first; say so too when the team's quota would stop it anyway.
+            for name in self._capacity_rejections(decision)[:1]:
+                verdicts = [self.quota.check(entry.team, self.locations[name], t, spec.gpu_count)
+                            for t in spec.gpu_types]
+                if verdicts and not any(v.allowed for v in verdicts):
+                    quota = verdicts[0].reason
         if quota:
             parts.append(quota)
         others: dict[str, list[str]] = {}
@@ -392,7 +400,7 @@ class _Planner:
                     return f"waiting for preempted work to stop on {name}"
                 eligible = [h for h in on_pool if not h.preempting and self._may_preempt(entry, h, cohort,
                                                                                         verdict.borrowing)]
-                eligible.sort(key=lambda h: (not h.borrowing, h.class_value, h.priority, -h.started_at))
+                eligible.sort(key=lambda h: (not h.borrowing, h.class_value, h.priority, -h.started_at, -h.order))
                 victims: list[Held] = []
                 freed = 0
                 for victim in eligible:

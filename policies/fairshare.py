@@ -7,7 +7,7 @@ Pure (no I/O, no temporalio): the admission loop and `fabric policy simulate` us
 - `dominant_in_use`: the largest, over GPU types, of the team's GPUs of that type in use divided by
   the in-service GPUs of that type (Dominant Resource Fairness over GPU types);
 - `recent_usage`: the team's GPU-seconds with exponential decay (half-life `fair_share.half_life`),
-  divided by `capacity × half_life / ln 2`: a team that has used a steady fraction x of the estate
+  divided by `capacity * half_life / ln 2`: a team that has used a steady fraction x of the estate
   for many half-lives has recent_usage → x, so both terms are "fractions of the estate";
 - `weight`: from `teams.<name>.weight` (1 when the team is not listed).
 

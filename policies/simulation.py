@@ -116,7 +116,7 @@ def _spec(job: TraceJob) -> WorkloadSpec:
                                             cpu=1, memory="1Gi"),
         data_classification=DataClassification(job.classification), priority=50, priority_class=job.priority_class,
         labels={}, annotations={}, placement=PlacementHints(), max_retries=0,
-        max_runtime_seconds=int(math.ceil(job.runtime_s)))
+        max_runtime_seconds=math.ceil(job.runtime_s))
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

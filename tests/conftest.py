@@ -101,5 +101,5 @@ async def fabric(fabric_temporal: Client, tmp_path: Path, database_url: str,
     store = get_store(database_url)
     worker = build_worker(fabric_temporal, queue=queue, home=home, store_url=database_url)
     async with worker:
-        yield Fabric(client=FabricClient(fabric_temporal, task_queue=queue, store_url=database_url), temporal=fabric_temporal,
-                     home=home, store=store, task_queue=queue, worker=worker)
+        client = FabricClient(fabric_temporal, task_queue=queue, store_url=database_url)
+        yield Fabric(client=client, temporal=fabric_temporal, home=home, store=store, task_queue=queue, worker=worker)

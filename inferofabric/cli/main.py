@@ -70,8 +70,9 @@ def exit_code_for(error: BaseException) -> int | None:
 
 async def _client(address: str | None) -> Any:
     from inferofabric.sdk.client import FabricClient
+    from inferofabric.settings import read_store_url
 
-    return await FabricClient.connect(address)
+    return await FabricClient.connect(address, store_url=read_store_url(address))
 
 
 def _with_client(address: str | None, action: Callable[[Any], Awaitable[T]]) -> T:
@@ -266,6 +267,84 @@ def policy_show(address: AddressOpt = None, json_out: JsonOpt = False) -> None:
     label = "built-in default (no policy set yet)" if info["default"] else f"version {info['version']}"
     render.console.print(f"# active policy: {label}")
     print(yaml.safe_dump(info["policy"], sort_keys=False).rstrip())
+
+
+@policy_app.command("simulate")
+def policy_simulate(
+    file: FileOpt,
+    trace: Annotated[Path, typer.Option("--trace", help="CSV: arrival_s,gpus,gpu_types,runtime_s,team,"
+                                                         "priority_class,classification")],
+    pools: Annotated[Path | None, typer.Option("--pools", help="Pool YAML (default: the running fabric's pools).")]
+    = None,
+    compare: Annotated[Path | None, typer.Option("--compare", help="A second policy file, side by side.")] = None,
+    address: AddressOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replay a workload trace through the admission core and the policy (what-if; nothing is submitted).
+
+    Example: fabric policy simulate -f policy.yaml --trace examples/trace.csv --pools examples/pools.yaml
+    """
+    from inferofabric.policies.simulation import simulate
+
+    policy = run(_async(lambda: _load_policy(file)))
+    other = run(_async(lambda: _load_policy(compare))) if compare else None
+    jobs = run(_async(lambda: _trace(trace)))
+    if pools is not None:
+        specs = [parse(PoolSpec, d, str(pools)) for d in load_documents(pools)]
+    else:
+        specs = [_pool_spec(p) for p in _with_client(address, lambda c: c.pools())]
+    if not specs:
+        fail("no pools to simulate on: pass --pools FILE or register pools first", 2)
+    results = {str(file): simulate(policy, specs, jobs)}
+    if other is not None and compare is not None:
+        results[str(compare)] = simulate(other, specs, jobs)
+    if json_out:
+        payloads = {name: r.as_json() for name, r in results.items()}
+        render.print_json(payloads[str(file)] if len(payloads) == 1 else payloads)
+        return
+    render.console.print(render.simulation_table(results, len(jobs), len(specs)))
+
+
+def _trace(path: Path) -> Any:
+    from inferofabric.policies.simulation import load_trace
+
+    try:
+        return load_trace(path)
+    except ValueError as error:
+        raise FileError(str(error)) from None
+
+
+def _pool_spec(status: Any) -> PoolSpec:
+    return PoolSpec(name=status.name, location=status.location, backend="simulated", region=status.region,
+                    gpus=dict(status.gpus), price_per_gpu_hour=dict(status.price_per_gpu_hour),
+                    labels=dict(status.labels))
+
+
+# -- queue ----------------------------------------------------------------------------------------------
+@app.command()
+def queue(
+    team: Annotated[str | None, typer.Option(help="Only this team's waiting work.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown (all with --json).")] = 50,
+    address: AddressOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Waiting work in admission order: position, team, class, fair share, quota and why it waits."""
+    view = _with_client(address, lambda c: c.queue(team=team))
+    if json_out:
+        render.print_json(view.entries)
+        return
+    render.console.print(render.queue_text(view, limit), highlight=False)
+
+
+@app.command()
+def priority(workload_id: str, priority_class: str, address: AddressOpt = None,
+             json_out: JsonOpt = False) -> None:
+    """Change the priority class of a waiting workload (example: fabric priority train-7 production)."""
+    result = _with_client(address, lambda c: c.set_priority(workload_id, priority_class))
+    if json_out:
+        render.print_json(result)
+    else:
+        render.console.print(f"{workload_id}: priority class {priority_class}")
 
 
 # -- workloads ------------------------------------------------------------------------------------------

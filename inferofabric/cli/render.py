@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from inferofabric.models.status import Decision, Explanation, PoolStatus, WorkloadStatus
+from inferofabric.models.status import Decision, Explanation, PoolStatus, QueueView, WorkloadStatus
 
 # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -81,6 +81,12 @@ def status_text(status: WorkloadStatus) -> str:
     lines.append(f"  attempts  {status.attempts}")
     if status.job_id:
         lines.append(f"  job       {status.job_id}")
+    if status.priority_class:
+        lines.append(f"  class     {status.priority_class}" + (" (borrowing cohort quota)" if status.borrowing else ""))
+    if status.position is not None:
+        lines.append(f"  position  {status.position} in the queue")
+    if status.reason and status.reason != status.message:
+        lines.append(f"  waiting   {status.reason}")
     if status.message:
         lines.append(f"  message   {status.message}")
     for record in status.history:
@@ -103,6 +109,50 @@ def explanation_text(explanation: Explanation) -> str:
     style = STATE_STYLE.get(explanation.state.value, "")
     parts = [f"[bold]{explanation.id}[/]  [{style}]{explanation.state.value}[/]", ""]
     parts += [decision_text(d) for d in explanation.decisions]
+    if explanation.queue is not None:
+        entry = explanation.queue
+        parts.append(f"[bold]waiting[/]: position {entry.position} (in team {entry.team}: {entry.team_position}), "
+                     f"class {entry.priority_class}")
+        parts.append(f"  why: {entry.reason}")
     if explanation.events:
         parts += ["", "[bold]timeline[/]"] + [f"  {e}" for e in explanation.events]
     return "\n".join(parts)
+
+
+def queue_text(view: QueueView, limit: int) -> Table | str:
+    if not view.entries:
+        return "no waiting workloads"
+    table = Table(title=f"Queue: {view.total} waiting (admission order)", title_justify="left",
+                  caption=_shares_caption(view), caption_justify="left")
+    for column in ("pos", "id", "team", "class", "GPUs", "team share", "quota used/nominal (borrowed)", "reason"):
+        table.add_column(column)
+    for entry in view.entries[:limit]:
+        share = view.shares.get(entry.team, {})
+        quota = "; ".join(f"{name} {q['used']}/{q['nominal']}" + (f" (+{q['borrowed']})" if q["borrowed"] else "")
+                          for name, q in view.quotas.get(entry.team, {}).items()) or "-"
+        gpus = f"{entry.gpus} x {'/'.join(entry.gpu_types)}" if entry.gpus else "-"
+        table.add_row(str(entry.position or "next"), entry.id, f"{entry.team} #{entry.team_position}",
+                      entry.priority_class, gpus, f"{share.get('share', 0):.3f}", quota, entry.reason)
+    return table
+
+
+def _shares_caption(view: QueueView) -> str:
+    parts = [f"{team}: share {s['share']:.3f} = (in use {s['in_use']:.3f} + recent {s['recent_usage']:.3f}) "
+             f"/ weight {s['weight']:g}" for team, s in view.shares.items()]
+    return "fair share (lowest goes first): " + "; ".join(parts) if parts else ""
+
+
+def simulation_table(results: dict[str, Any], jobs: int, pools: int) -> Table:
+    table = Table(title=f"Simulation: {jobs} workloads on {pools} pools (SIMULATED, same admission core)",
+                  title_justify="left")
+    for column in ("policy", "team", "wait p50", "wait p90", "wait p99", "GPU-h on-prem", "GPU-h cloud",
+                   "cloud $", "preemptions"):
+        table.add_column(column)
+    for name, result in results.items():
+        rows = [*result.teams.items(), ("total", result.total)]
+        for team, figures in rows:
+            table.add_row(name, team, f"{figures['wait_p50_s']:.0f}s", f"{figures['wait_p90_s']:.0f}s",
+                          f"{figures['wait_p99_s']:.0f}s", f"{figures['gpu_hours_on_prem']:.1f}",
+                          f"{figures['gpu_hours_cloud']:.1f}", f"{figures['cloud_cost']:.2f}",
+                          str(figures["preemptions"]))
+    return table

@@ -139,7 +139,8 @@ def held(session: Any) -> list[Held]:
         started = _aware(r.created_at).timestamp()
         out.append(Held(r.workload_id, r.attempt, r.team, r.pool, r.location, r.gpu_type, r.gpus, r.class_value,
                         r.priority_class, r.priority, started,
-                        _aware(r.expected_end).timestamp() if r.expected_end else None, r.borrowing, r.preempting))
+                        _aware(r.expected_end).timestamp() if r.expected_end else None, r.borrowing, r.preempting,
+                        order=r.id))
     return out
 
 
@@ -178,8 +179,8 @@ def run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool 
             s.rollback()
             return CycleOutcome(plan=plan, now=now)
     with store._placement_transaction() as s:
-        now = utcnow()
-        current = held(s)
+        current = held(s)  # the first statement takes the write lock (SQLite): read the clock after it,
+        now = utcnow()  # so a reservation never starts before a release it saw committed
         usage = team_usage(s, current, now, half_life_s, write=True)
         stale = [Wake(r.workload_id, r.attempt, Decision.model_validate_json(r.decision))
                  for r in s.execute(select(_Q.c.workload_id, _Q.c.attempt, _Q.c.decision)
