@@ -70,7 +70,8 @@ class AdmissionActivities:
         """Join the queue and wake the loop. False: that attempt was admitted already (a retry)."""
         waiting = await asyncio.to_thread(
             queue_store.enqueue, self.store, request.workload_id, request.attempt, request.seq, request.spec.team,
-            request.spec.model_dump_json(), request.exclude,
+            request.spec.model_dump_json(),
+            {pool: [why, request.exclude_until.get(pool)] for pool, why in request.exclude.items()},
             request.failed_pool_health.value if request.failed_pool_health else None)
         await wake_admission(activity.client(), self._queue(), f"enqueued {request.workload_id}")
         return waiting
@@ -99,13 +100,14 @@ class AdmissionActivities:
 
     @activity.defn(name="admission_cycle")
     @typed_errors
-    async def admission_cycle(self) -> CycleSummary:
+    async def admission_cycle(self, clock: float | None = None) -> CycleSummary:
+        """`clock`: the loop's workflow time (epoch s), against which pool exclusions expire."""
         started = time.perf_counter()
         store = self.store
         policy = await asyncio.to_thread(compiled_policy, store)
         half_life = policy.policy.fair_share.half_life_seconds
         planner = make_planner(self._cache, policy, explain=True)
-        outcome = await asyncio.to_thread(queue_store.run_cycle, store, planner, half_life)
+        outcome = await asyncio.to_thread(queue_store.run_cycle, store, planner, half_life, False, clock)
         plan = outcome.plan
         client = activity.client()
         specs = {name: spec for name, spec in
@@ -147,6 +149,7 @@ class AdmissionActivities:
             evaluations=plan.evaluations, skipped=plan.skipped, unwoken=len(outcome.wake) - len(done),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             head=[f"{w.workload_id}: {w.reason}"[:200] for w in plan.waiting[:5]],
+            next_expiry=outcome.next_expiry,
         )
 
     async def _tell_waiting(self, client: Client, plan: CyclePlan) -> None:

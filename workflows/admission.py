@@ -6,7 +6,8 @@ as a local activity (activities/admission.py) and sleeps again. Signals that arr
 mark it dirty, so the next cycle runs at once: no wake is lost, and a burst of a thousand wakes
 costs a handful of cycles. Temporal keeps exactly one run of this id open, so exactly one loop acts
 at a time; a cycle is one store transaction, so a worker killed mid-cycle loses and duplicates
-nothing. It never polls: the only timer is a short retry while an admitted workload could not be told.
+nothing. It never polls: the only timers are a short retry while an admitted workload could not be told,
+and one for the moment a waiting workload's exclusion of a failed pool ends.
 
 History bound: continue-as-new after `history_limit` events (default 4,000) or when the server
 suggests it; a cycle adds about 6 events and a wake 1.
@@ -14,6 +15,7 @@ suggests it; a cycle adds about 6 events and a wake 1.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -49,12 +51,12 @@ class AdmissionWorkflow:
     async def run(self, state: AdmissionInput) -> None:
         self._state = state
         while True:
-            retry = self._last is not None and self._last.unwoken > 0
-            await workflow.wait_condition(lambda: self._dirty, timeout=RETRY_UNWOKEN if retry else None)
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._dirty, timeout=self._timeout())
             self._dirty = False
             summary: CycleSummary = await workflow.execute_local_activity(
-                "admission_cycle", result_type=CycleSummary, start_to_close_timeout=CYCLE_TIMEOUT,
-                retry_policy=CYCLE_RETRY, summary="admission cycle")
+                "admission_cycle", workflow.now().timestamp(), result_type=CycleSummary,
+                start_to_close_timeout=CYCLE_TIMEOUT, retry_policy=CYCLE_RETRY, summary="admission cycle")
             self._last = summary
             state.cycles += 1
             state.admitted += summary.admitted
@@ -64,6 +66,20 @@ class AdmissionWorkflow:
             if info.get_current_history_length() > state.history_limit or info.is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(state)
+
+
+    def _timeout(self) -> timedelta | None:
+        """No timer while nothing can change by itself; a short one to retry telling an admitted
+        workload, or until a pool exclusion of a waiting workload ends."""
+        last = self._last
+        if last is None:
+            return None
+        waits = []
+        if last.unwoken:
+            waits.append(RETRY_UNWOKEN)
+        if last.next_expiry is not None:
+            waits.append(timedelta(seconds=max(0.05, last.next_expiry - workflow.now().timestamp())))
+        return min(waits) if waits else None
 
 
 def _details(summary: CycleSummary, state: AdmissionInput) -> str:

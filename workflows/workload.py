@@ -274,6 +274,7 @@ class WorkloadWorkflow:
             "enqueue_workload",
             EnqueueInput(workload_id=workload_id, attempt=attempt, seq=seq, spec=spec,
                          exclude={pool: why for pool, (why, until) in exclude.items() if now < until},
+                         exclude_until={pool: until.timestamp() for pool, (_, until) in exclude.items() if now < until},
                          failed_pool_health=failed_health),
             result_type=bool, start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY,
         )

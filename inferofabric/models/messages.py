@@ -120,6 +120,7 @@ class EnqueueInput(BaseModel):
     seq: int
     spec: WorkloadSpec
     exclude: dict[str, str] = Field(default_factory=dict)
+    exclude_until: dict[str, float] = Field(default_factory=dict)  # pool -> when it may be used again (epoch s)
     failed_pool_health: Health | None = None
 
 
@@ -168,3 +169,4 @@ class CycleSummary(BaseModel):
     unwoken: int = 0  # admitted but not told yet (a signal failed): retried shortly
     duration_ms: float = 0.0
     head: list[str] = Field(default_factory=list)  # the first few waiting: "id: reason"
+    next_expiry: float | None = None  # the earliest exclusion of a pool that ends (workflow clock, epoch s)

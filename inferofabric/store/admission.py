@@ -59,12 +59,14 @@ class CycleOutcome:
     plan: CyclePlan
     wake: list[Wake] = field(default_factory=list)  # admitted now or earlier and not yet woken
     now: datetime = field(default_factory=utcnow)
+    next_expiry: float | None = None  # the earliest pool exclusion still in force ends then
 
 
 def enqueue(store: Store, workload_id: str, attempt: int, seq: int, team: str, spec_json: str,
-            exclude: dict[str, str] | None = None, failed_pool_health: str | None = None) -> bool:
-    """Put (or keep) the workload's attempt in the queue. Idempotent: a retried call for the same
-    attempt changes nothing. Returns False when that attempt was already admitted."""
+            exclude: dict[str, list[Any]] | None = None, failed_pool_health: str | None = None) -> bool:
+    """`exclude`: pool -> [why, until (epoch seconds, or None for as long as the row waits)]."""
+    # Put (or keep) the workload's attempt in the queue. Idempotent: a retried call for the same
+    # attempt changes nothing. Returns False when that attempt was already admitted.
     with store.session(write=True) as s:
         row = s.get(QueueRow, workload_id)
         if row is not None and row.attempt == attempt:
@@ -112,13 +114,26 @@ def set_priority_class(store: Store, workload_id: str, priority_class: str) -> b
         return True
 
 
-def queue_items(session: Any) -> list[QueueItem]:
+def queue_items(session: Any, clock: float | None = None) -> tuple[list[QueueItem], float | None]:
+    """The waiting rows, with the pool exclusions still in force at `clock`, and when the earliest of
+    those ends (the loop then looks again)."""
     rows = session.execute(select(_Q.c.workload_id, _Q.c.attempt, _Q.c.seq, _Q.c.version, _Q.c.team,
                                   _Q.c.priority_class, _Q.c.exclude, _Q.c.failed_pool_health, _Q.c.enqueued_at)
                            .where(_Q.c.state == WAITING))
-    return [QueueItem(r.workload_id, r.attempt, int(r.seq), r.version, r.team, r.priority_class,
-                      json.loads(r.exclude) if r.exclude and r.exclude != "{}" else {}, r.failed_pool_health,
-                      r.enqueued_at) for r in rows]
+    now = clock if clock is not None else utcnow().timestamp()
+    items = []
+    next_expiry: float | None = None
+    for r in rows:
+        exclude: dict[str, str] = {}
+        if r.exclude and r.exclude != "{}":
+            for pool, (why, until) in json.loads(r.exclude).items():
+                if until is None or until > now:
+                    exclude[pool] = why
+                    if until is not None:
+                        next_expiry = until if next_expiry is None else min(next_expiry, until)
+        items.append(QueueItem(r.workload_id, r.attempt, int(r.seq), r.version, r.team, r.priority_class, exclude,
+                               r.failed_pool_health, r.enqueued_at))
+    return items, next_expiry
 
 
 def queue_specs(session: Any, workload_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
@@ -168,16 +183,19 @@ def team_usage(session: Any, current: Iterable[Held], now: datetime, half_life_s
 Planner = Callable[[Any, list[QueueItem], list[Held], list[PoolView], dict[str, float], datetime], CyclePlan]
 
 
-def run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool = False) -> CycleOutcome:
-    """One admission cycle in one serialized transaction (`dry_run`: decide, change nothing)."""
+def run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool = False,
+              clock: float | None = None) -> CycleOutcome:
+    """One admission cycle in one serialized transaction (`dry_run`: decide, change nothing).
+    `clock` (epoch s) is the admission loop's workflow time, against which exclusions expire."""
     if dry_run:
         with store.session() as s:
             now = utcnow()
             current = held(s)
             usage = team_usage(s, current, now, half_life_s, write=False)
-            plan = planner(s, queue_items(s), current, store.pool_views(s), usage, now)
+            items, next_expiry = queue_items(s, clock)
+            plan = planner(s, items, current, store.pool_views(s), usage, now)
             s.rollback()
-            return CycleOutcome(plan=plan, now=now)
+            return CycleOutcome(plan=plan, now=now, next_expiry=next_expiry)
     with store._placement_transaction() as s:
         current = held(s)  # the first statement takes the write lock (SQLite): read the clock after it,
         now = utcnow()  # so a reservation never starts before a release it saw committed
@@ -185,7 +203,8 @@ def run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool 
         stale = [Wake(r.workload_id, r.attempt, Decision.model_validate_json(r.decision))
                  for r in s.execute(select(_Q.c.workload_id, _Q.c.attempt, _Q.c.decision)
                                     .where(_Q.c.state == ADMITTED))]
-        plan = planner(s, queue_items(s), current, store.pool_views(s), usage, now)
+        items, next_expiry = queue_items(s, clock)
+        plan = planner(s, items, current, store.pool_views(s), usage, now)
         wake = list(stale)
         for admission in plan.admitted:
             entry, decision = admission.pending, admission.decision
@@ -208,7 +227,7 @@ def run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool 
             s.execute(update(_R).where(_R.c.workload_id == victim.workload_id, _R.c.attempt == victim.attempt,
                                        _R.c.active.is_(True)).values(preempting=True))
         s.commit()
-        return CycleOutcome(plan=plan, wake=wake, now=now)
+        return CycleOutcome(plan=plan, wake=wake, now=now, next_expiry=next_expiry)
 
 
 def woken(store: Store, done: Sequence[tuple[str, int]]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,21 +22,22 @@ from temporalio.worker import Worker
 
 from inferofabric.backends.base import JobState, JobStatus
 from inferofabric.models import Health, PoolSpec, WorkloadState
+from inferofabric.activities.admission import AdmissionActivities, admission_id
+from inferofabric.activities.placement import PlacementActivities
 from inferofabric.models.messages import (
     JobInput,
     LaunchInput,
     MonitorInput,
     MonitorSettings,
-    PlaceInput,
-    PlaceResult,
     ProbeResult,
-    ReleaseInput,
     RelocateSignal,
     WatchInput,
     WorkloadRequest,
 )
-from inferofabric.models.status import Decision, HealthEvent, WorkloadStatus
+from inferofabric.models.status import HealthEvent, WorkloadStatus
+from inferofabric.store.db import get_store
 from inferofabric.worker.main import workflow_runner
+from inferofabric.workflows.admission import AdmissionWorkflow
 from inferofabric.workflows.monitor import PoolMonitorWorkflow, next_health
 from inferofabric.workflows.workload import WorkloadWorkflow
 
@@ -272,45 +274,24 @@ async def test_monitor_ends_when_its_pool_is_removed(time_env: WorkflowEnvironme
 
 # -- WorkloadWorkflow ----------------------------------------------------------------------------------------
 class WorkloadStubs:
-    """Placement over pools p1, p2 (in that order, skipping excluded and down ones); launch/watch scripted."""
+    """The real admission (loop, activities, store) over pools p1, p2; launch/watch/cancel scripted."""
 
-    def __init__(self, env: WorkflowEnvironment, pools: list[PoolSpec], *, launch_fails: bool = False,
-                 runtime: timedelta = timedelta(hours=3)) -> None:
+    def __init__(self, env: WorkflowEnvironment, pools: list[PoolSpec], store_url: str, *,
+                 launch_fails: bool = False, runtime: timedelta = timedelta(hours=3)) -> None:
         self.env = env
-        self.pools = {p.name: p for p in pools}
+        self.store = get_store(store_url)
+        for spec in pools:
+            self.store.upsert_pool(spec)
+        self.admission = AdmissionActivities(store_url)
+        self.placement = PlacementActivities(store_url)
         self.launch_fails = launch_fails
         self.runtime = runtime
         self.start: datetime | None = None
-        self.placements: list[tuple[float, int, list[str], str | None]] = []
         self.launched: dict[str, datetime] = {}
         self.watch_calls = 0
         self.cancelled: list[str] = []
-        self.released: list[int | None] = []
-        self.down: set[str] = set()  # pools whose recorded health keeps them out of placement
-
-    async def _elapsed(self) -> float:
-        assert self.start is not None
-        return round((await self.env.get_current_time() - self.start).total_seconds(), 1)
 
     def activities(self) -> list[Any]:
-        @activity.defn(name="place_workload")
-        async def place_workload(request: PlaceInput) -> PlaceResult:
-            free = [p for p in self.pools if p not in request.exclude and p not in self.down]
-            chosen = free[0] if free else None
-            self.placements.append((await self._elapsed(), request.attempt, sorted(request.exclude), chosen))
-            decision = Decision(workload_id=request.workload_id, attempt=request.attempt, pool=chosen,
-                                mode="failover" if request.failed_pool_health and chosen else "default",
-                                reason="stub" if chosen else "waiting: every pool excluded",
-                                gpus=1, gpu_type="A100" if chosen else None)
-            if chosen is None:
-                decision.mode = "wait"
-            return PlaceResult(decision=decision, pool=self.pools[chosen] if chosen else None)
-
-        @activity.defn(name="release_capacity")
-        async def release_capacity(request: ReleaseInput) -> int:
-            self.released.append(request.attempt)
-            return 1
-
         @activity.defn(name="launch_job")
         async def launch_job(request: LaunchInput) -> JobStatus:
             if self.launch_fails:
@@ -334,50 +315,53 @@ class WorkloadStubs:
         async def cancel_job(request: JobInput) -> None:
             self.cancelled.append(request.job_id)
 
-        return [place_workload, release_capacity, launch_job, watch_job, cancel_job]
+        return [*self.admission.all(), self.placement.release_capacity, launch_job, watch_job, cancel_job]
+
+    def worker(self, queue: str) -> Worker:
+        return Worker(self.env.client, task_queue=queue, workflows=[WorkloadWorkflow, AdmissionWorkflow],
+                      activities=self.activities(), workflow_runner=workflow_runner())
 
 
 async def start_workload(env: WorkflowEnvironment, queue: str, stubs: WorkloadStubs, name: str,
-                         max_attempts: int = 5) -> WorkflowHandle[Any, Any]:
+                         max_attempts: int = 5, classification: str = "internal") -> WorkflowHandle[Any, Any]:
     stubs.start = await env.get_current_time()
-    request = WorkloadRequest(spec=job(name), max_attempts=max_attempts)
+    spec = type(job(name)).model_validate({**job(name).model_dump(), "data_classification": classification})
+    request = WorkloadRequest(spec=spec, max_attempts=max_attempts)
     return await env.client.start_workflow("WorkloadWorkflow", request.model_dump(mode="json"), id=name,
                                            task_queue=queue)
 
 
-async def test_backoff_and_expiring_exclusion_between_attempts(time_env: WorkflowEnvironment) -> None:
+async def test_backoff_and_expiring_exclusion_between_attempts(time_env: WorkflowEnvironment, tmp_path: Path) -> None:
     queue = f"ts-{uuid.uuid4().hex[:8]}"
-    stubs = WorkloadStubs(time_env, [pool_spec("p1"), pool_spec("p2")], launch_fails=True)
-    async with Worker(time_env.client, task_queue=queue, workflows=[WorkloadWorkflow],
-                      activities=stubs.activities(), workflow_runner=workflow_runner()):
+    stubs = WorkloadStubs(time_env, [pool_spec("p1"), pool_spec("p2")], f"sqlite:///{tmp_path / 'f.db'}",
+                          launch_fails=True)
+    async with stubs.worker(queue):
         handle = await start_workload(time_env, queue, stubs, f"backoff-{uuid.uuid4().hex[:6]}")
         final = WorkloadStatus.model_validate(await handle.result())
 
     assert final.state == WorkloadState.FAILED and final.message == "gave up after 5 attempts"
     starts = [(a.started_at - stubs.start).total_seconds() for a in final.history]  # type: ignore[operator]
     # Attempt k waits 2^(k-1) - 1 s after a move (0, 1, 3, 7); a pool a launch failed on stays
-    # excluded for 30 s, so attempts 3 and 5 wait (queued, retrying at 1, 2, 3, 5, 5... s) for it.
-    #   a1 p1 @0, a2 p2 @0, a3: both excluded -> p1 free at 30, tried @32; a4 p2 @35 (32 + 3);
-    #   a5 @42 (35 + 7): p1 excluded until 62, p2 until 65 -> tried @63 on p1.
+    # excluded for 30 s, and the admission loop looks again the moment an exclusion ends:
+    #   a1 p1 @0, a2 p2 @0, a3 @1: both excluded -> p1 at 30; a4 p2 @33 (30 + 3);
+    #   a5 @40 (33 + 7): p1 excluded until 60, p2 until 63 -> p1 @60.
     assert [a.pool for a in final.history] == ["p1", "p2", "p1", "p2", "p1"]
-    assert starts == pytest.approx([0, 0, 32, 35, 63], abs=SLACK)
+    assert starts == pytest.approx([0, 0, 30, 33, 60], abs=SLACK)
     assert all(a.outcome.startswith("moved: launch failed on p") for a in final.history)
-    waits = [p for p in stubs.placements if p[3] is None]
-    assert waits and all(excluded == ["p1", "p2"] for _, _, excluded, _ in waits)
-    assert stubs.released == [1, 2, 3, 4, 5]
+    rows = stubs.store.all_reservations()
+    assert [r.attempt for r in rows] == [1, 2, 3, 4, 5] and not any(r.active for r in rows)
 
 
-async def test_job_running_for_hours_then_moved_and_finished(time_env: WorkflowEnvironment) -> None:
+async def test_job_running_for_hours_then_moved_and_finished(time_env: WorkflowEnvironment, tmp_path: Path) -> None:
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     stubs = WorkloadStubs(time_env, [pool_spec("p1"), pool_spec("p2", location="cloud")],
-                          runtime=timedelta(hours=3))
+                          f"sqlite:///{tmp_path / 'f.db'}", runtime=timedelta(hours=3))
     name = f"long-{uuid.uuid4().hex[:6]}"
-    async with Worker(time_env.client, task_queue=queue, workflows=[WorkloadWorkflow],
-                      activities=stubs.activities(), workflow_runner=workflow_runner()):
+    async with stubs.worker(queue):
         handle = await start_workload(time_env, queue, stubs, name)
         await time_env.sleep(timedelta(hours=2))
         running: WorkloadStatus = await handle.query("status", result_type=WorkloadStatus)
-        stubs.down.add("p1")  # what the monitor records before it signals
+        stubs.store.set_health("p1", Health.UNHEALTHY, "node lost")  # what the monitor records before it signals
         await handle.signal("relocate", RelocateSignal(pool="p1", reason="became unhealthy: node lost"))
         final = WorkloadStatus.model_validate(await handle.result())
 
@@ -389,3 +373,30 @@ async def test_job_running_for_hours_then_moved_and_finished(time_env: WorkflowE
     assert round((second.ended_at - second.started_at).total_seconds() / 3600, 1) == 3.0  # type: ignore[operator]
     assert stubs.cancelled == [f"{name}-a1"]  # the copy on p1 is stopped (best effort)
     assert stubs.watch_calls < 40  # polled every 20 min of workflow time, not every second
+
+
+WAITING_HISTORY_BOUND = 60  # events of a workload that waited a day (docs/admission.md)
+
+
+async def test_a_day_of_waiting_stays_under_its_history_bound(time_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    queue = f"ts-{uuid.uuid4().hex[:8]}"
+    # pii may not go to the cloud, and the only on-prem pool arrives a day later.
+    stubs = WorkloadStubs(time_env, [pool_spec("c1", location="cloud")], f"sqlite:///{tmp_path / 'f.db'}",
+                          runtime=timedelta(minutes=10))
+    name = f"patient-{uuid.uuid4().hex[:6]}"
+    async with stubs.worker(queue):
+        handle = await start_workload(time_env, queue, stubs, name, classification="pii")
+        await time_env.sleep(timedelta(hours=24))
+        waiting: WorkloadStatus = await handle.query("status", result_type=WorkloadStatus)
+        events = [e async for e in handle.fetch_history_events()]
+        stubs.store.upsert_pool(pool_spec("onprem"))
+        await time_env.client.get_workflow_handle(admission_id(queue)).signal("wake", "pool onprem registered")
+        final = WorkloadStatus.model_validate(await handle.result())
+        loop_events = [e async for e in time_env.client.get_workflow_handle(admission_id(queue))
+                       .fetch_history_events()]
+
+    assert waiting.state == WorkloadState.QUEUED
+    assert len(events) < WAITING_HISTORY_BOUND, [EventType.Name(e.event_type) for e in events]
+    assert not [e for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]  # no polling
+    assert final.state == WorkloadState.SUCCEEDED and final.pool == "onprem"
+    assert len(loop_events) < 100  # the loop slept the day through too
