@@ -106,7 +106,7 @@ class AdmissionActivities:
         store = self.store
         policy = await asyncio.to_thread(compiled_policy, store)
         half_life = policy.policy.fair_share.half_life_seconds
-        planner = make_planner(self._cache, policy, explain=True)
+        planner = make_planner(self._cache, policy, explain=REASON_UPDATES_PER_CYCLE)
         outcome = await asyncio.to_thread(queue_store.run_cycle, store, planner, half_life, False, clock)
         plan = outcome.plan
         client = activity.client()
@@ -145,7 +145,7 @@ class AdmissionActivities:
                                for p in plan.preemptions))
         await self._tell_waiting(client, plan)
         return CycleSummary(
-            admitted=len(plan.admitted), woken=len(done), preempted=len(plan.preemptions), waiting=len(plan.waiting),
+            admitted=len(plan.admitted), woken=len(done), preempted=len(plan.preemptions), waiting=plan.waiting_total,
             evaluations=plan.evaluations, skipped=plan.skipped, unwoken=len(outcome.wake) - len(done),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             head=[f"{w.workload_id}: {w.reason}"[:200] for w in plan.waiting[:5]],

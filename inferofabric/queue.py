@@ -35,39 +35,55 @@ def compiled_policy(store: Store) -> CompiledPolicy:
 
 
 class SpecCache:
-    """Parsed specs of queue rows by (workload, version): a cycle over 10,000 rows parses only new ones.
-    A cache only: any worker rebuilds it from the store."""
+    """Waiting workloads as the planner sees them, parsed once per (row version, policy version): a
+    cycle over 10,000 rows parses only what changed. A cache only: any worker rebuilds it from the store."""
 
     def __init__(self) -> None:
-        self._specs: dict[str, tuple[int, WorkloadSpec]] = {}
+        self._entries: dict[str, tuple[tuple[int, int | None, str], Pending]] = {}
         self.items: dict[str, queue_store.QueueItem] = {}
 
     def pending(self, session: Any, items: Sequence[queue_store.QueueItem], policy: CompiledPolicy) -> list[Pending]:
-        missing = [i.workload_id for i in items if self._specs.get(i.workload_id, (None,))[0] != i.version]
+        marks = {i.workload_id: (i.version, policy.version, id(policy)) for i in items}
+        missing = [i.workload_id for i in items if self._entries.get(i.workload_id, ((),))[0][:3] != marks[i.workload_id]]
+        specs = {}
         if missing:
-            for workload_id, (version, text) in queue_store.queue_specs(session, missing).items():
-                self._specs[workload_id] = (version, WorkloadSpec.model_validate_json(text))
+            specs = {w: WorkloadSpec.model_validate_json(text)
+                     for w, (_, text) in queue_store.queue_specs(session, missing).items()}
         self.items = {i.workload_id: i for i in items}
-        if len(self._specs) > 2 * len(items) + 1000:
-            self._specs = {k: v for k, v in self._specs.items() if k in self.items}
+        if len(self._entries) > 2 * len(items) + 1000:
+            self._entries = {k: v for k, v in self._entries.items() if k in self.items}
         out = []
         for item in items:
-            cached = self._specs.get(item.workload_id)
-            if cached is None:
-                continue  # removed between the two reads
-            spec = cached[1]
-            name, value, preemption = resolve_class(policy, spec, item.priority_class)
-            health = Health(item.failed_pool_health) if item.failed_pool_health else None
-            out.append(Pending(item.workload_id, item.attempt, item.seq, item.team, spec, name, value, preemption,
-                               exclude=item.exclude, failed_pool_health=health))
+            spec = specs.get(item.workload_id)
+            cached = self._entries.get(item.workload_id)
+            if spec is None:
+                if cached is None:
+                    continue  # removed between the two reads
+                entry = cached[1]
+                if entry.attempt != item.attempt or entry.exclude != item.exclude:
+                    entry = _entry(item, entry.spec, policy)
+                    self._entries[item.workload_id] = (marks[item.workload_id], entry)
+            else:
+                entry = _entry(item, spec, policy)
+                self._entries[item.workload_id] = (marks[item.workload_id], entry)
+            out.append(entry)
         return out
 
     def spec(self, workload_id: str) -> WorkloadSpec | None:
-        cached = self._specs.get(workload_id)
-        return cached[1] if cached else None
+        cached = self._entries.get(workload_id)
+        return cached[1].spec if cached else None
 
 
-def make_planner(cache: SpecCache, policy: CompiledPolicy, explain: bool):  # type: ignore[no-untyped-def]
+def _entry(item: queue_store.QueueItem, spec: WorkloadSpec, policy: CompiledPolicy) -> Pending:
+    name, value, preemption = resolve_class(policy, spec, item.priority_class)
+    health = Health(item.failed_pool_health) if item.failed_pool_health else None
+    return Pending(item.workload_id, item.attempt, item.seq, item.team, spec, name, value, preemption,
+                   exclude=item.exclude, failed_pool_health=health)
+
+
+def make_planner(cache: SpecCache, policy: CompiledPolicy, explain: int | bool):  # type: ignore[no-untyped-def]
+    """`explain`: how many waiting workloads get a position and reason recorded (True: all)."""
+
     def planner(session: Any, items: list[queue_store.QueueItem], current: list[Held], pools: list[PoolView],
                 usage: dict[str, float], now: datetime) -> CyclePlan:
         pending = cache.pending(session, items, policy)
@@ -97,7 +113,12 @@ def snapshot(store: Store, team: str | None = None, workload_id: str | None = No
             id=waiting.workload_id, team=waiting.team, priority_class=waiting.priority_class,
             position=waiting.position, team_position=waiting.team_position, reason=waiting.reason,
             attempt=item.attempt if item else 1, gpus=spec.gpu_count if spec else 0,
-            gpu_types=list(spec.gpu_types) if spec else [], waiting_since=item.enqueued_at if item else None))
+            gpu_types=list(spec.gpu_types) if spec else []))
+    if entries and len(entries) <= 5000:
+        with store.session() as s:
+            since = queue_store.enqueued_at(s, [e.id for e in entries])
+        for entry in entries:
+            entry.waiting_since = since.get(entry.id)
     # Admitted in this (dry) cycle: they will be admitted at the loop's next cycle; show them first.
     for rank, admission in enumerate(plan.admitted, start=1):
         entry = admission.pending
@@ -107,4 +128,4 @@ def snapshot(store: Store, team: str | None = None, workload_id: str | None = No
             id=entry.workload_id, team=entry.team, priority_class=entry.priority_class, position=0,
             team_position=0, reason=f"fits now: admitted at the next cycle ({admission.decision.pool})",
             attempt=entry.attempt, gpus=entry.gpus, gpu_types=list(entry.spec.gpu_types)))
-    return QueueView(entries=entries, shares=plan.shares, quotas=plan.quotas, total=len(plan.waiting))
+    return QueueView(entries=entries, shares=plan.shares, quotas=plan.quotas, total=plan.waiting_total)

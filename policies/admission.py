@@ -29,7 +29,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from inferofabric.models.common import Health
-from inferofabric.models.status import Decision, PoolView
+from inferofabric.models.status import Decision, PoolView, Rejection
 from inferofabric.models.workload import WorkloadSpec
 from inferofabric.policies.engine import IN_SERVICE as IN_SERVICE_HEALTH
 from inferofabric.policies.engine import CompiledPolicy, PlacementRequest
@@ -116,6 +116,7 @@ class CyclePlan:
     waiting: list[Waiting] = field(default_factory=list)  # in admission order (only when explained)
     shares: dict[str, dict[str, float]] = field(default_factory=dict)
     quotas: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    waiting_total: int = 0  # every workload left waiting (`waiting` may hold only the first ones)
     evaluations: int = 0  # policy-engine decisions made (the rest were skipped as known misfits)
     skipped: int = 0
 
@@ -154,17 +155,43 @@ class _Capacity:
         self.order = [p.name for p in pools]
         self.claims: dict[tuple[str, str], list[_Claim]] = defaultdict(list)
         self._cache: dict[float | None, list[PoolView]] = {}
+        self._max_free: dict[int, dict[str, tuple[int, str | None]]] = {}
 
     def take(self, pool: str, gpu_type: str | None, gpus: int) -> None:
         if gpu_type and gpus:
             used = self.views[pool].used
             used[gpu_type] = used.get(gpu_type, 0) + gpus
         self._cache.clear()
+        self._max_free.clear()
 
     def claim(self, pool: str, gpu_type: str, amount: int, shadow: float, owner: str) -> None:
         if amount > 0:
             self.claims[(pool, gpu_type)].append(_Claim(amount, shadow, owner))
             self._cache.clear()
+            self._max_free.clear()
+
+    def base(self) -> list[PoolView]:
+        """The views without claims (reservations and this cycle's admissions only)."""
+        cached = self._cache.get(-1.0)
+        if cached is None:
+            cached = self._cache[-1.0] = [self.views[name] for name in self.order]
+        return cached
+
+    def max_free(self, views: list[PoolView], gpu_type: str) -> tuple[int, str | None]:
+        """The most free GPUs of a type on any in-service pool of these views, and where."""
+        key = id(views)
+        table = self._max_free.get(key)
+        if table is None:
+            table = {}
+            for view in views:
+                if view.health not in IN_SERVICE_HEALTH:
+                    continue
+                for name in view.gpus:
+                    free = view.free(name)
+                    if free > table.get(name, (-1, None))[0]:
+                        table[name] = (free, view.name)
+            self._max_free[key] = table
+        return table.get(gpu_type, (0, None))
 
     def claimed(self, pool: str, gpu_type: str) -> int:
         return sum(c.amount for c in self.claims.get((pool, gpu_type), ()))
@@ -222,7 +249,8 @@ class _Planner:
         self.plan = CyclePlan()
 
     # -- order ----------------------------------------------------------------------------------
-    def walk(self, pending: Sequence[Pending], explain: bool) -> CyclePlan:
+    def walk(self, pending: Sequence[Pending], explain: int | bool) -> CyclePlan:
+        limit = len(pending) if explain is True else int(explain)
         levels: dict[int, list[Pending]] = defaultdict(list)
         for entry in pending:
             levels[entry.class_value].append(entry)
@@ -242,11 +270,12 @@ class _Planner:
                 if not admitted:
                     position += 1
                     team_positions[team] += 1
-                    if explain:
+                    if position <= limit:
                         self.plan.waiting.append(Waiting(entry.workload_id, team, entry.priority_class, position,
                                                          team_positions[team], reason))
                 if queue:
                     heapq.heappush(heap, (self.shares.share(team), queue[0].seq, team))
+        self.plan.waiting_total = position
         teams = {e.team for e in pending} | {h.team for h in self.held}
         self.plan.shares = {team: self.shares.describe(team) for team in sorted(teams)}
         self.plan.quotas = {team: q for team in sorted(teams) if (q := self.quota.summary(team))}
@@ -263,8 +292,21 @@ class _Planner:
         if known is not None:
             self.plan.skipped += 1
             return False, known
-        self.plan.evaluations += 1
         views = self.capacity.for_entry(self.now, entry.runtime_s)
+        if entry.gpus:
+            # A necessary condition, checked before the policy engine: some pool has the GPUs free.
+            best = max((self.capacity.max_free(views, t) + (t,) for t in entry.spec.gpu_types),
+                       key=lambda item: item[0])
+            if best[0] < entry.gpus:
+                reason = self._no_room_reason(entry, best[0], best[1], best[2])
+                if best[0] > 0 or entry.preemption != NEVER:  # keep free GPUs from later work; preempt
+                    claimed = self._claim_eligible(entry, views)
+                    self.misfits[key] = reason
+                    return False, f"{reason}; {claimed}" if claimed else reason
+                self.misfits[key] = reason
+                self.plan.skipped += 1
+                return False, reason
+        self.plan.evaluations += 1
         decision = self.policy.decide(PlacementRequest(
             workload_id=entry.workload_id, attempt=entry.attempt, spec=entry.spec, pools=views,
             exclude=entry.exclude, failed_pool_health=entry.failed_pool_health,
@@ -341,6 +383,30 @@ class _Planner:
         if len(parts) == 1:
             parts.append("no pools registered")
         return "; ".join(parts)
+
+    def _no_room_reason(self, entry: Pending, free: int, pool: str | None, gpu_type: str) -> str:
+        spec = entry.spec
+        where = f"most free: {pool}, {free} {gpu_type}" if pool and free else "every pool is full"
+        raw = max((self.capacity.max_free(self.capacity.base(), t) + (t,) for t in spec.gpu_types),
+                  key=lambda item: item[0])
+        if raw[0] > free and raw[1] is not None:
+            held = self.capacity.claimed(raw[1], raw[2])
+            where = f"{raw[1]} has {raw[0]} {raw[2]} free, {held} held for work ordered before it"
+        return f"needs {spec.gpu_count} x {'/'.join(spec.gpu_types)}; no pool has {spec.gpu_count} free ({where})"
+
+    def _claim_eligible(self, entry: Pending, views: list[PoolView]) -> str:
+        """The claim of a workload that did not reach the policy engine: on the pool it may use that has
+        the most of its GPUs free."""
+        eligible = self.policy.eligible(PlacementRequest(
+            workload_id=entry.workload_id, attempt=entry.attempt, spec=entry.spec, pools=views,
+            exclude=entry.exclude, failed_pool_health=entry.failed_pool_health))
+        decision = Decision(workload_id=entry.workload_id, attempt=entry.attempt,
+                            rejected=[Rejection(pool=name, reason=_CAPACITY) for name in eligible])
+        if entry.preemption != NEVER:
+            preempted = self._preempt(entry, decision)
+            if preempted:
+                return preempted
+        return self._claim(entry, decision)
 
     # -- no starvation ----------------------------------------------------------------------------
     def _claim(self, entry: Pending, decision: Decision) -> str:
@@ -443,9 +509,11 @@ class _Planner:
 
 
 def plan_cycle(pending: Sequence[Pending], held: Sequence[Held], pools: Sequence[PoolView],
-               policy: CompiledPolicy, usage: Mapping[str, float], now: float, explain: bool = False) -> CyclePlan:
+               policy: CompiledPolicy, usage: Mapping[str, float], now: float,
+               explain: int | bool = False) -> CyclePlan:
     """Decide one admission cycle. `pools` carry their reservations in `used`; `held` lists those
-    reservations with their owners; `usage` is each team's decayed GPU-seconds; `now` in seconds."""
+    reservations with their owners; `usage` is each team's decayed GPU-seconds; `now` in seconds;
+    `explain`: record position and reason of the first N waiting workloads (True: all)."""
     return _Planner(held, pools, policy, usage, now).walk(pending, explain)
 
 

@@ -282,6 +282,26 @@ class CompiledPolicy:
         decision.rejected = sorted(rejected, key=_by_pool)
         return decision
 
+    def eligible(self, request: PlacementRequest) -> list[str]:
+        """Pools the workload may use whatever their free capacity (health, exclusions, constraints,
+        hints and GPU types hold): where admission keeps a claim for a workload that does not fit yet."""
+        pools = list(request.pools)
+        on_prem, cloud, default_health = self._survey(pools)
+        variables: dict[str, Any] = {
+            "on_prem_utilization": on_prem, "cloud_utilization": cloud,
+            "pool_health": (request.failed_pool_health or default_health).value, "attempt": request.attempt,
+            "workload": _workload_vars(request.spec, request.workload_id),
+        }
+        gpu = request.spec.resources.gpu
+
+        def holds(spec: WorkloadSpec, pool: PoolView, _: Any) -> tuple[_Candidate | None, str | None]:
+            if any(pool.gpus.get(t, 0) >= gpu.count for t in gpu.type) or gpu.count == 0:
+                return _Candidate(pool, None, 0, 0.0), None
+            return None, "too small"
+
+        eligible, _ = self._screen(request, pools, variables, [], fit=holds)
+        return [c.pool.name for c in eligible]
+
     def _survey(self, pools: Sequence[PoolView]) -> tuple[float, float, Health]:
         """On-prem and cloud utilization (as `utilization(...)`) and the default target's health (healthy
         if any of its pools is, else degraded if any is, else unhealthy), in one pass over the pools."""
@@ -305,7 +325,8 @@ class CompiledPolicy:
                 cloud_used / cloud_total if cloud_total else 1.0, default_health)
 
     def _screen(
-        self, request: PlacementRequest, pools: list[PoolView], variables: dict[str, Any], notes: list[str]
+        self, request: PlacementRequest, pools: list[PoolView], variables: dict[str, Any], notes: list[str],
+        fit: Callable[..., tuple[_Candidate | None, str | None]] | None = None,
     ) -> tuple[list[_Candidate], list[Rejection]]:
         """Split pools into those allowed that fit, and rejections with the first reason that applies."""
         spec = request.spec
@@ -332,7 +353,7 @@ class CompiledPolicy:
         allowed_regions = hints.allowed_regions
         # Conditions that read pool.* are bound to this decision's variables once, then run per pool.
         bound = [(rule, rule.expression.bind(variables)) for rule in per_pool if rule.expression is not None]
-        fit = self._fit
+        fit = fit or self._fit
         admissible = request.admissible
         for pool in pools:
             reason = exclude.get(pool.name) if exclude else None

@@ -78,9 +78,9 @@ async def test_queued_workload_fails_back_to_onprem_as_soon_as_it_is_healthy(fab
 
     statuses = await eventually(one_in_cloud_one_queued, 20, "one moved to the cloud, one queued")
     queued = a if statuses[0].state == WorkloadState.QUEUED else b
-    why = (await queued.explain()).decisions[-1]
-    assert why.mode == "wait"
-    assert {r.pool: r.reason for r in why.rejected}[cloud].startswith("not enough free GPUs")
+    why = (await queued.explain()).queue
+    assert why is not None, "a queued workload's explanation says why it waits"
+    assert f"{cloud} has 0 of" in why.reason or "every pool is full" in why.reason, why.reason
 
     await client.restore_pool(onprem)
     healthy_at = await eventually(
@@ -88,7 +88,7 @@ async def test_queued_workload_fails_back_to_onprem_as_soon_as_it_is_healthy(fab
     back = await wait_status(queued, running_on(onprem, 2), 15, "back on-prem")
     delay = time.monotonic() - healthy_at
     print(f"fail-back: queued workload running on-prem {delay:.1f}s after the pool turned healthy")
-    assert delay <= 8.0  # the queued workload retries placement at least every 5 s
+    assert delay <= 8.0  # the pool's health transition wakes the admission loop
     assert back.history[0].pool == onprem and back.history[0].outcome.startswith("moved")
     assert [d.mode for d in (await queued.explain()).decisions if d.pool] == ["default", "fallback"]
     for handle in (a, b):
