@@ -121,6 +121,11 @@ class CyclePlan:
     skipped: int = 0
 
 
+def _within_team(entry: Pending) -> tuple[int, int, str]:
+    """Inside a team: the numeric priority (high first), then submission order."""
+    return (-entry.spec.priority, entry.seq, entry.workload_id)
+
+
 def shape_key(spec: WorkloadSpec, workload_id: str, by_id: bool) -> Hashable:
     """What a decision depends on besides the pools: two workloads of one shape get the same answer."""
     hints = spec.placement
@@ -156,6 +161,7 @@ class _Capacity:
         self.claims: dict[tuple[str, str], list[_Claim]] = defaultdict(list)
         self._cache: dict[float | None, list[PoolView]] = {}
         self._max_free: dict[int, dict[str, tuple[int, str | None]]] = {}
+        self.version = 0  # changes with every admission or claim
 
     def take(self, pool: str, gpu_type: str | None, gpus: int) -> None:
         if gpu_type and gpus:
@@ -163,12 +169,14 @@ class _Capacity:
             used[gpu_type] = used.get(gpu_type, 0) + gpus
         self._cache.clear()
         self._max_free.clear()
+        self.version += 1
 
     def claim(self, pool: str, gpu_type: str, amount: int, shadow: float, owner: str) -> None:
         if amount > 0:
             self.claims[(pool, gpu_type)].append(_Claim(amount, shadow, owner))
             self._cache.clear()
             self._max_free.clear()
+            self.version += 1
 
     def base(self) -> list[PoolView]:
         """The views without claims (reservations and this cycle's admissions only)."""
@@ -245,6 +253,7 @@ class _Planner:
             self.shares.add(h.team, h.gpu_type, h.gpus)
         self.by_id = reads_identity(policy)
         self.misfits: dict[Hashable, str] = {}
+        self._exhausted_at: tuple[int, bool] = (-1, False)
         self.locations = {p.name: str(p.location) for p in pools}
         self.plan = CyclePlan()
 
@@ -257,12 +266,26 @@ class _Planner:
         position = 0
         team_positions: dict[str, int] = defaultdict(int)
         for value in sorted(levels, reverse=True):
+            entries = levels[value]
+            if position >= limit and self._exhausted() and all(e.preemption == NEVER for e in entries):
+                # Nothing is free, nothing is held for backfill and nobody here may preempt: the rest of
+                # this class cannot be admitted in this cycle; count it without walking it.
+                position += len(entries)
+                self.plan.skipped += len(entries)
+                continue
             queues: dict[str, deque[Pending]] = defaultdict(deque)
-            for entry in sorted(levels[value], key=lambda e: (-e.spec.priority, e.seq)):
+            entries.sort(key=_within_team)
+            for entry in entries:
                 queues[entry.team].append(entry)
             heap = [(self.shares.share(team), q[0].seq, team) for team, q in queues.items()]
             heapq.heapify(heap)
+            never = all(e.preemption == NEVER for e in entries)
             while heap:
+                if never and position >= limit and self._exhausted():
+                    rest = sum(len(q) for q in queues.values())
+                    position += rest
+                    self.plan.skipped += rest
+                    break
                 _, _, team = heapq.heappop(heap)
                 queue = queues[team]
                 entry = queue.popleft()
@@ -280,6 +303,16 @@ class _Planner:
         self.plan.shares = {team: self.shares.describe(team) for team in sorted(teams)}
         self.plan.quotas = {team: q for team in sorted(teams) if (q := self.quota.summary(team))}
         return self.plan
+
+    def _exhausted(self) -> bool:
+        """No in-service pool has a free GPU, and no GPUs are held by claims (that backfill could use)."""
+        capacity = self.capacity
+        if capacity.version != self._exhausted_at[0]:
+            held = any(c.amount for claims in capacity.claims.values() for c in claims)
+            base = capacity.base()
+            full = not held and all(capacity.max_free(base, t)[0] <= 0 for view in base for t in view.gpus)
+            self._exhausted_at = (capacity.version, full)
+        return self._exhausted_at[1]
 
     # -- one workload ---------------------------------------------------------------------------
     def visit(self, entry: Pending) -> tuple[bool, str]:

@@ -10,6 +10,7 @@ is never lost and never made twice (the reservation's (workload, attempt) key is
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -195,7 +196,22 @@ Planner = Callable[[Any, list[QueueItem], list[Held], list[PoolView], dict[str, 
 def run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool = False,
               clock: float | None = None) -> CycleOutcome:
     """One admission cycle in one serialized transaction (`dry_run`: decide, change nothing).
-    `clock` (epoch s) is the admission loop's workflow time, against which exclusions expire."""
+    `clock` (epoch s) is the admission loop's workflow time, against which exclusions expire.
+
+    The cycle allocates tens of thousands of short-lived objects over a large heap (the parsed
+    queue): with the cyclic garbage collector on, its full collections cost as much as the cycle
+    itself (bench/admission.py), so it is paused for the cycle and runs again right after."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _run_cycle(store, planner, half_life_s, dry_run, clock)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool,
+               clock: float | None) -> CycleOutcome:
     if dry_run:
         with store.session() as s:
             now = utcnow()

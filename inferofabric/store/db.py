@@ -91,6 +91,7 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         _wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA cache_size=-32000")  # 32 MB: an admission cycle reads the whole queue
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -85,7 +85,7 @@ class QueueRow(SQLModel, table=True):
     spec: str = Field(sa_column=Column(Text, nullable=False))  # WorkloadSpec JSON
     exclude: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
     failed_pool_health: str | None = Field(default=None, max_length=16)
-    state: str = Field(default="waiting", max_length=16, index=True)
+    state: str = Field(default="waiting", max_length=16)  # indexed by ix_queue_cycle (migration 0002)
     decision: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     enqueued_at: datetime = Field(default_factory=utcnow)
