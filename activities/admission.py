@@ -29,6 +29,7 @@ from inferofabric.models.messages import (
     PreemptSignal,
     WaitingSignal,
 )
+from inferofabric.models.pool import PoolSpec
 from inferofabric.policies.admission import CyclePlan
 from inferofabric.queue import SpecCache, compiled_policy, make_planner
 from inferofabric.store import admission as queue_store
@@ -110,9 +111,8 @@ class AdmissionActivities:
         outcome = await asyncio.to_thread(queue_store.run_cycle, store, planner, half_life, False, clock)
         plan = outcome.plan
         client = activity.client()
-        specs = {name: spec for name, spec in
-                 ((w.decision.pool, None) for w in outcome.wake if w.decision.pool)}
-        for name in specs:
+        specs: dict[str, PoolSpec] = {}
+        for name in {w.decision.pool for w in outcome.wake if w.decision.pool}:
             specs[name] = await asyncio.to_thread(store.pool_spec, name)
         limit = asyncio.Semaphore(SIGNAL_CONCURRENCY)
 

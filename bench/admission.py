@@ -39,13 +39,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import BareWorkflow, bare_activity, start_server  # noqa: E402
+from throughput import start_server
 
-from inferofabric.models import PoolSpec, WorkloadSpec, WorkloadState  # noqa: E402
-from inferofabric.queue import SpecCache, compiled_policy, make_planner  # noqa: E402
-from inferofabric.store import admission as queue_store  # noqa: E402
-from inferofabric.store.db import Store  # noqa: E402
-from inferofabric.store.tables import ReservationRow  # noqa: E402
+from inferofabric.models import PoolSpec, WorkloadSpec, WorkloadState
+from inferofabric.queue import SpecCache, compiled_policy, make_planner
+from inferofabric.store import admission as queue_store
+from inferofabric.store.db import Store
+from inferofabric.store.tables import ReservationRow
 
 POLICY = """
 placement:
@@ -347,8 +347,9 @@ def main() -> int:
     drain = asyncio.run(bench_drain(args.drain, args.drain_gpus))
     figures["drain"] = drain
     ratio = drain["fabric_per_s"] / drain["bare_per_s"]
-    print(f"3. drain {args.drain:,} zero-length jobs through {args.drain_gpus} GPUs: fabric {drain['fabric_per_s']:.1f} "
-          f"wl/s, bare one-activity workflow {drain['bare_per_s']:.1f} wf/s, ratio {ratio:.2f} "
+    print(f"3. drain {args.drain:,} zero-length jobs through {args.drain_gpus} GPUs: "
+          f"fabric {drain['fabric_per_s']:.1f} wl/s, bare one-activity workflow {drain['bare_per_s']:.1f} wf/s, "
+          f"ratio {ratio:.2f} "
           f"(target >= {TARGETS['drain_ratio']}) {verdict(ratio >= TARGETS['drain_ratio'])}")
     if args.json:
         print(json.dumps(figures, default=str))

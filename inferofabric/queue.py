@@ -39,12 +39,13 @@ class SpecCache:
     cycle over 10,000 rows parses only what changed. A cache only: any worker rebuilds it from the store."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[tuple[int, int | None, str], Pending]] = {}
+        self._entries: dict[str, tuple[tuple[int, int | None, int], Pending]] = {}
         self.items: dict[str, queue_store.QueueItem] = {}
 
     def pending(self, session: Any, items: Sequence[queue_store.QueueItem], policy: CompiledPolicy) -> list[Pending]:
         marks = {i.workload_id: (i.version, policy.version, id(policy)) for i in items}
-        missing = [i.workload_id for i in items if self._entries.get(i.workload_id, ((),))[0][:3] != marks[i.workload_id]]
+        missing = [i.workload_id for i in items
+                   if self._entries.get(i.workload_id, ((),))[0][:3] != marks[i.workload_id]]
         specs = {}
         if missing:
             specs = {w: WorkloadSpec.model_validate_json(text)
@@ -121,11 +122,11 @@ def snapshot(store: Store, team: str | None = None, workload_id: str | None = No
             entry.waiting_since = since.get(entry.id)
     # Admitted in this (dry) cycle: they will be admitted at the loop's next cycle; show them first.
     for rank, admission in enumerate(plan.admitted, start=1):
-        entry = admission.pending
-        if (team and entry.team != team) or (workload_id and entry.workload_id != workload_id):
+        fits = admission.pending
+        if (team and fits.team != team) or (workload_id and fits.workload_id != workload_id):
             continue
         entries.insert(rank - 1, QueueEntry(
-            id=entry.workload_id, team=entry.team, priority_class=entry.priority_class, position=0,
+            id=fits.workload_id, team=fits.team, priority_class=fits.priority_class, position=0,
             team_position=0, reason=f"fits now: admitted at the next cycle ({admission.decision.pool})",
-            attempt=entry.attempt, gpus=entry.gpus, gpu_types=list(entry.spec.gpu_types)))
+            attempt=fits.attempt, gpus=fits.gpus, gpu_types=list(fits.spec.gpu_types)))
     return QueueView(entries=entries, shares=plan.shares, quotas=plan.quotas, total=plan.waiting_total)

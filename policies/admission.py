@@ -328,7 +328,7 @@ class _Planner:
         views = self.capacity.for_entry(self.now, entry.runtime_s)
         if entry.gpus:
             # A necessary condition, checked before the policy engine: some pool has the GPUs free.
-            best = max((self.capacity.max_free(views, t) + (t,) for t in entry.spec.gpu_types),
+            best = max(((*self.capacity.max_free(views, t), t) for t in entry.spec.gpu_types),
                        key=lambda item: item[0])
             if best[0] < entry.gpus:
                 reason = self._no_room_reason(entry, best[0], best[1], best[2])
@@ -420,7 +420,7 @@ class _Planner:
     def _no_room_reason(self, entry: Pending, free: int, pool: str | None, gpu_type: str) -> str:
         spec = entry.spec
         where = f"most free: {pool}, {free} {gpu_type}" if pool and free else "every pool is full"
-        raw = max((self.capacity.max_free(self.capacity.base(), t) + (t,) for t in spec.gpu_types),
+        raw = max(((*self.capacity.max_free(self.capacity.base(), t), t) for t in spec.gpu_types),
                   key=lambda item: item[0])
         if raw[0] > free and raw[1] is not None:
             held = self.capacity.claimed(raw[1], raw[2])

@@ -193,8 +193,8 @@ def simulate(policy: PlacementPolicy, pools: Sequence[PoolSpec], jobs: Sequence[
         plan = plan_cycle(list(pending.values()), held, views, compiled, usage, now)
         cycle_times.append(time.perf_counter() - started)
         evaluations += plan.evaluations
-        for preemption in plan.preemptions:
-            run = running.pop(preemption.victim.workload_id, None)
+        for stop in plan.preemptions:
+            run = running.pop(stop.victim.workload_id, None)
             if run is None:
                 continue
             account(run, now)

@@ -20,10 +20,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from inferofabric.backends.base import JobState, JobStatus
-from inferofabric.models import Health, PoolSpec, WorkloadState
 from inferofabric.activities.admission import AdmissionActivities, admission_id
 from inferofabric.activities.placement import PlacementActivities
+from inferofabric.backends.base import JobState, JobStatus
+from inferofabric.models import Health, PoolSpec, WorkloadState
 from inferofabric.models.messages import (
     JobInput,
     LaunchInput,

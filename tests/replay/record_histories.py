@@ -25,7 +25,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from inferofabric.models import Health, WorkloadState
-from inferofabric.models.messages import MonitorSettings
+from inferofabric.activities.admission import admission_id
+from inferofabric.models.messages import AdmissionInput, MonitorSettings
 from inferofabric.sdk.client import FabricClient
 from inferofabric.store.db import get_store
 from inferofabric.worker.main import build_worker
@@ -42,6 +43,18 @@ async def save(client: Client, name: str, workflow_id: str, run_id: str | None =
     print(f"{path.relative_to(HISTORIES.parents[1])}: {workflow_id}, {len(history.events)} events")
 
 
+CLASSES = """
+priority_classes:
+  - {name: production, value: 1000, preemption: lower_priority}
+  - {name: standard, value: 100, default: true}
+  - {name: batch, value: 10}
+"""
+
+
+async def _waiting(fabric: FabricClient, workload_id: str) -> bool:
+    return bool((await fabric.queue(workload_id=workload_id)).entries)
+
+
 async def control_ids(client: Client, op: str) -> list[str]:
     query = f"WorkflowType = 'ControlWorkflow' AND WorkflowId STARTS_WITH 'fabric-control-{op}-'"
     return [w.id async for w in client.list_workflows(query)]
@@ -50,8 +63,11 @@ async def control_ids(client: Client, op: str) -> list[str]:
 async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
     client = env.client
     queue = f"record-{uuid.uuid4().hex[:6]}"
-    fabric = FabricClient(client, task_queue=queue)
+    fabric = FabricClient(client, task_queue=queue, store_url=store_url)
     async with build_worker(client, queue=queue, home=home, store_url=store_url):
+        # The admission loop, with a small history bound so that the recording covers continue-as-new.
+        await client.start_workflow("AdmissionWorkflow", AdmissionInput(history_limit=150), id=admission_id(queue),
+                                    task_queue=queue)
         await fabric.register_pool(sim_pool("onprem", "on-prem", 8, price=1.2), monitor=FAST)
         await fabric.register_pool(sim_pool("cloud", "cloud", 16, price=4.1), monitor=FAST)
         await fabric.set_policy(FAILOVER_POLICY)
@@ -62,13 +78,14 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
 
         # Failed over: on-prem fails while it runs; it finishes in the cloud. A pii workload on the
         # same pool waits and comes back on-prem after the recovery.
-        moved = await fabric.submit(job("replay-failed-over", duration="8s"))
+        moved = await fabric.submit(job("replay-failed-over", duration="20s"))
         pii = await fabric.submit(job("replay-pii-waits", classification="pii", duration="3s"))
         for handle in (moved, pii):
             await wait_status(handle, running_on("onprem"), 30, "running on-prem")
         await fabric.fail_pool("onprem")
         await wait_status(moved, running_on("cloud", 2), 30, "moved to the cloud")
         await wait_status(pii, lambda s: s.state == WorkloadState.QUEUED, 30, "pii queued")
+        await asyncio.sleep(5)  # the moved copy's best-effort cancel gives up: an orphan for the monitor
         await fabric.restore_pool("onprem")
         final = await moved.result()
         assert final.state == WorkloadState.SUCCEEDED and final.attempts == 2
@@ -80,13 +97,29 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
         await wait_status(cancelled, running_on("onprem"), 30, "running")
         assert (await cancelled.cancel()).state == WorkloadState.CANCELLED
 
-        # Queued (the only pool it may use is cordoned), then placed once it is uncordoned.
+        # Priority classes from here on.
+        await fabric.set_policy(FAILOVER_POLICY + CLASSES)
+
+        # Queued (the only pool it may use is cordoned), its class changed while it waits, then placed
+        # once the pool is uncordoned.
         await fabric.cordon("onprem")
         queued = await fabric.submit(job("replay-queued-then-placed", classification="pii", duration="2s"))
         await wait_status(queued, lambda s: s.state == WorkloadState.QUEUED and bool(s.message), 30, "queued")
+        await eventually(lambda: _waiting(fabric, "replay-queued-then-placed"), 15, "in the queue")
+        assert (await queued.set_priority("production")).priority_class == "production"
         await asyncio.sleep(2)
         await fabric.uncordon("onprem")
         assert (await queued.result()).state == WorkloadState.SUCCEEDED
+
+        # Preempted: a batch job holds all of on-prem; a production pii job takes it back; the batch job
+        # re-queues in its place and runs again when the GPUs are free.
+        victim = await fabric.submit(job("replay-preempted", duration="6s", gpus=8, priority_class="batch"))
+        await wait_status(victim, running_on("onprem"), 30, "running")
+        preemptor = await fabric.submit(job("replay-preemptor", classification="pii", duration="2s",
+                                            priority_class="production"))
+        assert (await preemptor.result()).state == WorkloadState.SUCCEEDED
+        final = await victim.result()
+        assert final.state == WorkloadState.SUCCEEDED and final.history[0].outcome.startswith("preempted")
 
         # Drained: moved on purpose (ControlWorkflow signals it).
         drained = await fabric.submit(job("replay-drained", duration="6s"))
@@ -101,8 +134,12 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
         await eventually(recovered, 30, "every pool healthy")
         await asyncio.sleep(1)
 
-        for name in ("succeeded", "failed-over", "pii-waits", "cancelled", "queued-then-placed", "drained"):
+        for name in ("succeeded", "failed-over", "pii-waits", "cancelled", "queued-then-placed", "drained",
+                     "preempted", "preemptor"):
             await save(client, f"workload-{name}", f"replay-{name}")
+        loop = [w async for w in client.list_workflows(f"WorkflowId = '{admission_id(queue)}'")]
+        for index, run in enumerate(sorted(loop, key=lambda r: r.start_time)[:3], start=1):
+            await save(client, f"admission-run{index}", run.id, run.run_id)
         for op, name in (("register_pool", "control-register-pool"), ("drain", "control-drain"),
                          ("simulate", "control-simulate")):
             ids = await eventually(lambda op=op: control_ids(client, op), 15, f"{op} in visibility")

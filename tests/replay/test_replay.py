@@ -45,10 +45,22 @@ async def test_history_replays(path: Path) -> None:
 def test_every_workflow_type_and_scenario_is_recorded() -> None:
     names = {p.stem for p in FILES}
     assert {"workload-succeeded", "workload-failed-over", "workload-cancelled",
-            "workload-queued-then-placed", "workload-drained", "workload-pii-waits"} <= names
+            "workload-queued-then-placed", "workload-drained", "workload-pii-waits",
+            "workload-preempted", "workload-preemptor"} <= names
     assert {"control-register-pool", "control-drain", "control-simulate"} <= names
     assert Counter(workflow_type(p) for p in FILES).keys() == {
-        "WorkloadWorkflow", "ControlWorkflow", "PoolMonitorWorkflow"}
+        "WorkloadWorkflow", "ControlWorkflow", "PoolMonitorWorkflow", "AdmissionWorkflow"}
+    # The paths of the admission design: sleeping until `admitted`, a class change while waiting, a
+    # preemption and the re-queue, and the admission loop's continue-as-new.
+    signals = Counter(e["workflowExecutionSignaledEventAttributes"]["signalName"]
+                      for p in FILES if p.stem.startswith("workload-")
+                      for e in json.loads(p.read_text())["events"] if "workflowExecutionSignaledEventAttributes" in e)
+    assert signals["admitted"] >= 8 and signals["preempt"] >= 1 and signals["relocate"] >= 2
+    updates = [e for e in json.loads((HISTORIES / "workload-queued-then-placed.json").read_text())["events"]
+               if e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED"]
+    assert updates, "the recorded class change (update set_priority) is missing"
+    loop = [e["eventType"] for p in FILES if p.stem.startswith("admission-") for e in json.loads(p.read_text())["events"]]
+    assert "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW" in loop
     # The monitor's recorded runs cover a transition both ways and a continue-as-new.
     monitor_events = [e for p in FILES if p.stem.startswith("monitor-")
                       for e in json.loads(p.read_text())["events"]]
