@@ -419,13 +419,17 @@ class _Planner:
 
     def _no_room_reason(self, entry: Pending, free: int, pool: str | None, gpu_type: str) -> str:
         spec = entry.spec
-        where = f"most free: {pool}, {free} {gpu_type}" if pool and free else "every pool is full"
+        if pool is None:
+            where = f"no pool in service has {gpu_type}"
+        else:
+            total = self.capacity.views[pool].gpus.get(gpu_type, 0)
+            where = f"{pool} has {free} of {total} {gpu_type} free, the most of any pool"
         raw = max(((*self.capacity.max_free(self.capacity.base(), t), t) for t in spec.gpu_types),
                   key=lambda item: item[0])
         if raw[0] > free and raw[1] is not None:
             held = self.capacity.claimed(raw[1], raw[2])
             where = f"{raw[1]} has {raw[0]} {raw[2]} free, {held} held for work ordered before it"
-        return f"needs {spec.gpu_count} x {'/'.join(spec.gpu_types)}; no pool has {spec.gpu_count} free ({where})"
+        return f"needs {spec.gpu_count} x {'/'.join(spec.gpu_types)}; {where}"
 
     def _claim_eligible(self, entry: Pending, views: list[PoolView]) -> str:
         """The claim of a workload that did not reach the policy engine: on the pool it may use that has

@@ -98,3 +98,67 @@ async def test_a_workflow_started_with_bad_input_fails_at_once(fabric: Any, raw:
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "InvalidWorkloadSpec" and cause.non_retryable
     assert "invalid workload" in cause.message
+
+
+async def test_the_queue_a_class_change_and_a_what_if_from_the_cli(fabric: Any, tmp_path: Path) -> None:
+    pools = tmp_path / "pools.yaml"
+    pools.write_text("name: q-dc1\nlocation: on-prem\nbackend: simulated\nregion: dc1\ngpus: {A100: 1}\n")
+    assert (await fabric_cli(fabric, "pool", "add", "-f", str(pools)))[0] == 0
+    code, _, err = await fabric_cli(fabric, "policy", "set", "-f", str(EXAMPLES / "admission-policy.yaml"))
+    assert code == 0, err
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("\n---\n".join(
+        f"name: {name}\nteam: nlp\nimage: busybox\npriority_class: {cls}\nresources: {{gpu: {{type: A100, count: 1}}}}\n"
+        "annotations: {sim.inferofabric.io/duration: 60s}\n"
+        for name, cls in (("q-holder", "research"), ("q-batch", "batch"), ("q-later", "batch"))))
+    code, _, err = await fabric_cli(fabric, "submit", "-f", str(jobs))
+    assert code == 0, err
+
+    async def two_waiting() -> list[dict[str, Any]]:
+        code, out, _ = await fabric_cli(fabric, "queue", "--json")
+        entries = json.loads(out) if code == 0 else []
+        return entries if len(entries) == 2 else []
+
+    entries = await _eventually(two_waiting)
+    assert [(e["id"], e["team"], e["priority_class"], e["position"]) for e in entries] == [
+        ("q-batch", "nlp", "batch", 1), ("q-later", "nlp", "batch", 2)]
+    assert "q-dc1 has 0 of 1 A100 free" in entries[0]["reason"], entries[0]["reason"]
+    code, out, _ = await fabric_cli(fabric, "status", "q-later", "--json")
+    status = json.loads(out)
+    assert code == 0 and status["state"] == "queued" and status["position"] == 2 and status["reason"]
+
+    code, out, err = await fabric_cli(fabric, "priority", "q-later", "research")
+    assert code == 0, err
+    code, out, _ = await fabric_cli(fabric, "queue", "--json")
+    assert [e["id"] for e in json.loads(out)] == ["q-later", "q-batch"]
+    code, out, _ = await fabric_cli(fabric, "queue")
+    assert code == 0 and "q-later" in out and "fair share" in out
+
+    code, _, err = await fabric_cli(fabric, "priority", "q-later", "no-such-class")
+    assert code == 2 and "unknown priority class 'no-such-class'" in err and "Traceback" not in err
+
+    code, out, err = await fabric_cli(fabric, "policy", "simulate", "-f", str(EXAMPLES / "admission-policy.yaml"),
+                                      "--trace", str(EXAMPLES / "trace.csv"), "--pools",
+                                      str(EXAMPLES / "pools.yaml"), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    keys = {"wait_p50_s", "wait_p99_s", "gpu_hours_on_prem", "gpu_hours_cloud", "cloud_cost", "preemptions"}
+    assert keys <= set(report["total"]) and {"vision", "nlp"} <= set(report["teams"])
+    assert report["total"]["gpu_hours_on_prem"] > 0
+    bad = tmp_path / "trace.csv"
+    bad.write_text("arrival_s,gpus\n1,2\n")
+    code, _, err = await fabric_cli(fabric, "policy", "simulate", "-f", str(EXAMPLES / "policy.yaml"),
+                                    "--trace", str(bad), "--pools", str(EXAMPLES / "pools.yaml"))
+    assert code == 2 and "missing column(s)" in err and "Traceback" not in err
+    for name in ("q-holder", "q-batch", "q-later"):
+        await fabric.client.get(name).cancel()
+
+
+async def _eventually(check: Any, timeout: float = 30.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.3)

@@ -1,0 +1,85 @@
+"""The admission cycle's transaction on SQLite and PostgreSQL: all or nothing, never twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from inferofabric.models import PoolSpec, WorkloadSpec
+from inferofabric.queue import SpecCache, compiled_policy, make_planner
+from inferofabric.store import admission as queue_store
+from inferofabric.store.db import Store
+
+HALF_LIFE = 86400.0
+
+
+def spec(name: str, gpus: int = 1) -> str:
+    return WorkloadSpec.model_validate({"name": name, "team": "vision", "image": "img",
+                                        "resources": {"gpu": {"type": "A100", "count": gpus}}}).model_dump_json()
+
+
+def pool(store: Store, gpus: int = 2) -> None:
+    store.upsert_pool(PoolSpec(name="dc1", location="on-prem", backend="simulated", region="dc1",
+                               gpus={"A100": gpus}))
+
+
+def cycle(store: Store, **kwargs: Any) -> queue_store.CycleOutcome:
+    return queue_store.run_cycle(store, make_planner(SpecCache(), compiled_policy(store), explain=True), HALF_LIFE,
+                                 **kwargs)
+
+
+def test_a_cycle_admits_in_order_and_an_unwoken_admission_is_found_again(store: Store) -> None:
+    pool(store)
+    for i, name in enumerate(["a", "b", "c"]):
+        assert queue_store.enqueue(store, name, 1, i, "vision", spec(name))
+    first = cycle(store)
+    assert [w.workload_id for w in first.wake] == ["a", "b"]
+    assert first.plan.waiting[0].workload_id == "c"
+    # The worker died before it told the workloads: the next cycle wakes them again, reserves nothing twice.
+    again = cycle(store)
+    assert sorted(w.workload_id for w in again.wake) == ["a", "b"]
+    assert len(store.active_reservations()) == 2
+    queue_store.woken(store, [("a", 1), ("b", 1)])
+    assert cycle(store).wake == []
+    # A retried enqueue of an admitted attempt is told so and changes nothing.
+    assert queue_store.enqueue(store, "a", 1, 0, "vision", spec("a")) is False
+
+
+def test_a_cycle_that_dies_before_its_commit_changes_nothing(store: Store) -> None:
+    pool(store)
+    queue_store.enqueue(store, "a", 1, 0, "vision", spec("a"))
+
+    def dies(*_: Any) -> Any:
+        raise RuntimeError("worker killed mid-cycle")
+
+    with pytest.raises(RuntimeError):
+        queue_store.run_cycle(store, dies, HALF_LIFE)
+    assert store.active_reservations() == []
+    assert [w.workload_id for w in cycle(store).wake] == ["a"]
+
+
+def test_dequeue_releases_what_a_racing_cycle_reserved(store: Store) -> None:
+    pool(store)
+    queue_store.enqueue(store, "a", 1, 0, "vision", spec("a"))
+    assert [w.workload_id for w in cycle(store).wake] == ["a"]
+    assert queue_store.dequeue(store, "a", 1) == 1  # cancelled while the admission was on its way
+    assert store.active_reservations() == []
+    assert cycle(store).wake == []
+
+
+def test_exclusions_expire_on_the_loops_clock(store: Store) -> None:
+    pool(store)
+    queue_store.enqueue(store, "a", 2, 0, "vision", spec("a"), exclude={"dc1": ["launch failed", 1000.0]})
+    blocked = cycle(store, clock=990.0)
+    assert blocked.wake == [] and blocked.next_expiry == 1000.0
+    assert "launch failed" in blocked.plan.waiting[0].reason
+    assert [w.workload_id for w in cycle(store, clock=1000.5).wake] == ["a"]
+
+
+def test_a_read_only_cycle_reserves_nothing(store: Store) -> None:
+    pool(store, gpus=1)
+    queue_store.enqueue(store, "a", 1, 0, "vision", spec("a"))
+    dry = cycle(store, dry_run=True)
+    assert [a.pending.workload_id for a in dry.plan.admitted] == ["a"]
+    assert store.active_reservations() == []
