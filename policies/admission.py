@@ -398,13 +398,9 @@ class _Planner:
             free_parts.append(text)
         parts += free_parts
         quota = next((r.reason for r in decision.rejected if r.reason.startswith("team ")), None)
-        if quota is None and self.quota.limited and spec.gpu_count:
-            # Capacity is checked first; say so too when the team's quota would stop it anyway.
-            for name in self._capacity_rejections(decision)[:1]:
-                verdicts = [self.quota.check(entry.team, self.locations[name], t, spec.gpu_count)
-                            for t in spec.gpu_types]
-                if verdicts and not any(v.allowed for v in verdicts):
-                    quota = verdicts[0].reason
+        if quota is None:
+            capacity = self._capacity_rejections(decision)
+            quota = self._quota_note(entry, capacity[0]) if capacity else None
         if quota:
             parts.append(quota)
         others: dict[str, list[str]] = {}
@@ -429,7 +425,17 @@ class _Planner:
         if raw[0] > free and raw[1] is not None:
             held = self.capacity.claimed(raw[1], raw[2])
             where = f"{raw[1]} has {raw[0]} {raw[2]} free, {held} held for work ordered before it"
-        return f"needs {spec.gpu_count} x {'/'.join(spec.gpu_types)}; {where}"
+        text = f"needs {spec.gpu_count} x {'/'.join(spec.gpu_types)}; {where}"
+        quota = self._quota_note(entry, pool) if pool else None
+        return f"{text}; {quota}" if quota else text
+
+    def _quota_note(self, entry: Pending, pool: str) -> str | None:
+        """Capacity is checked first; say so too when the team's quota would stop it anyway."""
+        spec = entry.spec
+        if not self.quota.limited or not spec.gpu_count:
+            return None
+        verdicts = [self.quota.check(entry.team, self.locations[pool], t, spec.gpu_count) for t in spec.gpu_types]
+        return verdicts[0].reason if verdicts and not any(v.allowed for v in verdicts) else None
 
     def _claim_eligible(self, entry: Pending, views: list[PoolView]) -> str:
         """The claim of a workload that did not reach the policy engine: on the pool it may use that has

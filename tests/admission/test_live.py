@@ -130,18 +130,24 @@ async def test_borrowed_quota_is_reclaimed_by_preemption(fabric: Any) -> None:
     client = await setup(fabric, pool("dc1", 8))
     for i in range(7):  # vision: nominal 4, borrows 3 of the 4 that nlp lends
         await client.submit(job(f"v{i}", team="vision", cls="batch", duration="60s"))
-    await until(lambda: running(client, "v6"))
-    statuses = [await client.get(f"v{i}").status() for i in range(7)]
+
+    async def all_running() -> list[Any]:
+        statuses = [await client.get(f"v{i}").status() for i in range(7)]
+        return statuses if all(s.state == WorkloadState.RUNNING for s in statuses) else []
+
+    statuses = await until(all_running)
     assert sum(s.borrowing for s in statuses) == 3 and {s.pool for s in statuses} == {"dc1"}
+    borrowed = [r for r in fabric.store.active_reservations() if r.borrowing]
+    newest = max(borrowed, key=lambda r: (r.created_at, r.id)).workload_id
     # nlp wants 2 of its own nominal 4 back; the pool has 1 free: the newest borrowing job is preempted.
     await client.submit(job("n-prod", team="nlp", cls="production", gpus=2, duration="60s"))
     await until(lambda: running(client, "n-prod"))
-    victim = await until(lambda: _state(client, "v6", WorkloadState.QUEUED))
+    victim = await until(lambda: _state(client, newest, WorkloadState.QUEUED))
     assert victim.history[0].outcome.startswith("preempted: preempted by n-prod on dc1")
     # Back in the queue in its place; nlp now lends only 2, which vision already borrows.
     assert "cohort ml has 0 to lend" in (victim.reason or ""), victim.reason
     dc1 = SimulatedBackend(fabric.store.pool_spec("dc1"), fabric.home).job_records()
-    assert [r["cancelled"] for r in dc1 if r["workload_id"] == "v6"] == [True]
+    assert [r["cancelled"] for r in dc1 if r["workload_id"] == newest] == [True]
     for name in [f"v{i}" for i in range(7)] + ["n-prod"]:
         await client.get(name).cancel()
 
@@ -185,9 +191,13 @@ async def test_waiting_for_quota_says_so_in_queue_and_explain(fabric: Any) -> No
     client = await setup(fabric, pool("dc1", 16))
     for i in range(9):
         await client.submit(job(f"q{i}", team="vision", duration="30s"))
-    await until(lambda: running(client, "q7"))
-    waiting = await client.get("q8").status()
-    assert waiting.state == WorkloadState.QUEUED
+
+    async def eight_running() -> list[Any]:
+        statuses = [await client.get(f"q{i}").status() for i in range(9)]
+        return statuses if sum(s.state == WorkloadState.RUNNING for s in statuses) == 8 else []
+
+    # Admission is in order of what has joined the queue: whichever joined last waits.
+    waiting = next(s for s in await until(eight_running) if s.state == WorkloadState.QUEUED)
     assert "team vision at quota 8/4 A100, may borrow 4: needs 5 over nominal" in (waiting.reason or "")
     view = await client.queue(team="vision")
     assert view.quotas["vision"]["A100"] == {"used": 8, "nominal": 4, "borrowed": 4}
