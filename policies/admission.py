@@ -58,7 +58,7 @@ class Pending:
 
     @property
     def gpus(self) -> int:
-        return self.spec.gpu_count
+        return self.spec.total_gpus
 
     @property
     def runtime_s(self) -> float | None:
@@ -121,6 +121,13 @@ class CyclePlan:
     skipped: int = 0
 
 
+def _need(spec: WorkloadSpec) -> str:
+    types = "/".join(spec.gpu_types)
+    if spec.replicas > 1:
+        return f"{spec.total_gpus} x {types} on one pool (a gang of {spec.replicas} x {spec.gpu_count})"
+    return f"{spec.gpu_count} x {types}"
+
+
 def _within_team(entry: Pending) -> tuple[int, int, str]:
     """Inside a team: the numeric priority (high first), then submission order."""
     return (-entry.spec.priority, entry.seq, entry.workload_id)
@@ -131,7 +138,7 @@ def shape_key(spec: WorkloadSpec, workload_id: str, by_id: bool) -> Hashable:
     hints = spec.placement
     return (
         workload_id if by_id else None,
-        tuple(spec.gpu_types), spec.gpu_count, spec.data_classification, spec.project, spec.image,
+        tuple(spec.gpu_types), spec.gpu_count, spec.replicas, spec.data_classification, spec.project, spec.image,
         spec.priority, tuple(sorted(spec.labels.items())), tuple(sorted(spec.annotations.items())),
         tuple(hints.prefer_pools), tuple(hints.regions), hints.require_location, tuple(hints.allowed_regions),
     )
@@ -385,7 +392,7 @@ class _Planner:
 
     def _wait_reason(self, entry: Pending, decision: Decision) -> str:
         spec = entry.spec
-        parts = [f"needs {spec.gpu_count} x {'/'.join(spec.gpu_types)}" if spec.gpu_count else "needs no GPU"]
+        parts = [f"needs {_need(spec)}" if spec.gpu_count else "needs no GPU"]
         free_parts = []
         for name in self._capacity_rejections(decision)[:3]:
             view = self.capacity.views[name]
@@ -425,7 +432,7 @@ class _Planner:
         if raw[0] > free and raw[1] is not None:
             held = self.capacity.claimed(raw[1], raw[2])
             where = f"{raw[1]} has {raw[0]} {raw[2]} free, {held} held for work ordered before it"
-        text = f"needs {spec.gpu_count} x {'/'.join(spec.gpu_types)}; {where}"
+        text = f"needs {_need(spec)}; {where}"
         quota = self._quota_note(entry, pool) if pool else None
         return f"{text}; {quota}" if quota else text
 
@@ -434,7 +441,7 @@ class _Planner:
         spec = entry.spec
         if not self.quota.limited or not spec.gpu_count:
             return None
-        verdicts = [self.quota.check(entry.team, self.locations[pool], t, spec.gpu_count) for t in spec.gpu_types]
+        verdicts = [self.quota.check(entry.team, self.locations[pool], t, spec.total_gpus) for t in spec.gpu_types]
         return verdicts[0].reason if verdicts and not any(v.allowed for v in verdicts) else None
 
     def _claim_eligible(self, entry: Pending, views: list[PoolView]) -> str:

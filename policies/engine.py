@@ -30,6 +30,9 @@ from inferofabric.models.workload import WorkloadSpec
 from inferofabric.policies.expressions import Expression, compile_expression
 
 IN_SERVICE = (Health.HEALTHY, Health.DEGRADED)
+# Back ends that launch a gang (`replicas: N`) as one job group: an Indexed Job on Kubernetes; one
+# simulated job holding every replica's GPUs.
+GANG_BACKENDS = ("kubernetes", "simulated")
 _by_pool = operator.attrgetter("pool")
 
 
@@ -131,6 +134,7 @@ def _workload_vars(spec: WorkloadSpec, workload_id: str) -> dict[str, Any]:
         "annotations": dict(spec.annotations),
         "gpu_types": list(spec.gpu_types),
         "gpus": spec.gpu_count,
+        "replicas": spec.replicas,
     }
 
 
@@ -245,7 +249,7 @@ class CompiledPolicy:
 
         decision = Decision(
             workload_id=request.workload_id, attempt=request.attempt, inputs=inputs,
-            policy_version=self.version, gpus=request.spec.gpu_count,
+            policy_version=self.version, gpus=request.spec.total_gpus,
         )
         for mode, candidates, why in tiers:
             if not candidates:
@@ -258,7 +262,7 @@ class CompiledPolicy:
             decision.backend = chosen.pool.backend
             decision.gpu_type = chosen.gpu_type
             decision.price_per_hour = (None if math.isinf(chosen.price)
-                                       else chosen.price * request.spec.gpu_count)
+                                       else chosen.price * request.spec.total_gpus)
             decision.mode = mode
             decision.reason = (f"{why}; chose {chosen.pool.name}: "
                                f"{self._rank_reason(request.spec, chosen, ranked)}")
@@ -294,8 +298,10 @@ class CompiledPolicy:
         }
         gpu = request.spec.resources.gpu
 
+        total = request.spec.total_gpus
+
         def holds(spec: WorkloadSpec, pool: PoolView, _: Any) -> tuple[_Candidate | None, str | None]:
-            if any(pool.gpus.get(t, 0) >= gpu.count for t in gpu.type) or gpu.count == 0:
+            if any(pool.gpus.get(t, 0) >= total for t in gpu.type) or total == 0:
                 return _Candidate(pool, None, 0, 0.0), None
             return None, "too small"
 
@@ -365,6 +371,9 @@ class CompiledPolicy:
                 reason = f"workload requires location {require_location.value}"
             elif allowed_regions and pool.region not in allowed_regions:
                 reason = f"region {pool.region} not in the workload's allowed regions"
+            elif spec.replicas > 1 and pool.backend not in GANG_BACKENDS:
+                reason = (f"a {pool.backend} pool cannot launch a gang of {spec.replicas} replicas "
+                          f"({', '.join(GANG_BACKENDS)} can)")
             else:
                 # The first applicable constraint that keeps the pool out: those decided without the
                 # pool first, then those whose condition reads pool.*, each in policy order.
@@ -395,7 +404,7 @@ class CompiledPolicy:
              admissible: Callable[[PoolView, str, int], str | None] | None = None,
              ) -> tuple[_Candidate | None, str | None]:
         request = spec.resources.gpu
-        count = request.count
+        count = request.count * spec.replicas  # a gang takes all its replicas' GPUs on this one pool
         if count == 0:
             return _Candidate(pool, None, 0, 0.0), None
         gpus, used, prices = pool.gpus, pool.used, pool.price_per_gpu_hour

@@ -178,8 +178,9 @@ def _env(request: JobRequest, job_name: str) -> list[dict[str, Any]]:
 def _resources(request: JobRequest) -> dict[str, Any]:
     resources = request.spec.resources
     out: dict[str, Any] = {"requests": {"cpu": cpu_quantity(resources.cpu), "memory": resources.memory}}
-    if request.gpus > 0:
-        out["limits"] = {GPU_RESOURCE: str(request.gpus)}
+    per_pod = request.gpus // request.spec.replicas  # a gang's reservation covers every replica
+    if per_pod > 0:
+        out["limits"] = {GPU_RESOURCE: str(per_pod)}
     return out
 
 
@@ -254,6 +255,11 @@ def build_job_manifest(
     }
     if request.spec.max_runtime_seconds:
         spec["activeDeadlineSeconds"] = request.spec.max_runtime_seconds
+    replicas = request.spec.replicas
+    if replicas > 1:
+        # A gang: one Indexed Job whose pods all run at once (each gets JOB_COMPLETION_INDEX); it is
+        # complete when every replica succeeded. The fabric reserved all their GPUs on this pool.
+        spec.update({"completionMode": "Indexed", "completions": replicas, "parallelism": replicas})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

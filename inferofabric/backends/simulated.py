@@ -81,6 +81,7 @@ class SimulatedBackend(Backend):
             "attempt": request.attempt,
             "gpu_type": request.gpu_type,
             "gpus": request.gpus,
+            "replicas": request.spec.replicas,
             "started_at": time.time(),
             "duration": duration_seconds(annotations.get(SIM_DURATION_ANNOTATION, DEFAULT_DURATION)),
             "outcome": annotations.get(SIM_OUTCOME_ANNOTATION, "succeeded"),

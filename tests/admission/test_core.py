@@ -167,3 +167,23 @@ def test_known_misfits_are_skipped_not_re_evaluated() -> None:
     assert len(plan.admitted) == 2
     assert plan.evaluations <= 4 and plan.skipped >= 990
     assert [w.position for w in plan.waiting[:3]] == [1, 2, 3]
+
+
+def test_a_gang_is_admitted_all_or_nothing_on_one_pool() -> None:
+    from inferofabric.models.workload import WorkloadSpec
+    from inferofabric.policies.admission import Pending
+
+    compiled = policy(NO_QUOTA)
+    spec = WorkloadSpec.model_validate({"name": "ddp", "team": "vision", "image": "img", "replicas": 2,
+                                        "resources": {"gpu": {"type": "A100", "count": 4}}})
+    gang = Pending("ddp", 1, 1, "vision", spec, "research", 100)
+    # 4 free on each of two pools: 8 in all, but never split across pools.
+    split = [pool("a", 8, used=4), pool("b", 8, used=4)]
+    plan = plan_cycle([gang], [], split, compiled, {}, now=0, explain=True)
+    assert plan.admitted == []
+    assert plan.waiting[0].reason.startswith("needs 8 x A100 on one pool (a gang of 2 x 4)")
+    batch = pool("c", 8).model_copy(update={"backend": "aws-batch"})
+    plan = plan_cycle([gang], [], [*split, batch, pool("d", 8)], compiled, {}, now=0)
+    assert [(a.decision.pool, a.decision.gpus) for a in plan.admitted] == [("d", 8)]
+    rejected = {r.pool: r.reason for r in plan.admitted[0].decision.rejected}
+    assert rejected["c"].startswith("a aws-batch pool cannot launch a gang of 2 replicas")

@@ -249,3 +249,26 @@ async def test_two_hundred_concurrent_submissions_never_exceed_a_quota(fabric: A
     # vision: nominal 4 + borrowing 4 = 8 at most; nlp: 4 + what vision lends (2) = 6; the cohort holds 8.
     assert peak["vision"] <= 8 and peak["nlp"] <= 6, peak
     assert max(peak.values()) > 4  # borrowing happened
+
+
+async def test_a_gang_runs_as_one_job_group_on_one_pool(fabric: Any) -> None:
+    client = await setup(fabric, pool("dc1", 8), pool("dc2", 8))
+    await client.submit(job("half-1", gpus=4, duration="60s"))
+    await client.submit(job("half-2", gpus=4, duration="60s"))
+    await until(lambda: running(client, "half-1"))
+    await until(lambda: running(client, "half-2"))
+    spec = WorkloadSpec.model_validate({**job("ddp", gpus=4, duration="1s").model_dump(), "replicas": 2})
+    placements = {(await client.get(n).status()).pool for n in ("half-1", "half-2")}
+    handle = await client.submit(spec)
+    if placements == {"dc1", "dc2"}:  # 4 free on each pool: 8 in all, but a gang is never split
+        waiting = await until(lambda: _state(client, "ddp", WorkloadState.QUEUED))
+        assert "needs 8 x A100 on one pool (a gang of 2 x 4)" in (waiting.reason or "")
+        await client.get("half-1").cancel()
+    final = await handle.result()
+    assert final.state == WorkloadState.SUCCEEDED and final.gpus == 8
+    records = [r for name in ("dc1", "dc2") for r in SimulatedBackend(fabric.store.pool_spec(name),
+                                                                        fabric.home).job_records()
+               if r["workload_id"] == "ddp"]
+    assert [(r["gpus"], r["replicas"]) for r in records] == [(8, 2)]  # one job group holding every replica
+    await client.get("half-2").cancel()
+    await client.get("half-1").cancel()

@@ -150,3 +150,16 @@ def test_generated_secrets_are_valid() -> None:
     for secret in (build_env_secret(request(), CONFIG), build_pull_secret(request(), CONFIG)):
         assert secret is not None
         validate(secret)
+
+
+def test_a_gang_is_one_valid_indexed_job_with_per_replica_gpus() -> None:
+    spec = WorkloadSpec.model_validate({"name": "ddp", "team": "vision", "image": "ghcr.io/acme/ddp:1",
+                                        "replicas": 4, "resources": {"gpu": {"type": "A100", "count": 2}}})
+    request = JobRequest(job_id=job_id_for("ddp", 1), workload_id="ddp", attempt=1, spec=spec, gpu_type="A100",
+                         gpus=spec.total_gpus)
+    manifest = build_job_manifest(request, KubernetesConfig())
+    validate(manifest)
+    job = manifest["spec"]
+    assert (job["completionMode"], job["completions"], job["parallelism"]) == ("Indexed", 4, 4)
+    limits = job["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"nvidia.com/gpu": "2"}  # per replica; the fabric reserved 8 on the pool
