@@ -38,6 +38,7 @@ from inferofabric.store.db import Store, get_store
 ADMISSION_WORKFLOW = "AdmissionWorkflow"
 SIGNAL_CONCURRENCY = 64
 REASON_UPDATES_PER_CYCLE = 50  # waiting workloads told a changed reason per cycle (the head of the queue)
+REASON_AFTER_S = 2.0  # ... once they have waited this long
 
 
 def admission_id(task_queue: str) -> str:
@@ -46,11 +47,59 @@ def admission_id(task_queue: str) -> str:
 
 
 async def wake_admission(client: Client, task_queue: str, reason: str) -> None:
-    """Signal-with-start the fabric's admission loop."""
-    await client.start_workflow(
-        ADMISSION_WORKFLOW, AdmissionInput(), id=admission_id(task_queue), task_queue=task_queue,
-        start_signal="wake", start_signal_args=[reason], static_summary="fabric admission loop",
-    )
+    """Signal-with-start the fabric's admission loop; returns once a wake sent after this call began
+    has reached Temporal (so the loop will look at whatever the caller committed before)."""
+    key = (id(client), task_queue)
+    batcher = _batchers.get(key)
+    if batcher is None:
+        batcher = _batchers[key] = _WakeBatcher(client, task_queue)
+    await batcher.wake(reason)
+
+
+class _WakeBatcher:
+    """Group commit for wakes: callers that arrive while a wake is on its way share the next one.
+
+    Under load (hundreds of submissions and releases a second) this turns one signal per event into
+    one per round trip, without ever dropping a wake: every caller waits for a signal that was sent
+    after it arrived."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self._client = client
+        self._task_queue = task_queue
+        self._next: asyncio.Future[None] | None = None  # the wake that has not been sent yet
+        self._reasons: list[str] = []
+        self._sending = False
+
+    async def wake(self, reason: str) -> None:
+        if self._next is None or self._next.done():
+            self._next = asyncio.get_running_loop().create_future()
+        waiter = self._next
+        self._reasons.append(reason)
+        if not self._sending:
+            self._sending = True
+            asyncio.get_running_loop().create_task(self._send())
+        await asyncio.shield(waiter)
+
+    async def _send(self) -> None:
+        try:
+            while self._next is not None and not self._next.done():
+                batch, reasons = self._next, self._reasons
+                self._next, self._reasons = None, []
+                summary = reasons[0] if len(reasons) == 1 else f"{reasons[0]} (+{len(reasons) - 1} more)"
+                try:
+                    await self._client.start_workflow(
+                        ADMISSION_WORKFLOW, AdmissionInput(), id=admission_id(self._task_queue),
+                        task_queue=self._task_queue, start_signal="wake", start_signal_args=[summary],
+                        static_summary="fabric admission loop")
+                except Exception as error:  # every caller of this batch sees the failure (and retries)
+                    batch.set_exception(error)
+                else:
+                    batch.set_result(None)
+        finally:
+            self._sending = False
+
+
+_batchers: dict[tuple[int, str], _WakeBatcher] = {}
 
 
 class AdmissionActivities:
@@ -157,7 +206,10 @@ class AdmissionActivities:
         head = plan.waiting[:REASON_UPDATES_PER_CYCLE]
         if not head:
             return
-        known = await asyncio.to_thread(queue_store.reasons, self.store, [w.workload_id for w in head])
+        # Only work that has waited a moment: what the next cycles admit anyway needs no update (under
+        # a drain that would be one more signal and workflow task per workload).
+        known = await asyncio.to_thread(queue_store.reasons, self.store, [w.workload_id for w in head],
+                                        REASON_AFTER_S)
         changed = [w for w in head if w.workload_id in known and known[w.workload_id][0] != w.reason]
         if not changed:
             return

@@ -200,7 +200,7 @@ class WorkloadWorkflow:
         self._status.priority_class = spec.priority_class
         started_with = {pair.key.name for pair in workflow.info().typed_search_attributes}
         if not {SA_TEAM.name, SA_STATE.name, SA_GPUS.name} <= started_with:
-            self._upsert(state=WorkloadState.QUEUED, team=spec.team, gpus=spec.gpu_count)
+            self._upsert(state=WorkloadState.QUEUED, team=spec.team, gpus=spec.total_gpus)
         self._event(f"submitted by team {spec.team}: {spec.gpu_count} x {'/'.join(spec.gpu_types) or 'no GPU'}")
         # Submission order: the first start time in microseconds, kept for every re-queue.
         seq = int(workflow.info().start_time.timestamp() * 1_000_000)

@@ -152,7 +152,7 @@ class FabricClient:
         try:
             await self.temporal.start_workflow(
                 "WorkloadWorkflow", request.model_dump(mode="json"), id=workload.name, task_queue=self.task_queue,
-                search_attributes=initial_search_attributes(workload.team, workload.gpu_count),
+                search_attributes=initial_search_attributes(workload.team, workload.total_gpus),
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=f"{workload.team}/{workload.project}: {workload.name} ({gpus}, "
                                f"{workload.data_classification.value})",
@@ -345,7 +345,7 @@ async def _schedule(fabric: FabricClient, schedule_id: str, spec: WorkloadSpec, 
                 action=ScheduleActionStartWorkflow(
                     "WorkloadWorkflow", request.model_dump(mode="json"), id=spec.name or schedule_id,
                     task_queue=fabric.task_queue,
-                    typed_search_attributes=initial_search_attributes(spec.team, spec.gpu_count)),
+                    typed_search_attributes=initial_search_attributes(spec.team, spec.total_gpus)),
                 spec=ScheduleSpec(cron_expressions=[cron]),
             ),
         )

@@ -283,12 +283,13 @@ def record_reasons(store: Store, reasons: dict[str, str]) -> None:
         s.commit()
 
 
-def reasons(store: Store, workload_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
-    """Recorded wait reason and attempt of the named waiting rows."""
+def reasons(store: Store, workload_ids: Sequence[str], waited_s: float = 0.0) -> dict[str, tuple[str, int]]:
+    """Recorded wait reason and attempt of the named rows that have waited at least `waited_s`."""
+    since = utcnow() - timedelta(seconds=waited_s)
     with store.session() as s:
-        return {r.workload_id: (r.reason, r.attempt) for r in s.execute(
-            select(_Q.c.workload_id, _Q.c.reason, _Q.c.attempt).where(_Q.c.workload_id.in_(list(workload_ids)),
-                                                                       _Q.c.state == WAITING))}
+        rows = s.execute(select(_Q.c.workload_id, _Q.c.reason, _Q.c.attempt, _Q.c.enqueued_at)
+                         .where(_Q.c.workload_id.in_(list(workload_ids)), _Q.c.state == WAITING))
+        return {r.workload_id: (r.reason, r.attempt) for r in rows if _aware(r.enqueued_at) <= since}
 
 
 def _aware(value: datetime) -> datetime:

@@ -24,8 +24,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from inferofabric.models import Health, WorkloadState
 from inferofabric.activities.admission import admission_id
+from inferofabric.models import Health, WorkloadState
 from inferofabric.models.messages import AdmissionInput, MonitorSettings
 from inferofabric.sdk.client import FabricClient
 from inferofabric.store.db import get_store
