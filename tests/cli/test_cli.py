@@ -108,8 +108,8 @@ async def test_the_queue_a_class_change_and_a_what_if_from_the_cli(fabric: Any, 
     assert code == 0, err
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text("\n---\n".join(
-        f"name: {name}\nteam: nlp\nimage: busybox\npriority_class: {cls}\nresources: {{gpu: {{type: A100, count: 1}}}}\n"
-        "annotations: {sim.inferofabric.io/duration: 60s}\n"
+        f"name: {name}\nteam: nlp\nimage: busybox\npriority_class: {cls}\n"
+        "resources: {gpu: {type: A100, count: 1}}\nannotations: {sim.inferofabric.io/duration: 60s}\n"
         for name, cls in (("q-holder", "research"), ("q-batch", "batch"), ("q-later", "batch"))))
     code, _, err = await fabric_cli(fabric, "submit", "-f", str(jobs))
     assert code == 0, err

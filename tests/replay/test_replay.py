@@ -59,7 +59,8 @@ def test_every_workflow_type_and_scenario_is_recorded() -> None:
     updates = [e for e in json.loads((HISTORIES / "workload-queued-then-placed.json").read_text())["events"]
                if e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED"]
     assert updates, "the recorded class change (update set_priority) is missing"
-    loop = [e["eventType"] for p in FILES if p.stem.startswith("admission-") for e in json.loads(p.read_text())["events"]]
+    loop = [e["eventType"] for p in FILES if p.stem.startswith("admission-")
+            for e in json.loads(p.read_text())["events"]]
     assert "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW" in loop
     # The monitor's recorded runs cover a transition both ways and a continue-as-new.
     monitor_events = [e for p in FILES if p.stem.startswith("monitor-")
