@@ -415,6 +415,8 @@ class _Planner:
             if not rejection.reason.startswith((_CAPACITY, "team ")):
                 others.setdefault(rejection.reason, []).append(rejection.pool)
         for why, names in list(others.items())[:2]:
+            if why.startswith(("denied by ", "not allowed by ")) and "constraint #" not in why:
+                why = why.split(" (", 1)[0]  # a named constraint: its name says it
             parts.append(f"{', '.join(names[:3])}{' and more' if len(names) > 3 else ''}: {why}")
         if len(parts) == 1:
             parts.append("no pools registered")
