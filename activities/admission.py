@@ -157,7 +157,8 @@ class AdmissionActivities:
         policy = await asyncio.to_thread(compiled_policy, store)
         half_life = policy.policy.fair_share.half_life_seconds
         planner = make_planner(self._cache, policy, explain=REASON_UPDATES_PER_CYCLE)
-        outcome = await asyncio.to_thread(queue_store.run_cycle, store, planner, half_life, False, clock)
+        outcome = await asyncio.to_thread(queue_store.run_cycle, store, planner, half_life, False, clock,
+                                          self._cache.rows)
         plan = outcome.plan
         client = activity.client()
         specs: dict[str, PoolSpec] = {}

@@ -40,9 +40,35 @@ class SpecCache:
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[tuple[int, int | None, int], Pending]] = {}
+        self._seen: dict[str, tuple[queue_store.QueueItem, tuple[int | None, int], Pending]] = {}
         self.items: dict[str, queue_store.QueueItem] = {}
+        self.rows: dict[str, Any] = {}  # queue_items' memo: an unchanged row comes back as the same item
 
     def pending(self, session: Any, items: Sequence[queue_store.QueueItem], policy: CompiledPolicy) -> list[Pending]:
+        policy_key = (policy.version, id(policy))
+        seen = self._seen
+        # An item that is the very object of the last cycle (queue_items' memo: its row did not change)
+        # under the same policy is the same Pending: no lookups, no parsing.
+        changed = [i for i in items if (hit := seen.get(i.workload_id)) is None or hit[0] is not i
+                   or hit[1] != policy_key]
+        fresh = {e.workload_id: e for e in self._pending(session, changed, policy)} if changed else {}
+        out = []
+        next_seen = {}
+        for item in items:
+            entry = fresh.get(item.workload_id)
+            if entry is None:
+                hit = seen.get(item.workload_id)
+                if hit is None or hit[0] is not item:
+                    continue  # removed between the two reads
+                entry = hit[2]
+            out.append(entry)
+            next_seen[item.workload_id] = (item, policy_key, entry)
+        self._seen = next_seen
+        self.items = {i.workload_id: i for i in items}
+        return out
+
+    def _pending(self, session: Any, items: Sequence[queue_store.QueueItem], policy: CompiledPolicy) -> list[Pending]:
+        """Pendings for rows that changed: parsed specs are kept per (row version, policy version)."""
         marks = {i.workload_id: (i.version, policy.version, id(policy)) for i in items}
         missing = [i.workload_id for i in items
                    if self._entries.get(i.workload_id, ((),))[0][:3] != marks[i.workload_id]]
@@ -50,9 +76,9 @@ class SpecCache:
         if missing:
             specs = {w: WorkloadSpec.model_validate_json(text)
                      for w, (_, text) in queue_store.queue_specs(session, missing).items()}
-        self.items = {i.workload_id: i for i in items}
-        if len(self._entries) > 2 * len(items) + 1000:
-            self._entries = {k: v for k, v in self._entries.items() if k in self.items}
+        if len(self._entries) > 2 * len(self._seen) + len(items) + 1000:
+            live = set(self._seen) | {i.workload_id for i in items}
+            self._entries = {k: v for k, v in self._entries.items() if k in live}
         out = []
         for item in items:
             spec = specs.get(item.workload_id)
@@ -100,7 +126,7 @@ def snapshot(store: Store, team: str | None = None, workload_id: str | None = No
     """The queue in admission order with positions and reasons, as the next cycle would decide (read only)."""
     policy = compiled_policy(store)
     outcome = queue_store.run_cycle(store, make_planner(_read_cache, policy, explain=True),
-                                    policy.policy.fair_share.half_life_seconds, dry_run=True)
+                                    policy.policy.fair_share.half_life_seconds, dry_run=True, memo=_read_cache.rows)
     plan = outcome.plan
     entries = []
     for waiting in plan.waiting:

@@ -118,14 +118,23 @@ _ITEMS_SQL = ("SELECT workload_id, attempt, seq, version, team, priority_class, 
               "FROM queue WHERE state = 'waiting'")
 
 
-def queue_items(session: Any, clock: float | None = None) -> tuple[list[QueueItem], float | None]:
+def queue_items(session: Any, clock: float | None = None,
+                memo: dict[str, tuple[Any, QueueItem]] | None = None) -> tuple[list[QueueItem], float | None]:
     """The waiting rows, with the pool exclusions still in force at `clock`, and when the earliest of
-    those ends (the loop then looks again). Plain DB-API rows: a cycle reads 10,000 of them."""
+    those ends (the loop then looks again). Plain DB-API rows: a cycle reads 10,000 of them, and
+    `memo` (row -> item, kept by the caller) hands back the same item for a row that did not change."""
     rows = session.connection().exec_driver_sql(_ITEMS_SQL).fetchall()
     now = clock if clock is not None else utcnow().timestamp()
     items = []
     next_expiry: float | None = None
-    for workload_id, attempt, seq, version, team, priority_class, exclude_text, failed in rows:
+    for row in rows:
+        workload_id, attempt, seq, version, team, priority_class, exclude_text, failed = row
+        plain = not exclude_text or exclude_text == "{}"
+        if memo is not None and plain:
+            hit = memo.get(workload_id)
+            if hit is not None and hit[0] == row:
+                items.append(hit[1])
+                continue
         exclude: dict[str, str] = {}
         if exclude_text and exclude_text != "{}":
             for pool, (why, until) in json.loads(exclude_text).items():
@@ -133,7 +142,14 @@ def queue_items(session: Any, clock: float | None = None) -> tuple[list[QueueIte
                     exclude[pool] = why
                     if until is not None:
                         next_expiry = until if next_expiry is None else min(next_expiry, until)
-        items.append(QueueItem(workload_id, attempt, int(seq), version, team, priority_class, exclude, failed))
+        item = QueueItem(workload_id, attempt, int(seq), version, team, priority_class, exclude, failed)
+        items.append(item)
+        if memo is not None and plain:
+            memo[workload_id] = (row, item)
+    if memo is not None and len(memo) > 2 * len(rows) + 1000:
+        live = {row[0] for row in rows}
+        for stale in [w for w in memo if w not in live]:
+            del memo[stale]
     return items, next_expiry
 
 
@@ -194,7 +210,7 @@ Planner = Callable[[Any, list[QueueItem], list[Held], list[PoolView], dict[str, 
 
 
 def run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool = False,
-              clock: float | None = None) -> CycleOutcome:
+              clock: float | None = None, memo: dict[str, Any] | None = None) -> CycleOutcome:
     """One admission cycle in one serialized transaction (`dry_run`: decide, change nothing).
     `clock` (epoch s) is the admission loop's workflow time, against which exclusions expire.
 
@@ -204,20 +220,20 @@ def run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool 
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _run_cycle(store, planner, half_life_s, dry_run, clock)
+        return _run_cycle(store, planner, half_life_s, dry_run, clock, memo)
     finally:
         if paused:
             gc.enable()
 
 
 def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool,
-               clock: float | None) -> CycleOutcome:
+               clock: float | None, memo: dict[str, Any] | None) -> CycleOutcome:
     if dry_run:
         with store.session() as s:
             now = utcnow()
             current = held(s)
             usage = team_usage(s, current, now, half_life_s, write=False)
-            items, next_expiry = queue_items(s, clock)
+            items, next_expiry = queue_items(s, clock, memo)
             plan = planner(s, items, current, store.pool_views(s), usage, now)
             s.rollback()
             return CycleOutcome(plan=plan, now=now, next_expiry=next_expiry)
@@ -228,7 +244,7 @@ def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool
         stale = [Wake(r.workload_id, r.attempt, Decision.model_validate_json(r.decision))
                  for r in s.execute(select(_Q.c.workload_id, _Q.c.attempt, _Q.c.decision)
                                     .where(_Q.c.state == ADMITTED))]
-        items, next_expiry = queue_items(s, clock)
+        items, next_expiry = queue_items(s, clock, memo)
         plan = planner(s, items, current, store.pool_views(s), usage, now)
         wake = list(stale)
         for admission in plan.admitted:
