@@ -1,7 +1,7 @@
-"""Placement activities: decide-and-reserve, release, and sealing of a workload's secrets.
+"""Placement activities: release of an attempt's GPUs, and sealing of a workload's secrets.
 
-They run as local activities in the control plane's worker: the store is there, and a local
-activity's result (the decision with its inputs and reasons) is still recorded in history.
+Deciding and reserving is the admission cycle's (activities/admission.py). These run as local
+activities in the control plane's worker, where the store is.
 """
 
 from __future__ import annotations
@@ -12,25 +12,10 @@ from temporalio import activity
 
 from inferofabric.activities.admission import wake_admission
 from inferofabric.activities.errors import typed_errors
-from inferofabric.models.messages import PlaceInput, PlaceResult, ReleaseInput
-from inferofabric.models.status import Decision
+from inferofabric.models.messages import ReleaseInput
 from inferofabric.models.workload import SecretRef, WorkloadSpec
-from inferofabric.policies.engine import CompiledPolicy, PlacementRequest, default_policy
 from inferofabric.secrets import seal, unseal
 from inferofabric.store.db import Store, get_store
-
-_compiled: dict[tuple[str, int | None], CompiledPolicy] = {}
-
-
-def _policy(store: Store) -> CompiledPolicy:
-    version, policy = store.active_policy()
-    key = (store.url, version)
-    compiled = _compiled.get(key)
-    if compiled is None:
-        compiled = CompiledPolicy(policy or default_policy(), version)
-        _compiled.clear()
-        _compiled[key] = compiled
-    return compiled
 
 
 class PlacementActivities:
@@ -40,24 +25,6 @@ class PlacementActivities:
     @property
     def store(self) -> Store:
         return get_store(self._store_url)
-
-    def _place(self, request: PlaceInput) -> PlaceResult:
-        store = self.store
-        policy = _policy(store)
-
-        def decide(pools: list) -> Decision:  # type: ignore[type-arg]
-            return policy.decide(PlacementRequest(
-                workload_id=request.workload_id, attempt=request.attempt, spec=request.spec, pools=pools,
-                exclude=request.exclude, failed_pool_health=request.failed_pool_health,
-            ))
-
-        decision = store.place(request.workload_id, request.attempt, decide)
-        return PlaceResult(decision=decision, pool=store.pool_spec(decision.pool) if decision.pool else None)
-
-    @activity.defn(name="place_workload")
-    @typed_errors
-    async def place_workload(self, request: PlaceInput) -> PlaceResult:
-        return await asyncio.to_thread(self._place, request)
 
     @activity.defn(name="release_capacity")
     @typed_errors

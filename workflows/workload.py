@@ -111,7 +111,7 @@ class WorkloadWorkflow:
     @workflow.query(name="explain")
     def explain(self) -> Explanation:
         assert self._status is not None
-        # Decisions come from place_workload's PlaceResult (messages.py's Decision class); in a sandbox
+        # Decisions come from the `admitted` signal (messages.py's Decision class); in a sandbox
         # that re-imports the status module that may be another class than Explanation's: rebuild them.
         return Explanation(id=self._status.id, state=self._status.state,
                            decisions=[Decision.model_validate(d.model_dump()) for d in self._decisions],

@@ -33,19 +33,6 @@ class WorkloadRequest(BaseModel):
     watch_interval_seconds: float = Field(default=1.0, gt=0, le=60)
 
 
-class PlaceInput(BaseModel):
-    workload_id: str
-    attempt: int
-    spec: WorkloadSpec
-    exclude: dict[str, str] = Field(default_factory=dict)
-    failed_pool_health: Health | None = None
-
-
-class PlaceResult(BaseModel):
-    decision: Decision
-    pool: PoolSpec | None = None  # the chosen pool's spec, so launching needs no second look-up
-
-
 class LaunchInput(BaseModel):
     pool: PoolSpec
     workload_id: str
