@@ -147,7 +147,7 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
         await asyncio.to_thread(get_store, store_url)
         worker = build_worker(client, home=home, store_url=store_url)
         async with worker:
-            fabric = FabricClient(client)
+            fabric = FabricClient(client, store_url=store_url)
             await apply_config(fabric, config)
             _write_stack_file(home, address, store_url)
             yield Stack(client=client, fabric=fabric, address=address, ui_url=f"http://127.0.0.1:{ui_port}",

@@ -59,6 +59,17 @@ async def _placed(handle: Any, timeout: float = 30) -> Any:
         await asyncio.sleep(0.15)
 
 
+async def _in_queue(fabric: Any, workload_id: str, timeout: float = 15.0) -> Any:
+    """The workload's queue entry once it has joined the queue (None if it has not in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = await fabric.queue(workload_id=workload_id)
+        if view.entries:
+            return view.entries[0]
+        await asyncio.sleep(0.2)
+    return None
+
+
 async def run_demo(address: str | None, keep: bool) -> None:
     from inferofabric.embedded import embedded_stack
 
@@ -97,10 +108,11 @@ async def run_demo(address: str | None, keep: bool) -> None:
         console.print(f"patients-0 (pii) -> [bold]{pii_1.pool}[/]: burst is on, but the constraint keeps pii out "
                       "of the cloud, so it takes on-prem's last free GPU")
         pii_2 = await _placed(await fabric.submit(_job("patients-1", "pii")))
-        why = (await fabric.get("patients-1").explain()).decisions[-1]
-        console.print(f"patients-1 (pii) -> [yellow]{pii_2.state.value}[/]: waits durably until on-prem has room")
-        for rejection in why.rejected:
-            console.print(f"   x {rejection.pool}: {rejection.reason}", highlight=False)
+        entry = await _in_queue(fabric, "patients-1")
+        console.print(f"patients-1 (pii) -> [yellow]{pii_2.state.value}[/]: waits durably in the queue "
+                      f"(position {entry.position if entry else '?'}) until on-prem has room")
+        if entry is not None:
+            console.print(f"   why: {entry.reason}", highlight=False)
 
         console.rule("3. Where everything is")
         console.print(render.workloads_table(await fabric.list(limit=50)))
