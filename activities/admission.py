@@ -102,6 +102,11 @@ class _WakeBatcher:
 _batchers: dict[tuple[int, str], _WakeBatcher] = {}
 
 
+async def wake_from_activity(reason: str) -> None:
+    """Wake the admission loop of the fabric this activity runs for (its worker's client and task queue)."""
+    await wake_admission(activity.client(), activity.info().task_queue, reason)
+
+
 class AdmissionActivities:
     def __init__(self, store_url: str | None = None) -> None:
         self._store_url = store_url
@@ -110,9 +115,6 @@ class AdmissionActivities:
     @property
     def store(self) -> Store:
         return get_store(self._store_url)
-
-    def _queue(self) -> str:
-        return activity.info().task_queue
 
     @activity.defn(name="enqueue_workload")
     @typed_errors
@@ -123,14 +125,14 @@ class AdmissionActivities:
             request.spec.model_dump_json(),
             {pool: [why, request.exclude_until.get(pool)] for pool, why in request.exclude.items()},
             request.failed_pool_health.value if request.failed_pool_health else None)
-        await wake_admission(activity.client(), self._queue(), f"enqueued {request.workload_id}")
+        await wake_from_activity(f"enqueued {request.workload_id}")
         return waiting
 
     @activity.defn(name="dequeue_workload")
     @typed_errors
     async def dequeue_workload(self, workload_id: str, attempt: int) -> int:
         released = await asyncio.to_thread(queue_store.dequeue, self.store, workload_id, attempt)
-        await wake_admission(activity.client(), self._queue(), f"dequeued {workload_id}")
+        await wake_from_activity(f"dequeued {workload_id}")
         return released
 
     @activity.defn(name="set_priority_class")
@@ -140,13 +142,8 @@ class AdmissionActivities:
         policy.policy.priority_class(priority_class)  # an unknown class is a one-line InvalidInput
         changed = await asyncio.to_thread(queue_store.set_priority_class, self.store, workload_id, priority_class)
         if changed:
-            await wake_admission(activity.client(), self._queue(), f"priority of {workload_id}")
+            await wake_from_activity(f"priority of {workload_id}")
         return changed
-
-    @activity.defn(name="wake_admission")
-    @typed_errors
-    async def wake(self, reason: str) -> None:
-        await wake_admission(activity.client(), self._queue(), reason)
 
     @activity.defn(name="admission_cycle")
     @typed_errors
@@ -224,5 +221,4 @@ class AdmissionActivities:
         await asyncio.to_thread(queue_store.record_reasons, self.store, {w.workload_id: w.reason for w in changed})
 
     def all(self) -> list[Any]:
-        return [self.enqueue_workload, self.dequeue_workload, self.set_priority_class, self.wake,
-                self.admission_cycle]
+        return [self.enqueue_workload, self.dequeue_workload, self.set_priority_class, self.admission_cycle]

@@ -13,7 +13,7 @@ from typing import Any
 
 from temporalio import activity
 
-from inferofabric.activities.admission import wake_admission
+from inferofabric.activities.admission import wake_from_activity as _wake
 from inferofabric.activities.errors import typed_errors
 from inferofabric.backends import simulated
 from inferofabric.backends.registry import backend_class
@@ -22,11 +22,6 @@ from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import HealthEvent, PoolStatus, QueueView
 from inferofabric.store.db import Store, get_store
-
-
-async def _wake(reason: str) -> None:
-    """A change that can change what the queue may admit: wake the admission loop."""
-    await wake_admission(activity.client(), activity.info().task_queue, reason)
 
 
 class ControlActivities:
@@ -72,11 +67,9 @@ class ControlActivities:
     @activity.defn(name="control_get_policy")
     @typed_errors
     async def get_policy(self) -> dict[str, Any]:
-        from inferofabric.policies.engine import default_policy
+        from inferofabric.policies.engine import policy_document
 
-        version, policy = await asyncio.to_thread(self.store.active_policy)
-        return {"version": version, "default": policy is None,
-                "policy": (policy or default_policy()).model_dump(mode="json", exclude_none=True)}
+        return policy_document(*await asyncio.to_thread(self.store.active_policy))
 
     @activity.defn(name="control_cordon")
     @typed_errors
@@ -103,9 +96,8 @@ class ControlActivities:
     @typed_errors
     async def record_health(self, name: str, health: Health, reason: str,
                             gpus: dict[str, int] | None = None) -> HealthEvent | None:
-        before = await asyncio.to_thread(self.store.capacity_of, name)
-        event = await asyncio.to_thread(self.store.set_health, name, health, reason, gpus)
-        if event is not None or (gpus is not None and before != await asyncio.to_thread(self.store.capacity_of, name)):
+        event, capacity_changed = await asyncio.to_thread(self.store.record_probe, name, health, reason, gpus)
+        if event is not None or capacity_changed:  # either can change what the queue may admit
             await _wake(f"pool {name}: {event.to_health.value if event else 'capacity changed'}")
         return event
 

@@ -10,7 +10,7 @@ import asyncio
 
 from temporalio import activity
 
-from inferofabric.activities.admission import wake_admission
+from inferofabric.activities.admission import wake_from_activity
 from inferofabric.activities.errors import typed_errors
 from inferofabric.models.messages import ReleaseInput
 from inferofabric.models.workload import SecretRef, WorkloadSpec
@@ -32,7 +32,7 @@ class PlacementActivities:
         """Give the attempt's GPUs back and wake the admission loop (freed GPUs go to the queue's head)."""
         released = await asyncio.to_thread(self.store.release, request.workload_id, request.attempt)
         if released:
-            await wake_admission(activity.client(), activity.info().task_queue, f"released {request.workload_id}")
+            await wake_from_activity(f"released {request.workload_id}")
         return released
 
     @activity.defn(name="seal_secrets")

@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from temporalio.service import RPCError
-from throughput import start_server
+from throughput import Meter, start_server
 
 from inferofabric.models import PoolSpec, WorkloadSpec, WorkloadState
 from inferofabric.queue import SpecCache, compiled_policy, make_planner
@@ -130,30 +130,25 @@ def bench_cycle(queued: int, pool_count: int) -> dict[str, float]:
     policy = compiled_policy(store)
     half_life = policy.policy.fair_share.half_life_seconds
     cache = SpecCache()
-    times = []
-    plan = None
-    for _ in range(6):  # the loop's own cycle: reasons recorded for the head of the queue
-        started = time.perf_counter()
-        plan = queue_store.run_cycle(store, make_planner(cache, policy, explain=50), half_life,
-                                     memo=cache.rows).plan
-        times.append((time.perf_counter() - started) * 1000)
+
+    def cycles(count: int, explain: int | bool, dry_run: bool) -> tuple[list[float], Any]:
+        """Milliseconds of `count` cycles and the last one's plan."""
+        times, plan = [], None
+        for _ in range(count):
+            started = time.perf_counter()
+            plan = queue_store.run_cycle(store, make_planner(cache, policy, explain=explain), half_life,
+                                         dry_run=dry_run, memo=cache.rows).plan
+            times.append((time.perf_counter() - started) * 1000)
+        return times, plan
+
+    times, plan = cycles(6, 50, dry_run=False)  # the loop's own cycle: reasons for the head of the queue
     assert plan is not None and not plan.admitted, "the bench's pools should be full"
-    full = []
-    for _ in range(3):  # `fabric queue`: every position and reason (a read-only transaction)
-        started = time.perf_counter()
-        full_plan = queue_store.run_cycle(store, make_planner(cache, policy, explain=True), half_life,
-                                          dry_run=True, memo=cache.rows).plan
-        full.append((time.perf_counter() - started) * 1000)
+    full, full_plan = cycles(3, True, dry_run=True)  # `fabric queue`: every position and reason
     # Capacity frees on every pool: the same cycle now evaluates the policy for every shape that may fit.
     with store.session(write=True) as s:
         s.execute(table.update().where(table.c.workload_id.like("fill-%")).values(gpus=table.c.gpus // 2))
         s.commit()
-    busy = []
-    for _ in range(3):
-        started = time.perf_counter()
-        busy_plan = queue_store.run_cycle(store, make_planner(cache, policy, explain=50), half_life,
-                                          dry_run=True, memo=cache.rows).plan
-        busy.append((time.perf_counter() - started) * 1000)
+    busy, busy_plan = cycles(3, 50, dry_run=True)
     warm = statistics.median(times[1:])
     busy_ms = statistics.median(busy)
     return {"cold_ms": times[0], "warm_ms": warm, "full_view_ms": statistics.median(full),
@@ -163,18 +158,6 @@ def bench_cycle(queued: int, pool_count: int) -> dict[str, float]:
 
 
 # -- 2. live --------------------------------------------------------------------------------------------
-def _children_cpu() -> float:
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid():
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def _peak_rss_gib(pid: int | None = None) -> float:
     """VmHWM of this process (pid None) or of this process's children summed."""
     paths = [Path("/proc/self/status")] if pid is None else []
@@ -225,11 +208,11 @@ async def bench_live(waiting: int, releases: int) -> dict[str, Any]:
             await asyncio.sleep(3)
             # Baseline: the same stack with nothing waiting (a pool monitor probing every second and
             # the running jobs' watchers), so the queue's own cost is the difference.
-            wall, cpu, server = time.perf_counter(), time.process_time(), _children_cpu()
+            wall, cpu, server = time.perf_counter(), time.process_time(), Meter.server_cpu()
             await asyncio.sleep(10)
             span = time.perf_counter() - wall
             result["base_worker_cpu"] = (time.process_time() - cpu) / span
-            result["base_server_cpu"] = (_children_cpu() - server) / span
+            result["base_server_cpu"] = (Meter.server_cpu() - server) / span
             started = time.perf_counter()
             sem = asyncio.Semaphore(100)
             rng = random.Random(3)
@@ -254,11 +237,11 @@ async def bench_live(waiting: int, releases: int) -> dict[str, Any]:
                 last = cycles
                 await asyncio.sleep(1)
             # (a) idle: nothing frees for 10 s.
-            wall, cpu, server = time.perf_counter(), time.process_time(), _children_cpu()
+            wall, cpu, server = time.perf_counter(), time.process_time(), Meter.server_cpu()
             await asyncio.sleep(10)
             span = time.perf_counter() - wall
             result["idle_worker_cpu"] = (time.process_time() - cpu) / span
-            result["idle_server_cpu"] = (_children_cpu() - server) / span
+            result["idle_server_cpu"] = (Meter.server_cpu() - server) / span
             queue_read = time.perf_counter()
             view = await fabric.queue()
             result["queue_read_s"] = time.perf_counter() - queue_read

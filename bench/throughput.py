@@ -218,7 +218,8 @@ class Meter:
         self.wall = self.cpu = self.server = 0.0
 
     @staticmethod
-    def _server_cpu() -> float:
+    def server_cpu() -> float:
+        """CPU seconds of this process's children (the dev server)."""
         total = 0.0
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
@@ -230,14 +231,14 @@ class Meter:
         return total
 
     def __enter__(self) -> Meter:
-        self._start = (time.perf_counter(), time.process_time(), self._server_cpu())
+        self._start = (time.perf_counter(), time.process_time(), self.server_cpu())
         return self
 
     def __exit__(self, *_: object) -> None:
         wall, cpu, server = self._start
         self.wall = time.perf_counter() - wall
         self.cpu = time.process_time() - cpu
-        self.server = self._server_cpu() - server
+        self.server = self.server_cpu() - server
 
 
 async def main() -> int:

@@ -71,11 +71,11 @@ class SpecCache:
         """Pendings for rows that changed: parsed specs are kept per (row version, policy version)."""
         marks = {i.workload_id: (i.version, policy.version, id(policy)) for i in items}
         missing = [i.workload_id for i in items
-                   if self._entries.get(i.workload_id, ((),))[0][:3] != marks[i.workload_id]]
+                   if self._entries.get(i.workload_id, ((),))[0] != marks[i.workload_id]]
         specs = {}
         if missing:
             specs = {w: WorkloadSpec.model_validate_json(text)
-                     for w, (_, text) in queue_store.queue_specs(session, missing).items()}
+                     for w, text in queue_store.queue_specs(session, missing).items()}
         if len(self._entries) > 2 * len(self._seen) + len(items) + 1000:
             live = set(self._seen) | {i.workload_id for i in items}
             self._entries = {k: v for k, v in self._entries.items() if k in live}

@@ -156,7 +156,6 @@ def reads_identity(policy: CompiledPolicy) -> bool:
 class _Claim:
     amount: int
     shadow: float  # when the claimant is expected to be able to start (inf: unknown)
-    owner: str
 
 
 class _Capacity:
@@ -165,6 +164,8 @@ class _Capacity:
     def __init__(self, pools: Sequence[PoolView]) -> None:
         self.views = {p.name: p.model_copy(update={"used": dict(p.used)}) for p in pools}
         self.order = [p.name for p in pools]
+        # The views without claims, in order: `take` updates them in place, so the list stays valid.
+        self.base = [self.views[name] for name in self.order]
         self.claims: dict[tuple[str, str], list[_Claim]] = defaultdict(list)
         self._cache: dict[float | None, list[PoolView]] = {}
         self._max_free: dict[int, dict[str, tuple[int, str | None]]] = {}
@@ -178,19 +179,12 @@ class _Capacity:
         self._max_free.clear()
         self.version += 1
 
-    def claim(self, pool: str, gpu_type: str, amount: int, shadow: float, owner: str) -> None:
+    def claim(self, pool: str, gpu_type: str, amount: int, shadow: float) -> None:
         if amount > 0:
-            self.claims[(pool, gpu_type)].append(_Claim(amount, shadow, owner))
+            self.claims[(pool, gpu_type)].append(_Claim(amount, shadow))
             self._cache.clear()
             self._max_free.clear()
             self.version += 1
-
-    def base(self) -> list[PoolView]:
-        """The views without claims (reservations and this cycle's admissions only)."""
-        cached = self._cache.get(-1.0)
-        if cached is None:
-            cached = self._cache[-1.0] = [self.views[name] for name in self.order]
-        return cached
 
     def max_free(self, views: list[PoolView], gpu_type: str) -> tuple[int, str | None]:
         """The most free GPUs of a type on any in-service pool of these views, and where."""
@@ -208,6 +202,10 @@ class _Capacity:
             self._max_free[key] = table
         return table.get(gpu_type, (0, None))
 
+    def most_free(self, views: list[PoolView], gpu_types: Sequence[str]) -> tuple[int, str | None, str]:
+        """(free GPUs, pool, GPU type) of the acceptable type with the most free on one pool."""
+        return max(((*self.max_free(views, t), t) for t in gpu_types), key=lambda item: item[0])
+
     def claimed(self, pool: str, gpu_type: str) -> int:
         return sum(c.amount for c in self.claims.get((pool, gpu_type), ()))
 
@@ -220,7 +218,7 @@ class _Capacity:
         if cached is not None:
             return cached
         if not self.claims:
-            views = [self.views[name] for name in self.order]
+            views = self.base
         else:
             extra: dict[str, dict[str, int]] = defaultdict(dict)
             for (pool, gpu_type), claims in self.claims.items():
@@ -246,7 +244,7 @@ class _Planner:
         self.policy = policy
         document = policy.policy
         self.now = now
-        self.held = [h for h in held]
+        self.held = list(held)
         self.capacity = _Capacity(pools)
         self.quota = QuotaBook(document.teams)
         self.quota.load((h.team, h.location, h.gpu_type, h.gpus) for h in held)
@@ -316,7 +314,7 @@ class _Planner:
         capacity = self.capacity
         if capacity.version != self._exhausted_at[0]:
             held = any(c.amount for claims in capacity.claims.values() for c in claims)
-            base = capacity.base()
+            base = capacity.base
             full = not held and all(capacity.max_free(base, t)[0] <= 0 for view in base for t in view.gpus)
             self._exhausted_at = (capacity.version, full)
         return self._exhausted_at[1]
@@ -335,8 +333,7 @@ class _Planner:
         views = self.capacity.for_entry(self.now, entry.runtime_s)
         if entry.gpus:
             # A necessary condition, checked before the policy engine: some pool has the GPUs free.
-            best = max(((*self.capacity.max_free(views, t), t) for t in entry.spec.gpu_types),
-                       key=lambda item: item[0])
+            best = self.capacity.most_free(views, entry.spec.gpu_types)
             if best[0] < entry.gpus:
                 reason = self._no_room_reason(entry, best[0], best[1], best[2])
                 if best[0] > 0 or entry.preemption != NEVER:  # keep free GPUs from later work; preempt
@@ -429,8 +426,7 @@ class _Planner:
         else:
             total = self.capacity.views[pool].gpus.get(gpu_type, 0)
             where = f"{pool} has {free} of {total} {gpu_type} free, the most of any pool"
-        raw = max(((*self.capacity.max_free(self.capacity.base(), t), t) for t in spec.gpu_types),
-                  key=lambda item: item[0])
+        raw = self.capacity.most_free(self.capacity.base, spec.gpu_types)
         if raw[0] > free and raw[1] is not None:
             held = self.capacity.claimed(raw[1], raw[2])
             where = f"{raw[1]} has {raw[0]} {raw[2]} free, {held} held for work ordered before it"
@@ -477,7 +473,7 @@ class _Planner:
         free, pool, gpu_type = best
         amount = min(free, entry.gpus)
         shadow = self._shadow(pool, gpu_type, entry.gpus - free)
-        self.capacity.claim(pool, gpu_type, amount, shadow, entry.workload_id)
+        self.capacity.claim(pool, gpu_type, amount, shadow)
         when = "" if math.isinf(shadow) else f", expected to start in {max(0, shadow - self.now):.0f}s"
         if amount == 0:
             return f"next in line for {gpu_type} on {pool}{when}"
@@ -514,7 +510,7 @@ class _Planner:
                 missing = entry.gpus - max(0, view.free(gpu_type) - self.capacity.claimed(name, gpu_type)) - freeing
                 if missing <= 0:
                     # Earlier victims already free enough: wait for them, keep the claim.
-                    self.capacity.claim(name, gpu_type, view.free(gpu_type), self.now, entry.workload_id)
+                    self.capacity.claim(name, gpu_type, view.free(gpu_type), self.now)
                     return f"waiting for preempted work to stop on {name}"
                 eligible = [h for h in on_pool if not h.preempting and self._may_preempt(entry, h, cohort,
                                                                                         verdict.borrowing)]
@@ -541,7 +537,7 @@ class _Planner:
             self.plan.preemptions.append(Preemption(victim, entry.workload_id, why))
             names.append(victim.workload_id)
         view = self.capacity.views[pool]
-        self.capacity.claim(pool, gpu_type, max(0, view.free(gpu_type)), self.now, entry.workload_id)
+        self.capacity.claim(pool, gpu_type, max(0, view.free(gpu_type)), self.now)
         return f"preempting {', '.join(names)} on {pool}"
 
     def _may_preempt(self, entry: Pending, victim: Held, cohort: str | None, preemptor_borrows: bool) -> bool:

@@ -505,6 +505,12 @@ constraints:
 """
 
 
+def policy_document(version: int | None, policy: PlacementPolicy | None) -> dict[str, Any]:
+    """What `fabric policy show` and the SDK's `policy()` return for the store's active policy."""
+    return {"version": version, "default": policy is None,
+            "policy": (policy or default_policy()).model_dump(mode="json", exclude_none=True)}
+
+
 def default_policy() -> PlacementPolicy:
     """The policy used until one is set: the brief's example (EXAMPLE_POLICY_YAML), its constraint named."""
     policy = PlacementPolicy.from_yaml(EXAMPLE_POLICY_YAML)

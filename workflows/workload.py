@@ -100,7 +100,6 @@ class WorkloadWorkflow:
         self._attempt = 0
         self._admitted: AdmittedSignal | None = None
         self._preempt: PreemptSignal | None = None
-        self._position = 0
 
     # -- queries, signals, updates ------------------------------------------------------------------
     @workflow.query(name="status")
@@ -139,7 +138,6 @@ class WorkloadWorkflow:
         """From the admission loop: why it still waits (sent when the reason changes)."""
         if signal.attempt != self._attempt or self._admitted is not None or self._status is None:
             return
-        self._position = signal.position
         if signal.reason != self._status.message:
             self._event(f"attempt {signal.attempt}: waiting (position {signal.position}): {signal.reason}")
             self._set(message=signal.reason)
@@ -270,24 +268,23 @@ class WorkloadWorkflow:
         self._attempt = attempt
         self._admitted = None
         now = workflow.now()
+        live = {pool: (why, until) for pool, (why, until) in exclude.items() if now < until}
         await workflow.execute_local_activity(
             "enqueue_workload",
             EnqueueInput(workload_id=workload_id, attempt=attempt, seq=seq, spec=spec,
-                         exclude={pool: why for pool, (why, until) in exclude.items() if now < until},
-                         exclude_until={pool: until.timestamp() for pool, (_, until) in exclude.items() if now < until},
+                         exclude={pool: why for pool, (why, _) in live.items()},
+                         exclude_until={pool: until.timestamp() for pool, (_, until) in live.items()},
                          failed_pool_health=failed_health),
             result_type=bool, start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY,
         )
         if attempt == 1 or not self._status or not self._status.message:
             self._set(state=WorkloadState.QUEUED, message="queued: waiting for the admission loop")
         await workflow.wait_condition(lambda: self._admitted is not None or self._cancel_requested)
-        if self._admitted is None:
+        if self._admitted is None or self._cancel_requested:
+            # Leaving the queue also releases what an admission racing the cancel reserved.
             await self._dequeue(workload_id, attempt)
             return None
         decision = self._admitted.decision
-        if self._cancel_requested:
-            await self._dequeue(workload_id, attempt)
-            return None
         self._decisions.append(decision)
         self._event(f"attempt {attempt}: admitted on {decision.pool} ({decision.mode}): {decision.reason}")
         return self._admitted

@@ -107,11 +107,9 @@ class FabricClient:
     async def policy(self) -> dict[str, Any]:
         """{"version": int | None, "default": bool, "policy": {...}}"""
         if self.store_url:
-            from inferofabric.policies.engine import default_policy
+            from inferofabric.policies.engine import policy_document
 
-            version, policy = await asyncio.to_thread(lambda: self._store().active_policy())
-            return {"version": version, "default": policy is None,
-                    "policy": (policy or default_policy()).model_dump(mode="json", exclude_none=True)}
+            return policy_document(*await asyncio.to_thread(lambda: self._store().active_policy()))
         return dict(await self._control("get_policy"))
 
     async def cordon(self, pool: str) -> None:

@@ -15,15 +15,15 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from inferofabric.models.status import Decision, PoolView
 from inferofabric.policies.admission import CyclePlan, Held
 from inferofabric.policies.fairshare import accrue
-from inferofabric.store.db import Store
+from inferofabric.store.db import Store, as_utc
 from inferofabric.store.tables import PlacementRow, QueueRow, ReservationRow, TeamUsageRow, utcnow
 
 _Q = QueueRow.__table__  # type: ignore[attr-defined]
@@ -58,7 +58,6 @@ class Wake:
 class CycleOutcome:
     plan: CyclePlan
     wake: list[Wake] = field(default_factory=list)  # admitted now or earlier and not yet woken
-    now: datetime = field(default_factory=utcnow)
     next_expiry: float | None = None  # the earliest pool exclusion still in force ends then
 
 
@@ -153,34 +152,33 @@ def queue_items(session: Any, clock: float | None = None,
     return items, next_expiry
 
 
+def _column_of(session: Any, column: Any, workload_ids: Sequence[str]) -> dict[str, Any]:
+    """One column of the named queue rows, read in chunks (a cycle may ask for thousands)."""
+    out: dict[str, Any] = {}
+    for start in range(0, len(workload_ids), 500):
+        chunk = list(workload_ids[start:start + 500])
+        for workload_id, value in session.execute(select(_Q.c.workload_id, column).where(_Q.c.workload_id.in_(chunk))):
+            out[workload_id] = value
+    return out
+
+
 def enqueued_at(session: Any, workload_ids: Sequence[str]) -> dict[str, datetime]:
-    out: dict[str, datetime] = {}
-    for start in range(0, len(workload_ids), 500):
-        chunk = list(workload_ids[start:start + 500])
-        for row in session.execute(select(_Q.c.workload_id, _Q.c.enqueued_at).where(_Q.c.workload_id.in_(chunk))):
-            out[row.workload_id] = _aware(row.enqueued_at)
-    return out
+    return {w: as_utc(at) for w, at in _column_of(session, _Q.c.enqueued_at, workload_ids).items()}
 
 
-def queue_specs(session: Any, workload_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
-    """Spec JSON (with its version) of the named rows."""
-    out: dict[str, tuple[int, str]] = {}
-    for start in range(0, len(workload_ids), 500):
-        chunk = list(workload_ids[start:start + 500])
-        for row in session.execute(select(_Q.c.workload_id, _Q.c.version, _Q.c.spec)
-                                   .where(_Q.c.workload_id.in_(chunk))):
-            out[row.workload_id] = (row.version, row.spec)
-    return out
+def queue_specs(session: Any, workload_ids: Sequence[str]) -> dict[str, str]:
+    """Spec JSON of the named rows."""
+    return _column_of(session, _Q.c.spec, workload_ids)
 
 
 def held(session: Any) -> list[Held]:
     rows = session.execute(select(_R).where(_R.c.active.is_(True)))
     out = []
     for r in rows:
-        started = _aware(r.created_at).timestamp()
+        started = as_utc(r.created_at).timestamp()
         out.append(Held(r.workload_id, r.attempt, r.team, r.pool, r.location, r.gpu_type, r.gpus, r.class_value,
                         r.priority_class, r.priority, started,
-                        _aware(r.expected_end).timestamp() if r.expected_end else None, r.borrowing, r.preempting,
+                        as_utc(r.expected_end).timestamp() if r.expected_end else None, r.borrowing, r.preempting,
                         order=r.id))
     return out
 
@@ -192,7 +190,7 @@ def team_usage(session: Any, current: Iterable[Held], now: datetime, half_life_s
     for h in current:
         if h.team:
             in_use[h.team] += h.gpus
-    stored = {r.team: (r.gpu_seconds, _aware(r.as_of)) for r in session.execute(select(_U))}
+    stored = {r.team: (r.gpu_seconds, as_utc(r.as_of)) for r in session.execute(select(_U))}
     usage = {}
     for team in set(stored) | set(in_use):
         value, as_of = stored.get(team, (0.0, now))
@@ -228,25 +226,18 @@ def run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool 
 
 def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool,
                clock: float | None, memo: dict[str, Any] | None) -> CycleOutcome:
-    if dry_run:
-        with store.session() as s:
-            now = utcnow()
-            current = held(s)
-            usage = team_usage(s, current, now, half_life_s, write=False)
-            items, next_expiry = queue_items(s, clock, memo)
-            plan = planner(s, items, current, store.pool_views(s), usage, now)
-            s.rollback()
-            return CycleOutcome(plan=plan, now=now, next_expiry=next_expiry)
-    with store._placement_transaction() as s:
+    with store.session() if dry_run else store._placement_transaction() as s:
         current = held(s)  # the first statement takes the write lock (SQLite): read the clock after it,
         now = utcnow()  # so a reservation never starts before a release it saw committed
-        usage = team_usage(s, current, now, half_life_s, write=True)
-        stale = [Wake(r.workload_id, r.attempt, Decision.model_validate_json(r.decision))
-                 for r in s.execute(select(_Q.c.workload_id, _Q.c.attempt, _Q.c.decision)
-                                    .where(_Q.c.state == ADMITTED))]
+        usage = team_usage(s, current, now, half_life_s, write=not dry_run)
         items, next_expiry = queue_items(s, clock, memo)
         plan = planner(s, items, current, store.pool_views(s), usage, now)
-        wake = list(stale)
+        if dry_run:
+            s.rollback()
+            return CycleOutcome(plan=plan, next_expiry=next_expiry)
+        wake = [Wake(r.workload_id, r.attempt, Decision.model_validate_json(r.decision))
+                for r in s.execute(select(_Q.c.workload_id, _Q.c.attempt, _Q.c.decision)
+                                   .where(_Q.c.state == ADMITTED))]
         for admission in plan.admitted:
             entry, decision = admission.pending, admission.decision
             decision.decided_at = now
@@ -268,7 +259,7 @@ def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool
             s.execute(update(_R).where(_R.c.workload_id == victim.workload_id, _R.c.attempt == victim.attempt,
                                        _R.c.active.is_(True)).values(preempting=True))
         s.commit()
-        return CycleOutcome(plan=plan, wake=wake, now=now, next_expiry=next_expiry)
+        return CycleOutcome(plan=plan, wake=wake, next_expiry=next_expiry)
 
 
 def woken(store: Store, done: Sequence[tuple[str, int]]) -> None:
@@ -278,15 +269,9 @@ def woken(store: Store, done: Sequence[tuple[str, int]]) -> None:
     with store.session(write=True) as s:
         for start in range(0, len(done), 200):
             chunk = done[start:start + 200]
-            s.execute(delete(_Q).where(_Q.c.state == ADMITTED).where(
-                _or_pairs(chunk)))
+            pairs = or_(*[and_(_Q.c.workload_id == w, _Q.c.attempt == a) for w, a in chunk])
+            s.execute(delete(_Q).where(_Q.c.state == ADMITTED, pairs))
         s.commit()
-
-
-def _or_pairs(pairs: Sequence[tuple[str, int]]) -> Any:
-    from sqlalchemy import or_
-
-    return or_(*[and_(_Q.c.workload_id == w, _Q.c.attempt == a) for w, a in pairs])
 
 
 def record_reasons(store: Store, reasons: dict[str, str]) -> None:
@@ -305,8 +290,5 @@ def reasons(store: Store, workload_ids: Sequence[str], waited_s: float = 0.0) ->
     with store.session() as s:
         rows = s.execute(select(_Q.c.workload_id, _Q.c.reason, _Q.c.attempt, _Q.c.enqueued_at)
                          .where(_Q.c.workload_id.in_(list(workload_ids)), _Q.c.state == WAITING))
-        return {r.workload_id: (r.reason, r.attempt) for r in rows if _aware(r.enqueued_at) <= since}
+        return {r.workload_id: (r.reason, r.attempt) for r in rows if as_utc(r.enqueued_at) <= since}
 
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -198,14 +198,6 @@ class Store:
             rows = s.exec(select(PoolRow).order_by(PoolRow.name))
             return [PoolSpec.model_validate_json(r.spec) for r in rows]
 
-    def capacity_of(self, name: str) -> dict[str, int]:
-        """The pool's GPUs as placement counts them (declared, capped by discovery)."""
-        with self.session() as s:
-            row = s.get(PoolRow, name)
-            if row is None:
-                raise NotFound(f"no pool named {name!r}")
-            return _capacity(self._parsed_spec(row.name, row.spec), row)
-
     def set_cordoned(self, name: str, cordoned: bool, reason: str = "") -> HealthEvent | None:
         with self.session(write=True) as s:
             row = s.get(PoolRow, name)
@@ -227,13 +219,22 @@ class Store:
     def set_health(self, name: str, health: Health, reason: str,
                    gpus: dict[str, int] | None = None) -> HealthEvent | None:
         """Record a probed health; returns the transition event when the effective health changed."""
+        return self.record_probe(name, health, reason, gpus)[0]
+
+    def record_probe(self, name: str, health: Health, reason: str,
+                     gpus: dict[str, int] | None = None) -> tuple[HealthEvent | None, bool]:
+        """`set_health`, and whether the GPUs placement counts there (declared, capped by discovery)
+        changed with the probe's discovered inventory."""
         with self.session(write=True) as s:
             row = s.get(PoolRow, name)
             if row is None:
                 raise NotFound(f"no pool named {name!r}")
             before = _effective_health(row)
+            spec = self._parsed_spec(row.name, row.spec)
+            capacity = _capacity(spec, row)
             if gpus is not None:
                 row.discovered_gpus = json.dumps(gpus, sort_keys=True)
+            capacity_changed = gpus is not None and _capacity(spec, row) != capacity
             changed = row.health != health.value
             if changed:
                 row.health = health.value
@@ -247,7 +248,7 @@ class Store:
                 s.add(event_row)
             s.add(row)
             s.commit()
-            return _event(event_row) if event_row else None
+            return (_event(event_row) if event_row else None), capacity_changed
 
     def health_events(self, pool: str | None = None, limit: int = 20) -> list[HealthEvent]:
         with self.session() as s:
@@ -426,10 +427,11 @@ def _capacity(spec: PoolSpec, row: PoolRow | Any) -> dict[str, int]:
 
 def _event(row: HealthEventRow) -> HealthEvent:
     return HealthEvent(pool=row.pool, from_health=Health(row.from_health) if row.from_health else None,
-                       to_health=Health(row.to_health), reason=row.reason, at=_aware(row.at))
+                       to_health=Health(row.to_health), reason=row.reason, at=as_utc(row.at))
 
 
-def _aware(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
+    """A stored timestamp as an aware UTC datetime (SQLite hands them back naive)."""
     from datetime import UTC
 
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
