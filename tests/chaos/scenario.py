@@ -45,6 +45,9 @@ POOLS = [
 class ChaosConfig:
     workloads: int = 120
     duration: float = 40.0  # seconds of chaos (submissions are spread over its first 60 %)
+    # Chaos goes on past `duration` (up to twice it) until this many disruptions happened: how many
+    # fit in the time depends on how fast the stack comes back after each one on this machine.
+    min_disruptions: int = 0
     seed: int = 1
     min_job: float = 2.0
     max_job: float = 8.0
@@ -131,9 +134,14 @@ async def run_chaos(config: ChaosConfig, directory: Path, log: Any = print) -> C
             actions = [a for a, on in (("worker", config.worker_kills), ("server", config.server_restarts),
                                        ("pool", config.pool_failures)) if on]
             pending: list[asyncio.Task[None]] = []
-            end = started + config.duration
+            end, cap = started + config.duration, started + 2 * config.duration
             await asyncio.sleep(8)
-            while actions and time.monotonic() < end:
+
+            def disruptions() -> int:
+                return worker.restarts + server.restarts + result.pool_outages
+
+            while actions and (time.monotonic() < end
+                               or (disruptions() < config.min_disruptions and time.monotonic() < cap)):
                 action = rng.choice(actions)
                 if action == "worker":
                     down = rng.uniform(0.5, 2.0)

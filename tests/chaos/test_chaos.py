@@ -22,7 +22,7 @@ def assert_invariants(result: ChaosResult, workloads: int) -> None:
 
 async def test_chaos_ci_sized(tmp_path: Path) -> None:
     """120 workloads, 40 s of chaos (CI-sized: about a minute and a half on 2 cores)."""
-    result = await run_chaos(ChaosConfig(workloads=120, duration=40, seed=7), tmp_path)
+    result = await run_chaos(ChaosConfig(workloads=120, duration=40, seed=7, min_disruptions=4), tmp_path)
     assert_invariants(result, 120)
     assert result.worker_restarts + result.server_restarts + result.pool_outages >= 4
 
