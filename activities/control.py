@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
+from temporalio.service import RPCError, RPCStatusCode
 
 from inferofabric.activities.admission import wake_from_activity as _wake
 from inferofabric.activities.errors import typed_errors
+from inferofabric.activities.reconcile import reconcile_pool
 from inferofabric.backends import simulated
 from inferofabric.backends.registry import backend_class
 from inferofabric.models.common import Health
+from inferofabric.models.messages import ReconcileReport, RelocateSignal
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import HealthEvent, PoolStatus, QueueView
@@ -86,6 +89,8 @@ class ControlActivities:
         spec = await asyncio.to_thread(self.store.pool_spec, name)
         if spec.backend != "simulated":
             raise ValueError(f"pool {name!r} is a {spec.backend} pool; only simulated pools can be failed on purpose")
+        if action == "reclaim":
+            return f"reclaimed {simulated.reclaim_all(self.home, name)} jobs"
         if action in ("fail", "restore"):
             simulated.set_outage(self.home, name, failed=action == "fail")
         else:
@@ -106,6 +111,39 @@ class ControlActivities:
     async def workloads_on_pool(self, name: str) -> list[dict[str, Any]]:
         rows = await asyncio.to_thread(self.store.active_reservations, name)
         return [{"workload_id": r.workload_id, "attempt": r.attempt} for r in rows]
+
+    @activity.defn(name="control_relocate")
+    @typed_errors
+    async def relocate(self, name: str, reason: str, health: Health) -> list[str]:
+        """Tell every workload on the pool to move (failover, drain): signals sent concurrently from
+        here, not one by one from workflow code, so 1,000 moves take seconds and no workflow's
+        history grows with the pool's size. Returns the workloads told."""
+        rows = await asyncio.to_thread(self.store.active_reservations, name)
+        signal = RelocateSignal(pool=name, reason=reason, health=health)
+        gate = asyncio.Semaphore(64)
+        client = activity.client()
+        told: list[str] = []
+
+        async def one(workload_id: str) -> None:
+            async with gate:
+                try:
+                    await client.get_workflow_handle(workload_id).signal("relocate", signal)
+                    told.append(workload_id)
+                except RPCError as error:
+                    if error.status != RPCStatusCode.NOT_FOUND:
+                        raise
+                activity.heartbeat(len(told))
+
+        await asyncio.gather(*(one(r.workload_id) for r in {r.workload_id: r for r in rows}.values()))
+        return sorted(told)
+
+    @activity.defn(name="control_reconcile")
+    @typed_errors
+    async def reconcile(self, name: str, states: dict[str, str]) -> ReconcileReport:
+        """Compare the store's reservations on the pool, the back end's jobs there (`states`, from
+        the pool's side) and the workflows: release reservations whose workflow is gone, and name
+        the fabric jobs no live attempt owns (the caller cancels them on the pool)."""
+        return await reconcile_pool(self.store, activity.client(), name, states)
 
     @activity.defn(name="control_put_secret")
     @typed_errors
@@ -134,4 +172,5 @@ class ControlActivities:
     def all(self) -> list[Callable[..., Any]]:
         return [self.register_pool, self.remove_pool, self.list_pools, self.pool_spec, self.set_policy,
                 self.get_policy, self.cordon, self.simulate, self.record_health, self.workloads_on_pool,
+                self.relocate, self.reconcile,
                 self.put_secret, self.list_secrets, self.decisions, self.queue]

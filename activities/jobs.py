@@ -1,4 +1,4 @@
-"""Back-end activities: launch, watch, status, cancel, logs, probe.
+"""Back-end activities: launch, status, cancel, logs, probe (watching is activities/watch.py).
 
 They run wherever the pool's back end is reachable: the control plane's worker for cloud, local
 and simulated pools, or the pool's agent (task queue `pool.<name>`) for on-prem Kubernetes.
@@ -15,13 +15,24 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from inferofabric.activities.errors import typed_errors
-from inferofabric.backends.base import BackendUnavailable, JobRequest, JobState, JobStatus
+from inferofabric.backends.base import BackendThrottled, BackendUnavailable, JobRequest, JobStatus
 from inferofabric.backends.registry import backend_for
 from inferofabric.models.common import Health
-from inferofabric.models.messages import JobInput, LaunchInput, ProbeResult, WatchInput
+from inferofabric.models.messages import JobInput, LaunchInput, ProbeResult, StatusesInput
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.workload import SecretRef
 from inferofabric.secrets import unseal
+
+
+def fabric_env(request: LaunchInput, home: Path) -> dict[str, str]:
+    """What every job is told about itself: which attempt this is (a reclaimed or moved job runs
+    again) and where to keep checkpoints so that the next attempt resumes instead of restarting."""
+    pool = request.pool
+    root = pool.checkpoint_root or (str(home / "checkpoints") if pool.backend in ("local", "simulated")
+                                    else "/checkpoints")
+    return {"FABRIC_WORKLOAD_ID": request.workload_id, "FABRIC_ATTEMPT": str(request.attempt),
+            "FABRIC_JOB_ID": request.job_id, "FABRIC_POOL": pool.name, "FABRIC_SPOT": "1" if pool.spot else "0",
+            "FABRIC_CHECKPOINT_DIR": f"{root.rstrip('/')}/{request.spec.team}/{request.workload_id}"}
 
 
 class JobActivities:
@@ -39,34 +50,30 @@ class JobActivities:
                   for name, sealed in request.sealed_env.items()}
         job = JobRequest(
             job_id=request.job_id, workload_id=request.workload_id, attempt=request.attempt, spec=request.spec,
-            gpu_type=request.gpu_type, gpus=request.gpus, env={**plain, **opened}, secret_env=sorted(opened),
+            gpu_type=request.gpu_type, gpus=request.gpus, env={**plain, **opened, **fabric_env(request, self.home)},
+            secret_env=sorted(opened),
             labels={"inferofabric.io/workload": request.workload_id, "inferofabric.io/team": request.spec.team},
         )
         backend = self._backend(request.pool)
         return await asyncio.to_thread(backend.launch, job)
 
-    @activity.defn(name="watch_job")
-    @typed_errors
-    async def watch_job(self, request: WatchInput) -> JobStatus:
-        """Poll until the job ends, heartbeating; a retry after a worker crash re-attaches to the job."""
-        backend = self._backend(request.pool)
-        while True:
-            try:
-                status = await asyncio.to_thread(backend.status, request.job_id)
-            except BackendUnavailable as error:
-                # Keep watching: health monitoring decides whether the pool has failed.
-                activity.heartbeat({"unreachable": str(error)})
-                await asyncio.sleep(request.interval_seconds)
-                continue
-            if status.state.terminal or (request.until_running and status.state == JobState.RUNNING):
-                return status
-            activity.heartbeat({"state": status.state.value, "message": status.message})
-            await asyncio.sleep(request.interval_seconds)
-
     @activity.defn(name="job_status")
     @typed_errors
     async def job_status(self, request: JobInput) -> JobStatus:
         return await asyncio.to_thread(self._backend(request.pool).status, request.job_id)
+
+    @activity.defn(name="job_statuses")
+    @typed_errors
+    async def job_statuses(self, request: StatusesInput) -> dict[str, JobStatus]:
+        """Many jobs in one batched look (the reconciler's)."""
+        return await asyncio.to_thread(self._backend(request.pool).snapshot, request.job_ids)
+
+    @activity.defn(name="pool_job_states")
+    @typed_errors
+    async def pool_job_states(self, pool: PoolSpec) -> dict[str, str]:
+        """Every live fabric job on the pool and its state, compact (the reconciler's look)."""
+        snapshot = await asyncio.to_thread(self._backend(pool).snapshot, [])
+        return {job_id: status.state.value for job_id, status in snapshot.items()}
 
     @activity.defn(name="cancel_job")
     @typed_errors
@@ -88,6 +95,9 @@ class JobActivities:
         """Never fails for an unreachable pool: that is a probe result (the monitor counts it)."""
         try:
             probe = await asyncio.to_thread(self._backend(pool).probe)
+        except BackendThrottled as error:
+            # The pool answered "slow down": it is alive. Neither a failed nor a good probe.
+            return ProbeResult(ok=True, throttled=True, health=Health.HEALTHY, reason=str(error))
         except BackendUnavailable as error:
             return ProbeResult(ok=False, health=Health.UNHEALTHY, reason=str(error))
         except Exception as error:  # a broken back end is an unhealthy pool, not a crashed monitor

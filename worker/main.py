@@ -3,6 +3,10 @@
 The control plane's worker runs every workflow, the placement and control activities (they need
 the store) and the back-end activities of pools without an agent. An agent runs only the back-end
 activities of its own pool, from inside that pool's network, dialing out to Temporal.
+
+Each of them polls a second task queue, `<queue>.monitor`, with slots of its own: the pools' probes
+and watchers run there, so launches, cancels and control calls can never take the capacity the
+health checks need (a busy fabric must not declare its own healthy pools dead).
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from inferofabric.activities.admission import AdmissionActivities
 from inferofabric.activities.control import ControlActivities
 from inferofabric.activities.jobs import JobActivities
 from inferofabric.activities.placement import PlacementActivities
+from inferofabric.activities.watch import PoolWatchActivities
 from inferofabric.settings import fabric_home, task_queue
 from inferofabric.workflows.admission import AdmissionWorkflow
 from inferofabric.workflows.control import ControlWorkflow
 from inferofabric.workflows.monitor import PoolMonitorWorkflow
+from inferofabric.workflows.watcher import PoolWatcherWorkflow
 from inferofabric.workflows.workload import WorkloadWorkflow
 
-WORKFLOWS = [WorkloadWorkflow, ControlWorkflow, PoolMonitorWorkflow, AdmissionWorkflow]
+WORKFLOWS = [WorkloadWorkflow, ControlWorkflow, PoolMonitorWorkflow, PoolWatcherWorkflow, AdmissionWorkflow]
+MONITOR_SLOTS = 500  # probes (seconds each) and one long-running watcher per pool
 # The fabric's own models and helpers are deterministic and side-effect free: share the host's
 # copies with the sandbox, so a model built in workflow code is the same class activities accept.
 # The workflow modules are shared too: re-importing them for every workflow run cost ~6 ms of CPU per
@@ -44,32 +51,69 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 def job_activities(home: Path) -> list[Callable[..., Any]]:
     jobs = JobActivities(home)
-    return [jobs.launch_job, jobs.watch_job, jobs.job_status, jobs.cancel_job, jobs.job_logs, jobs.list_pool_jobs,
-            jobs.probe_pool]
+    return [jobs.launch_job, jobs.job_status, jobs.cancel_job, jobs.job_logs, jobs.list_pool_jobs,
+            jobs.job_statuses, jobs.pool_job_states]
+
+
+def monitor_activities(home: Path) -> list[Callable[..., Any]]:
+    jobs = JobActivities(home)
+    return [jobs.probe_pool, PoolWatchActivities(home).watch_pool]
+
+
+class FabricWorker:
+    """The workers of one process, started and stopped together (`async with`)."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self.task_queue = workers[0].task_queue
+
+    async def __aenter__(self) -> FabricWorker:
+        started: list[Worker] = []
+        try:
+            for worker in self.workers:
+                await worker.__aenter__()
+                started.append(worker)
+        except BaseException:
+            for worker in reversed(started):
+                await worker.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await asyncio.gather(*(worker.__aexit__(*exc) for worker in reversed(self.workers)))
 
 
 def build_worker(client: Client, queue: str | None = None, home: Path | None = None,
-                 store_url: str | None = None, max_concurrent_activities: int = 200) -> Worker:
+                 store_url: str | None = None, max_concurrent_activities: int = 200) -> FabricWorker:
     home = home or fabric_home()
+    queue = queue or task_queue()
     placement = PlacementActivities(store_url)
     control = ControlActivities(home, store_url)
     admission = AdmissionActivities(store_url)
     activities: list[Callable[..., Any]] = [
         placement.release_capacity, placement.seal_secrets, *admission.all(), *control.all(), *job_activities(home),
     ]
-    return Worker(
-        client, task_queue=queue or task_queue(), workflows=WORKFLOWS, activities=activities,
+    main = Worker(
+        client, task_queue=queue, workflows=WORKFLOWS, activities=activities,
         workflow_runner=workflow_runner(),
         max_concurrent_activities=max_concurrent_activities, max_concurrent_local_activities=200,
     )
+    monitors = Worker(client, task_queue=f"{queue}.monitor", activities=monitor_activities(home),
+                      max_concurrent_activities=MONITOR_SLOTS)
+    return FabricWorker([main, monitors])
 
 
-def build_agent_worker(client: Client, pool: str, home: Path | None = None) -> Worker:
-    """The pool agent's worker: only its own pool's back-end activities, on `pool.<name>`."""
-    return Worker(client, task_queue=f"pool.{pool}", activities=job_activities(home or fabric_home()),
-                  max_concurrent_activities=100)
+def build_agent_worker(client: Client, pool: str, home: Path | None = None) -> FabricWorker:
+    """The pool agent's workers: only its own pool's back-end activities, on `pool.<name>` and
+    `pool.<name>.monitor`."""
+    home = home or fabric_home()
+    return FabricWorker([
+        Worker(client, task_queue=f"pool.{pool}", activities=job_activities(home), max_concurrent_activities=100),
+        Worker(client, task_queue=f"pool.{pool}.monitor", activities=monitor_activities(home),
+               max_concurrent_activities=20),
+    ])
 
 
-async def run_until_stopped(worker: Worker, stop: asyncio.Event) -> None:
+async def run_until_stopped(worker: FabricWorker, stop: asyncio.Event) -> None:
     async with worker:
         await stop.wait()

@@ -19,8 +19,18 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from inferofabric.backends.registry import task_queue_for
     from inferofabric.models.common import Health
-    from inferofabric.models.messages import ControlRequest, JobInput, MonitorInput, MonitorSettings, RelocateSignal
+    from inferofabric.models.messages import (
+        ControlRequest,
+        JobInput,
+        MonitorInput,
+        MonitorSettings,
+        ReconcileReport,
+        WatcherInput,
+        WatcherSettings,
+    )
     from inferofabric.models.pool import PoolSpec
+    from inferofabric.workflows.reconcile import reconcile
+    from inferofabric.workflows.watcher import watcher_id
 
 CONTROL_TIMEOUT = timedelta(seconds=30)
 CONTROL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidInput", "NotFound"])
@@ -53,6 +63,8 @@ class ControlWorkflow:
             return await self._logs(request.args["pool"], request.args["job_id"], int(request.args.get("tail", 200)))
         if request.op == "drain":
             return await self._drain(request.args["name"], request.args.get("reason", "drained by operator"))
+        if request.op == "reconcile":
+            return await self._reconcile(request.args["name"])
         if request.op not in OPERATIONS:
             raise ApplicationError(f"unknown operation {request.op!r}", type="InvalidInput", non_retryable=True)
         activity_name, arg_names = OPERATIONS[request.op]
@@ -62,8 +74,12 @@ class ControlWorkflow:
             summary=request.op,
         )
         if request.op == "register_pool":
-            await self._ensure_monitor(PoolSpec.model_validate(request.args["spec"]).name,
-                                       request.args.get("monitor"))
+            name = PoolSpec.model_validate(request.args["spec"]).name
+            await self._ensure_monitor(name, request.args.get("monitor"))
+            await self._ensure_watcher(name, request.args.get("watcher"))
+        elif request.op == "remove_pool":
+            with contextlib.suppress(Exception):  # the watcher also stops by itself on its next run
+                await workflow.get_external_workflow_handle(watcher_id(request.args["name"])).cancel()
         return result
 
     async def _ensure_monitor(self, pool: str, settings: dict[str, Any] | None) -> None:
@@ -76,6 +92,21 @@ class ControlWorkflow:
                 static_summary=f"health monitor for pool {pool}",
             )
 
+    async def _ensure_watcher(self, pool: str, settings: dict[str, Any] | None) -> None:
+        """Start the pool's job watcher once (one batched look per period follows every job there)."""
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await workflow.start_child_workflow(
+                "PoolWatcherWorkflow", WatcherInput(pool=pool, settings=WatcherSettings.model_validate(settings or {})),
+                id=watcher_id(pool), parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary=f"job watcher for pool {pool}",
+            )
+
+    async def _reconcile(self, name: str) -> ReconcileReport:
+        pool: PoolSpec = await workflow.execute_activity(
+            "control_pool_spec", name, result_type=PoolSpec, start_to_close_timeout=CONTROL_TIMEOUT,
+            retry_policy=CONTROL_RETRY)
+        return await reconcile(pool)
+
     async def _logs(self, pool_name: str, job_id: str, tail: int) -> str:
         pool: PoolSpec = await workflow.execute_activity(
             "control_pool_spec", pool_name, result_type=PoolSpec, start_to_close_timeout=CONTROL_TIMEOUT,
@@ -86,17 +117,12 @@ class ControlWorkflow:
             retry_policy=RetryPolicy(maximum_attempts=2), summary=f"logs of {job_id}"))
 
     async def _drain(self, pool: str, reason: str) -> list[str]:
-        """Move every workload off the pool on purpose, with the failover machinery."""
+        """Move every workload off the pool on purpose, with the failover machinery (one activity tells
+        them all, concurrently: 1,000 workloads take seconds)."""
         await workflow.execute_activity("control_cordon", args=[pool, True], start_to_close_timeout=CONTROL_TIMEOUT,
                                         retry_policy=CONTROL_RETRY, summary=f"cordon {pool}")
-        rows = await workflow.execute_activity("control_workloads_on_pool", pool,
-                                               start_to_close_timeout=CONTROL_TIMEOUT, retry_policy=CONTROL_RETRY)
-        moved = []
-        for row in rows:
-            handle = workflow.get_external_workflow_handle(row["workload_id"])
-            try:
-                await handle.signal("relocate", RelocateSignal(pool=pool, reason=reason, health=Health.CORDONED))
-                moved.append(row["workload_id"])
-            except Exception:  # the workload finished in the meantime
-                continue
+        moved: list[str] = await workflow.execute_activity(
+            "control_relocate", args=[pool, reason, Health.CORDONED], start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=30), retry_policy=CONTROL_RETRY,
+            summary=f"move every workload off {pool}")
         return moved

@@ -2,28 +2,33 @@
 
 A pool turns unhealthy after `unhealthy_after` failed probes in a row (a probe that times out,
 e.g. because the pool's agent is silent and nobody polls its task queue, is a failed probe), and
-healthy again after `healthy_after` good ones. On turning unhealthy it tells every workload on the
-pool to move; on recovering it removes orphan copies left behind by those moves. History is
-bounded with continue-as-new.
+healthy again after `healthy_after` good ones. A throttled API ("slow down") is neither: a pool
+that answers is alive. Probes run on the pool's monitor queue, whose slots no launch or control call
+can take. On turning unhealthy it tells every workload on the pool to move (one activity signals
+them all); it reconciles the pool (leaked reservations, orphan jobs) every `reconcile_seconds`,
+and when the pool recovers. Moves and reconciliations run beside the probes, never in their way.
+History is bounded with continue-as-new.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.backends.base import job_id_for
-    from inferofabric.backends.registry import task_queue_for
+    from inferofabric.backends.registry import monitor_queue_for
     from inferofabric.models.common import Health
 
     # PoolSpec comes from the module that declares JobInput, so that the spec returned by
     # control_pool_spec is an instance of the very class JobInput.pool expects: in the sandbox,
     # inferofabric.models.pool can be a re-imported copy of the class messages.py refers to.
-    from inferofabric.models.messages import JobInput, MonitorInput, PoolSpec, ProbeResult, RelocateSignal
+    from inferofabric.models.messages import MonitorInput, PoolSpec, ProbeResult, ReconcileReport
+    from inferofabric.workflows.reconcile import reconcile
 
 LOCAL_TIMEOUT = timedelta(seconds=30)
 LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
@@ -32,6 +37,8 @@ LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
 def next_health(current: Health | None, probe: ProbeResult, failures: int, successes: int,
                 unhealthy_after: int, healthy_after: int) -> Health | None:
     """The hysteresis rule, as a pure function (unit-tested on its own)."""
+    if probe.throttled:
+        return current
     if not probe.ok:
         if failures >= unhealthy_after:
             return Health.UNHEALTHY
@@ -45,16 +52,29 @@ def next_health(current: Health | None, probe: ProbeResult, failures: int, succe
 class PoolMonitorWorkflow:
     def __init__(self) -> None:
         self._state: MonitorInput | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._last_report: ReconcileReport | None = None
+        self._reconcile_requested = False
 
     @workflow.query(name="state")
     def state(self) -> MonitorInput:
         assert self._state is not None
         return self._state
 
+    @workflow.query(name="last_reconcile")
+    def last_reconcile(self) -> ReconcileReport | None:
+        return self._last_report
+
+    @workflow.signal(name="reconcile")
+    def request_reconcile(self) -> None:
+        self._reconcile_requested = True
+
     @workflow.run
     async def run(self, state: MonitorInput) -> None:
         self._state = state
         settings = state.settings
+        if state.last_reconcile is None:
+            state.last_reconcile = workflow.now().timestamp()
         for _ in range(settings.iterations_per_run):
             try:
                 pool: PoolSpec = await workflow.execute_local_activity(
@@ -64,10 +84,13 @@ class PoolMonitorWorkflow:
                 # A local activity's failure can arrive unwrapped (ApplicationError, not ActivityError).
                 cause = error.cause if isinstance(error, ActivityError) else error
                 if isinstance(cause, ApplicationError) and cause.type == "NotFound":
+                    await self._settle()
                     return  # the pool was removed: nothing left to watch
                 raise
             probe = await self._probe(pool)
-            if probe.ok:
+            if probe.throttled:
+                pass  # alive but slow: the counters stay as they are
+            elif probe.ok:
                 state.successes += 1
                 state.failures = 0
             else:
@@ -78,14 +101,30 @@ class PoolMonitorWorkflow:
             if health is not None and (health != state.health or probe.gpus is not None):
                 await self._record(pool, state.health, health, probe)
                 state.health = health
+            due = workflow.now().timestamp() - state.last_reconcile >= settings.reconcile_seconds
+            if (due or self._reconcile_requested) and state.health != Health.UNHEALTHY:
+                self._reconcile_requested = False
+                state.last_reconcile = workflow.now().timestamp()
+                self._spawn(self._reconcile(pool))
             await workflow.sleep(timedelta(seconds=settings.period_seconds))
+        await self._settle()
         workflow.continue_as_new(state)
+
+    def _spawn(self, work: Any) -> None:
+        self._background = [task for task in self._background if not task.done()]
+        self._background.append(asyncio.ensure_future(work))
+
+    async def _settle(self) -> None:
+        """Let moves and reconciliations in flight finish before the run ends."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+            self._background.clear()
 
     async def _probe(self, pool: PoolSpec) -> ProbeResult:
         timeout = timedelta(seconds=self._state.settings.probe_timeout_seconds)  # type: ignore[union-attr]
         try:
             result: ProbeResult = await workflow.execute_activity(
-                "probe_pool", pool, task_queue=task_queue_for(pool, workflow.info().task_queue),
+                "probe_pool", pool, task_queue=monitor_queue_for(pool, workflow.info().task_queue),
                 result_type=ProbeResult, schedule_to_close_timeout=timeout,
                 retry_policy=RetryPolicy(maximum_attempts=1), summary=f"probe {pool.name}",
             )
@@ -104,43 +143,24 @@ class PoolMonitorWorkflow:
         # the store: a cordoned pool that dies shows no effective change (it stays "cordoned"), yet
         # the work still running on it must move, and its orphans must go when it recovers.
         if after == Health.UNHEALTHY and before != Health.UNHEALTHY:
-            await self._move_workloads(pool, reason)
+            self._spawn(self._move_workloads(pool, reason))
         elif before == Health.UNHEALTHY and after != Health.UNHEALTHY:
-            await self._remove_orphans(pool)
+            self._spawn(self._reconcile(pool))
 
     async def _move_workloads(self, pool: PoolSpec, reason: str) -> None:
-        rows = await workflow.execute_local_activity("control_workloads_on_pool", pool.name,
-            start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
-        for row in rows:
-            handle = workflow.get_external_workflow_handle(row["workload_id"])
-            try:
-                await handle.signal("relocate", RelocateSignal(pool=pool.name, reason=f"became unhealthy: {reason}"))
-            except Exception:
-                workflow.logger.info("workload %s already finished", row["workload_id"])
-
-    async def _remove_orphans(self, pool: PoolSpec) -> None:
-        """Cancel jobs on the pool that no active reservation owns (copies left by a failover)."""
-        queue = task_queue_for(pool, workflow.info().task_queue)
         try:
-            jobs: list[str] = await workflow.execute_activity(
-                "list_pool_jobs", pool, task_queue=queue, start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=3), summary=f"find orphans on {pool.name}")
-        except ActivityError:
-            return  # try again at the next recovery
-        rows = await workflow.execute_local_activity("control_workloads_on_pool", pool.name,
-            start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
-        owned = {job_id_for(row["workload_id"], row["attempt"]) for row in rows}
-        for job_id in jobs:
-            if job_id in owned:
-                continue
-            try:
-                await workflow.execute_activity(
-                    "cancel_job", JobInput(pool=pool, job_id=job_id), task_queue=queue,
-                    start_to_close_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_attempts=3),
-                    summary=f"remove orphan {job_id}")
-                workflow.logger.info("removed orphan job %s from pool %s", job_id, pool.name)
-            except ActivityError:
-                continue
+            await workflow.execute_activity(
+                "control_relocate", args=[pool.name, f"became unhealthy: {reason}", Health.UNHEALTHY],
+                start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=5),
+                summary=f"move every workload off {pool.name}")
+        except ActivityError as error:
+            workflow.logger.warning("could not tell every workload to leave %s: %s", pool.name, error)
+
+    async def _reconcile(self, pool: PoolSpec) -> None:
+        self._last_report = await reconcile(pool)
+        health = self._state.health.value if self._state and self._state.health else "unknown"
+        workflow.set_current_details(f"health **{health}**\n\nlast reconciliation: {self._last_report.summary()}")
 
 
 def _timed_out(error: ActivityError) -> bool:

@@ -1,15 +1,19 @@
 """WorkloadWorkflow: one durable workflow per workload (workflow id = workload id).
 
 enqueue -> sleep until the admission loop admits it (signal `admitted`: decided and reserved) ->
-launch on the chosen pool -> watch until it ends -> release. A waiting workload runs no timers and
-no placement of its own: it sleeps on the signal, so a day of waiting adds no history.
+launch on the chosen pool -> sleep until the pool's watcher says the job ended (signal `job_state`)
+-> release. A waiting workload runs no timers and no placement of its own: it sleeps on the signal,
+so a day of waiting adds no history; a running one holds no activity slot (one watcher per pool
+follows every job there in batched looks).
 
 If the pool fails (health monitor signal), is drained, or the job is lost, the workflow moves the
 workload: it cancels the old copy best-effort, releases its GPUs and queues again (in its place,
 with the failed pool excluded, under the policy's failover rule). The failed pool stays out while its
 recorded health says so (unhealthy, cordoned), or for 30 s after a job-level failure. A preempted
-workload (signal `preempt`) stops its job gracefully and re-queues in its place; a preemption is not
-charged as a failed attempt. Deterministic: all I/O is in activities.
+workload (signal `preempt`) stops its job gracefully and re-queues in its place. Moves the fabric
+or a pool caused (failover, drain, a job lost to node loss, eviction or a spot reclaim, preemption)
+are not charged to `max_attempts`: only the job's own trouble is (a launch that fails, a job pending
+past its launch timeout). Deterministic: all I/O is in activities.
 """
 
 from __future__ import annotations
@@ -39,12 +43,12 @@ with workflow.unsafe.imports_passed_through():
         AdmittedSignal,
         EnqueueInput,
         JobInput,
+        JobUpdate,
         LaunchInput,
         PreemptSignal,
         ReleaseInput,
         RelocateSignal,
         WaitingSignal,
-        WatchInput,
         WorkloadRequest,
     )
     from inferofabric.models.pool import PoolSpec
@@ -66,17 +70,21 @@ NON_RETRYABLE = ["JobRejected", "BackendConfigError", "InvalidInput", "NotFound"
 # out of placement for this long; a pool the monitor or a drain took out of service needs no such
 # exclusion: its recorded health keeps it out until it is healthy (and uncordoned) again.
 EXCLUDE_FAILED_POOL = timedelta(seconds=30)
+# Moves not charged to max_attempts still end somewhere: a workload moved this often gives up.
+MAX_MOVES = 50
 
 
 class _Moved(Exception):
     """The current attempt must move to another pool (pool failed, drained, job lost)."""
 
-    def __init__(self, reason: str, health: Health, recorded: bool = False, preempted: bool = False) -> None:
+    def __init__(self, reason: str, health: Health, recorded: bool = False, preempted: bool = False,
+                 charged: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.health = health
         self.recorded = recorded  # the pool's health/cordon is already recorded in the store
         self.preempted = preempted  # the admission loop asked for the GPUs back: not the job's fault
+        self.charged = charged  # the job's own trouble: counts against max_attempts
 
 
 def initial_search_attributes(team: str, gpus: int = 0) -> TypedSearchAttributes:
@@ -100,6 +108,8 @@ class WorkloadWorkflow:
         self._attempt = 0
         self._admitted: AdmittedSignal | None = None
         self._preempt: PreemptSignal | None = None
+        self._job: JobStatus | None = None  # the current attempt's job, as the pool's watcher last saw it
+        self._launched = False  # the current attempt's launch returned (before it, "lost" is not news)
 
     # -- queries, signals, updates ------------------------------------------------------------------
     @workflow.query(name="status")
@@ -127,6 +137,17 @@ class WorkloadWorkflow:
         """From the admission loop: this attempt's GPUs are reserved (a repeat of the signal is ignored)."""
         if signal.attempt == self._attempt and self._admitted is None:
             self._admitted = signal
+
+    @workflow.signal(name="job_state")
+    def job_state(self, update: JobUpdate) -> None:
+        """From the pool's watcher (or the reconciler): the job of this attempt changed state."""
+        if update.attempt != self._attempt:
+            return
+        status = JobStatus.model_validate(update.status.model_dump())
+        if status.state == JobState.LOST and not self._launched:
+            return  # not launched yet as far as we know: the launch's own answer decides
+        if self._job is None or not self._job.state.terminal:
+            self._job = status
 
     @workflow.signal(name="preempt")
     def preempt(self, signal: PreemptSignal) -> None:
@@ -205,13 +226,16 @@ class WorkloadWorkflow:
 
         exclude: dict[str, tuple[str, datetime]] = {}  # pool -> (why, until)
         failed_health: Health | None = None
-        charged = 0  # attempts that ended because the job or its pool failed (preemptions are not charged)
+        charged = 0  # attempts that ended because of the job itself (moves the fabric caused are not charged)
+        moves = 0
         attempt = 0
         try:
             while True:
                 attempt += 1
                 if charged >= request.max_attempts:
                     return await self._finish(WorkloadState.FAILED, f"gave up after {request.max_attempts} attempts")
+                if moves >= MAX_MOVES:
+                    return await self._finish(WorkloadState.FAILED, f"gave up after {moves} moves between pools")
                 admitted = await self._queue_until_admitted(workload_id, attempt, seq, spec, exclude, failed_health)
                 if admitted is None:
                     return await self._finish(WorkloadState.CANCELLED, "cancelled while queued")
@@ -222,8 +246,12 @@ class WorkloadWorkflow:
                     assert decision.pool is not None
                     if moved.preempted:
                         failed_health = None
+                        moves += 1
                     else:
-                        charged += 1
+                        if moved.charged:
+                            charged += 1
+                        else:
+                            moves += 1
                         if not moved.recorded:
                             exclude[decision.pool] = (f"failed during attempt {attempt}: {moved.reason}",
                                                       workflow.now() + EXCLUDE_FAILED_POOL)
@@ -241,7 +269,7 @@ class WorkloadWorkflow:
                     self._upsert(state=WorkloadState.QUEUED, pool="", location="")
                     if self._cancel_requested:
                         return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
-                    backoff = timedelta(seconds=0 if moved.preempted else min(2 ** (charged - 1) - 1, 30))
+                    backoff = timedelta(seconds=min(2 ** (charged - 1) - 1, 30) if moved.charged else 0)
                     if backoff:
                         # A cancel during the backoff ends the wait at once.
                         with contextlib.suppress(TimeoutError):
@@ -251,6 +279,12 @@ class WorkloadWorkflow:
                     continue
                 await self._drain_background()
                 return final
+        except ApplicationError:
+            # A permanent failure between reserve and launch (say, a secret that cannot be opened):
+            # never leave GPUs reserved behind a workflow that is about to fail.
+            if self._status is not None and self._status.state != WorkloadState.QUEUED:
+                await self._cleanup_attempt(workload_id, attempt, best_effort=True)
+            raise
         except asyncio.CancelledError:
             # Cancelled from the Web UI / `temporal workflow cancel`: clean up, then report cancelled.
             self._cancel_requested = True
@@ -267,6 +301,8 @@ class WorkloadWorkflow:
         """Join the queue and sleep until the admission loop admits this attempt (None: cancelled)."""
         self._attempt = attempt
         self._admitted = None
+        self._job = None
+        self._launched = False
         now = workflow.now()
         live = {pool: (why, until) for pool, (why, until) in exclude.items() if now < until}
         await workflow.execute_local_activity(
@@ -314,9 +350,17 @@ class WorkloadWorkflow:
 
         sealed: dict[str, str] = {}
         if any(not isinstance(v, str) for v in spec.env.values()):
-            sealed = await workflow.execute_local_activity(
-                "seal_secrets", args=[spec, pool.name], result_type=dict,
-                    start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
+            try:
+                sealed = await workflow.execute_local_activity(
+                    "seal_secrets", args=[spec, pool.name], result_type=dict,
+                    start_to_close_timeout=LOCAL_TIMEOUT,
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=10,
+                                             non_retryable_error_types=NON_RETRYABLE))
+            except ActivityError as error:
+                await self._cleanup_attempt(workload_id, attempt, best_effort=True, cancel_job=False)
+                self._history_end("failed")
+                return await self._finish(WorkloadState.FAILED, f"secrets could not be prepared for {pool.name}: "
+                                          f"{_cause_message(error)}")
         launch = self._activity(
             "launch_job",
             LaunchInput(pool=pool, workload_id=workload_id, attempt=attempt, job_id=job_id, spec=spec,
@@ -327,33 +371,47 @@ class WorkloadWorkflow:
             summary=f"launch {job_id} on {pool.name}",
         )
         try:
-            status = await self._race(launch, pool.name)
+            # A cancel that arrives mid-launch waits for the launch to return, then removes the job:
+            # cancelling the activity instead could let a launch already under way create it after.
+            status = await self._race(launch, pool.name, settle_on_cancel=True)
         except ActivityError as error:
             cause = _cause_type(error)
             if cause in NON_RETRYABLE:
                 await self._cleanup_attempt(workload_id, attempt, best_effort=True)
                 return await self._finish(WorkloadState.FAILED, f"rejected by {pool.name}: {_cause_message(error)}")
-            raise _Moved(f"launch failed on {pool.name}: {_cause_message(error)}", Health.UNHEALTHY) from None
+            raise _Moved(f"launch failed on {pool.name}: {_cause_message(error)}", Health.UNHEALTHY,
+                         charged=True) from None
         if status is None:
             return await self._cancel_attempt(workload_id, attempt)
+        self._launched = True
+        if self._job is None or (not self._job.state.terminal and status.state.terminal):
+            self._job = status
 
-        if status.state == JobState.PENDING:
+        launch_timeout = timedelta(seconds=spec.launch_timeout_seconds or pool.launch_timeout_seconds)
+        if self._job.state == JobState.PENDING:
             # Accepted but not running yet (queued for capacity, pulling the image): stay `launching`.
-            self._set(message=f"pending on {pool.name}: {status.message}")
-            status = await self._watch(pool, queue, job_id, request.watch_interval_seconds, until_running=True)
-            if status is None:
+            self._set(message=f"pending on {pool.name}: {self._job.message}")
+            followed = await self._follow(pool.name, lambda job: job.state != JobState.PENDING, launch_timeout)
+            if followed is None:
                 return await self._cancel_attempt(workload_id, attempt)
+            if followed.state == JobState.PENDING:
+                raise _Moved(f"still pending on {pool.name} after the launch timeout of "
+                             f"{int(launch_timeout.total_seconds())}s: {followed.message or 'not started'}",
+                             Health.HEALTHY, charged=True)
+        assert self._job is not None
+        status = self._job
         self._set(state=WorkloadState.RUNNING, message=status.message or f"running on {pool.name}")
         if self._status is not None and self._status.history:
             self._status.history[-1].outcome = "running"
         if not status.state.terminal:
             self._upsert(state=WorkloadState.RUNNING)
-        if not status.state.terminal:
-            status = await self._watch(pool, queue, job_id, request.watch_interval_seconds, until_running=False)
-            if status is None:
+            followed = await self._follow(pool.name, lambda job: job.state.terminal, None)
+            if followed is None:
                 return await self._cancel_attempt(workload_id, attempt)
+            status = followed
         if status.state == JobState.LOST:
-            raise _Moved(f"job lost on {pool.name}: {status.message}", Health.UNHEALTHY)
+            why = status.details.get("class", "lost")
+            raise _Moved(f"job {why} on {pool.name}: {status.message}", Health.HEALTHY)
         await self._cleanup_attempt(workload_id, attempt, best_effort=False, cancel_job=False)
         self._history_end(status.state.value)
         await self._drain_background()
@@ -363,22 +421,22 @@ class WorkloadWorkflow:
             return await self._finish(WorkloadState.CANCELLED, status.message or "cancelled on the pool")
         return await self._finish(WorkloadState.FAILED, status.message or "failed")
 
-    async def _watch(self, pool: PoolSpec, queue: str, job_id: str, interval: float,
-                     until_running: bool) -> JobStatus | None:
-        """Follow the job (until it ends, or only until it runs); None when a cancel came first."""
-        watch = self._activity(
-            "watch_job", WatchInput(pool=pool, job_id=job_id, interval_seconds=interval, until_running=until_running),
-            queue, JobStatus, timedelta(days=30), heartbeat=timedelta(seconds=10),
-            retry=RetryPolicy(maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE),
-            summary=f"{'wait until' if until_running else 'watch'} {job_id} {'runs ' if until_running else ''}"
-                    f"on {pool.name}",
-        )
-        try:
-            return await self._race(watch, pool.name)
-        except ActivityError as error:
-            raise _Moved(f"lost track of the job: {_cause_message(error)}", Health.UNHEALTHY) from None
+    async def _follow(self, pool: str, done: Any, timeout: timedelta | None) -> JobStatus | None:
+        """Sleep until the watcher's news satisfies `done` (or `timeout` passes: the job as last seen);
+        None when a cancel came first; _Moved when the pool fails, is drained or preempts us."""
+        def stop() -> bool:
+            return self._cancel_requested or self._relocate is not None or self._preempt is not None
 
-    async def _race(self, task: Any, pool: str) -> JobStatus | None:
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: stop() or (self._job is not None and done(self._job)),
+                                          timeout=timeout)
+        if self._job is not None and done(self._job) and not self._cancel_requested:
+            return self._job
+        if not stop():
+            return self._job  # timed out
+        return self._stopped(pool)
+
+    async def _race(self, task: Any, pool: str, settle_on_cancel: bool = False) -> JobStatus | None:
         """Await an activity unless the pool fails or a cancel arrives first (None = cancel)."""
         future = asyncio.ensure_future(task)
         stop = asyncio.ensure_future(workflow.wait_condition(
@@ -387,9 +445,17 @@ class WorkloadWorkflow:
         if future in done:
             stop.cancel()
             return future.result()  # type: ignore[no-any-return]
+        if settle_on_cancel and self._cancel_requested:
+            with contextlib.suppress(ActivityError):
+                await future
+            return None
         future.cancel()
         with contextlib.suppress(asyncio.CancelledError, ActivityError):
             await future
+        return self._stopped(pool)
+
+    def _stopped(self, pool: str) -> JobStatus | None:
+        """What stopped the wait: None for a cancel, else raise the move."""
         if self._cancel_requested:
             return None
         if self._preempt is not None:

@@ -38,9 +38,12 @@ from botocore.credentials import DeferredRefreshableCredentials
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inferofabric.backends.base import (
+    LOST_NODE,
+    LOST_RECLAIMED,
     Backend,
     BackendConfigError,
     BackendError,
+    BackendThrottled,
     BackendUnavailable,
     JobRejected,
     JobRequest,
@@ -267,6 +270,23 @@ def _exit_code(job: dict[str, Any]) -> int | None:
     return code if isinstance(code, int) else None
 
 
+_HOST_LOST_RE = re.compile(r"Host EC2 \(instance [^)]*\) terminated|host EC2.*terminated", re.I)
+
+
+def lost_class(job: dict[str, Any]) -> str | None:
+    """Why AWS took a FAILED job away (None: the job itself failed).
+
+    Batch reports an instance that went away (Spot interruption, a terminated or failed host) as
+    "Host EC2 (instance i-...) terminated." on the job or its last attempt; a Spot job's lost host is
+    a reclaim, an on-demand one a lost node."""
+    reasons = [str(job.get("statusReason", ""))]
+    reasons += [str(a.get("statusReason", "")) for a in (job.get("attempts") or [])[-1:]]
+    if not any(_HOST_LOST_RE.search(r) for r in reasons):
+        return None
+    text = " ".join(reasons).lower()
+    return LOST_RECLAIMED if "spot" in text or job.get("tags", {}).get("inferofabric:spot") == "true" else LOST_NODE
+
+
 def _pick_job(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Of several jobs sharing a name, the live one if any, else the newest: the one that matters."""
     if not summaries:
@@ -301,7 +321,9 @@ def _client_error_kind(error: botocore.exceptions.ClientError) -> str:
     """'unavailable', 'auth' or 'invalid', from the error code and the HTTP status."""
     code = str(error.response.get("Error", {}).get("Code", ""))
     http_status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    if code in _THROTTLING_CODES or http_status >= 500 or http_status == 429:
+    if code in _THROTTLING_CODES or http_status == 429:
+        return "throttled"
+    if http_status >= 500:
         return "unavailable"
     if code in _AUTH_CODES or http_status in (401, 403) or code in ("401", "403"):
         return "auth"
@@ -324,6 +346,8 @@ def translate_error(error: Exception, action: str, refused: type[BackendError] =
     if isinstance(error, botocore.exceptions.ClientError):
         kind = _client_error_kind(error)
         message = error.response.get("Error", {}).get("Message", "") or str(error)
+        if kind == "throttled":
+            return BackendThrottled(f"AWS Batch {action}: throttled: {_short(message)}")
         if kind == "unavailable":
             return BackendUnavailable(f"AWS Batch {action}: {message}")
         if kind == "auth":
@@ -366,6 +390,7 @@ class AwsBatchBackend(Backend):
         self._session: boto3.Session | None = None
         self._lock = threading.Lock()
         self._job_ids: dict[str, str] = {}  # Batch job name -> jobId seen last
+        self._secrets_gone: set[str] = set()  # jobs whose Secrets Manager entries were removed
 
     # -- clients --
 
@@ -491,6 +516,9 @@ class AwsBatchBackend(Backend):
         aws_status = str(job.get("status", ""))
         created = _ms_to_datetime(job.get("createdAt"))
         state, message = map_job_state(aws_status, str(job.get("statusReason", "")), created)
+        lost = lost_class(job) if state == JobState.FAILED else None
+        if lost:
+            state = JobState.LOST
         stream = _log_stream(job)
         return JobStatus(
             job_id=job_id,
@@ -506,6 +534,7 @@ class AwsBatchBackend(Backend):
                 "job_queue": self.config.job_queue,
                 "log_stream": stream,
                 "attempts": len(job.get("attempts") or []),
+                **({"class": lost} if lost else {}),
             },
         )
 
@@ -722,6 +751,33 @@ class AwsBatchBackend(Backend):
             others = [s["jobId"] for s in summaries if s["jobName"] not in names]
             names.update(self._tagged_names(others))
         return sorted(names)
+
+    def snapshot(self, known: list[str]) -> dict[str, JobStatus]:
+        """Every fabric job of the queue in few calls: list the live ones (per status, paged), then
+        describe them and the known ones that finished, 100 ids per describe_jobs."""
+        found: dict[str, JobStatus] = {}
+        with self._calling("watch jobs"):
+            batch_ids = {s["jobId"] for s in self._active_jobs()}
+            batch_ids |= {cached for job_id in known if (cached := self._job_ids.get(batch_job_name(job_id)))}
+            ordered = sorted(batch_ids)
+            for start in range(0, len(ordered), 100):
+                for job in self._client("batch").describe_jobs(jobs=ordered[start : start + 100]).get("jobs", []):
+                    job_id = (job.get("tags") or {}).get(TAG_JOB)
+                    if not job_id:
+                        continue
+                    self._job_ids[job["jobName"]] = job["jobId"]
+                    status = self._to_status(job_id, job)
+                    previous = found.get(job_id)
+                    if previous is None or (previous.state.terminal and not status.state.terminal):
+                        found[job_id] = status
+        for job_id in known:
+            if job_id not in found:
+                found[job_id] = self.status(job_id)  # not seen before by this process: look it up by name
+        for job_id, status in found.items():
+            if status.state.terminal and job_id not in self._secrets_gone:
+                self._delete_secrets_quietly(job_id)
+                self._secrets_gone.add(job_id)
+        return found
 
     def _active_jobs(self) -> list[dict[str, Any]]:
         paginator = self._client("batch").get_paginator("list_jobs")

@@ -35,9 +35,11 @@ from azure.core.exceptions import (
 from pydantic import Field, ValidationError, model_validator
 
 from inferofabric.backends.base import (
+    LOST_NODE,
     Backend,
     BackendConfigError,
     BackendError,
+    BackendThrottled,
     BackendUnavailable,
     JobRejected,
     JobRequest,
@@ -172,7 +174,9 @@ def translate_error(error: AzureError, action: str) -> BackendError:
         return JobRejected(f"azure batch {action}: authentication failed: {error.message}")
     if isinstance(error, HttpResponseError) and error.status_code is not None:
         status, code = error.status_code, _error_code(error)
-        if status in (408, 429) or status >= 500:
+        if status == 429:
+            return BackendThrottled(f"azure batch {action}: throttled: HTTP 429 {code}".rstrip())
+        if status == 408 or status >= 500:
             return BackendUnavailable(f"azure batch {action}: HTTP {status} {code}".rstrip())
         if status in (401, 403):
             return JobRejected(
@@ -394,6 +398,10 @@ class AzureBatchBackend(Backend):
         started: datetime | None = info.start_time if info else None
         finished: datetime | None = info.end_time if info else None
         state, message, exit_code = self._task_outcome(task)
+        failure = info.failure_info if info else None
+        if state == JobState.FAILED and failure is not None and _text(failure.category).lower() == "servererror":
+            # The node, not the task, failed (a lost or preempted node, a service fault).
+            state, details["class"] = JobState.LOST, LOST_NODE
         if not state.terminal and job.state in ("completed", "terminating", "deleting"):
             reason = job.execution_info.termination_reason if job.execution_info else None
             state, message = (

@@ -84,6 +84,13 @@ class BackendUnavailable(BackendError):
     """The pool's API did not answer or answered 5xx: transient, retry (and let health monitoring judge)."""
 
 
+class BackendThrottled(BackendUnavailable):
+    """The pool's API answered "slow down" (HTTP 429, ThrottlingException, RESOURCE_EXHAUSTED).
+
+    The pool is alive: health monitoring counts this as slowness, never as a failed probe, and the
+    callers back off (a retry of the activity, a longer period for the pool's watcher)."""
+
+
 class JobRejected(BackendError):
     """The back end refused the job for a reason a retry will not fix (bad image spec, permission denied)."""
 
@@ -137,7 +144,35 @@ class Backend(abc.ABC):
     def list_jobs(self) -> list[str]:
         """Ids of the jobs the fabric started on this pool that still exist (for orphan clean-up)."""
 
+    def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        """The states of many jobs. Back ends with a batched call (describe_jobs of 100 ids, one
+        filtered list) override this; the default asks job by job."""
+        return {job_id: self.status(job_id) for job_id in job_ids}
+
+    def snapshot(self, known: list[str]) -> dict[str, JobStatus]:
+        """One look at every fabric job on the pool: the jobs it lists plus `known` (jobs the caller
+        saw before: one that is gone comes back LOST). The pool watcher's one call per period."""
+        ids = sorted(set(self.list_jobs()) | set(known))
+        return self.statuses(ids)
+
 
 def job_id_for(workload_id: str, attempt: int) -> str:
     """Deterministic job id: the same workload attempt always maps to the same back-end job."""
     return f"{workload_id}-a{attempt}"
+
+
+def parse_job_id(job_id: str) -> tuple[str, int] | None:
+    """(workload id, attempt) of a fabric job id; None for an id the fabric did not make."""
+    workload_id, sep, attempt = job_id.rpartition("-a")
+    if not sep or not workload_id or not attempt.isdigit():
+        return None
+    return workload_id, int(attempt)
+
+
+# Why a job was lost (JobStatus.details["class"]): the pool took it away, the workload did nothing
+# wrong. The workflow moves such a job and does not count it against the workload's attempts.
+LOST_RECLAIMED = "reclaimed"  # spot / preemptible capacity taken back
+LOST_EVICTED = "evicted"  # the cluster evicted or preempted the pod
+LOST_NODE = "node-lost"  # the node or VM died or went away
+LOST_MAINTENANCE = "maintenance"  # host maintenance stopped it
+LOST_GONE = "gone"  # the back end no longer knows the job

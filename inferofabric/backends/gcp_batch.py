@@ -33,9 +33,14 @@ from google.protobuf import duration_pb2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inferofabric.backends.base import (
+    LOST_GONE,
+    LOST_MAINTENANCE,
+    LOST_NODE,
+    LOST_RECLAIMED,
     Backend,
     BackendConfigError,
     BackendError,
+    BackendThrottled,
     BackendUnavailable,
     JobRejected,
     JobRequest,
@@ -79,6 +84,10 @@ _STATES: dict[int, JobState] = {
 }
 _JOB_ID_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 _EXIT_CODE_RE = re.compile(r"exit code (-?\d+)")
+# GCP Batch's reserved exit codes: the VM, not the task, ended the run.
+# https://cloud.google.com/batch/docs/troubleshooting#reserved-exit-codes
+LOST_EXIT_CODES = {50001: LOST_RECLAIMED, 50002: LOST_NODE, 50003: LOST_NODE, 50004: LOST_NODE,
+                   50006: LOST_MAINTENANCE}
 
 
 class GcpCredentials(BaseModel):
@@ -169,6 +178,8 @@ def _map_error(error: Exception, action: str) -> BackendError:
     refusals = gexc.Forbidden | gexc.BadRequest | gexc.Unauthorized | gexc.FailedPrecondition | gexc.NotFound
     if isinstance(error, refusals):
         return JobRejected(f"GCP Batch refused {action}: {error}")
+    if isinstance(error, gexc.TooManyRequests | gexc.ResourceExhausted):
+        return BackendThrottled(f"GCP Batch throttled {action}: {error}")
     if isinstance(error, auth_exc.RefreshError) and not getattr(error, "retryable", False):
         return BackendConfigError(f"GCP credentials could not be refreshed for {action}: {error}")
     return BackendUnavailable(f"GCP Batch unavailable during {action}: {error}")
@@ -312,6 +323,25 @@ class GcpBatchBackend(Backend):
 
     # ---- job construction ---------------------------------------------------------------------------
 
+    def snapshot(self, known: list[str]) -> dict[str, JobStatus]:
+        """Every fabric job of the project/location from one (paged) list call."""
+        try:
+            jobs = list(self.client.list_jobs(request=batch_v1.ListJobsRequest(parent=self.config.parent), **_CALL))
+        except _TRANSIENT as error:
+            raise _map_error(error, "list_jobs") from error
+        wanted = set(known)
+        found: dict[str, JobStatus] = {}
+        for job in jobs:
+            if WORKLOAD_LABEL not in job.labels:
+                continue
+            job_id = _fabric_job_id(job)
+            if job_id in wanted or _is_live_fabric_job(job):
+                found[job_id] = self._to_status(job_id, job)
+        for job_id in wanted - found.keys():
+            found[job_id] = JobStatus(job_id=job_id, state=JobState.LOST, message="GCP Batch job not found",
+                                      details={"class": LOST_GONE})
+        return found
+
     def build_job(self, request: JobRequest) -> batch_v1.Job:
         """The Batch Job for one attempt: a single task running the container on GPU instances."""
         spec = request.spec
@@ -377,15 +407,19 @@ class GcpBatchBackend(Backend):
         """Map a Batch job to JobStatus; the message is the latest status event (why it waits/failed)."""
         state = _STATES.get(int(job.status.state), JobState.PENDING)
         message = job.status.status_events[-1].description if job.status.status_events else ""
-        exit_code = _EXIT_CODE_RE.search(message) if state is JobState.FAILED else None
+        found = _EXIT_CODE_RE.search(message) if state is JobState.FAILED else None
+        exit_code = int(found.group(1)) if found else None
+        details: dict[str, Any] = {"name": job.name, "uid": job.uid, "batch_state": _State(job.status.state).name}
+        if exit_code in LOST_EXIT_CODES:
+            state, details["class"] = JobState.LOST, LOST_EXIT_CODES[exit_code]
         return JobStatus(
             job_id=job_id,
             state=state,
             message=message,
-            exit_code=int(exit_code.group(1)) if exit_code else None,
+            exit_code=exit_code,
             finished_at=_as_datetime(job.update_time) if state.terminal else None,
             logs_url=self.logs_url(job.uid),
-            details={"name": job.name, "uid": job.uid, "batch_state": _State(job.status.state).name},
+            details=details,
         )
 
     def logs_url(self, uid: str) -> str:

@@ -27,9 +27,13 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import Field
 
 from inferofabric.backends.base import (
+    LOST_EVICTED,
+    LOST_GONE,
+    LOST_NODE,
     Backend,
     BackendConfigError,
     BackendError,
+    BackendThrottled,
     BackendUnavailable,
     JobRejected,
     JobRequest,
@@ -38,6 +42,7 @@ from inferofabric.backends.base import (
     PoolProbe,
 )
 from inferofabric.models.common import Health, StrictModel
+from inferofabric.models.pool import PoolSpec
 
 GPU_RESOURCE = "nvidia.com/gpu"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -345,6 +350,26 @@ def _pod_problem(pod: k8s.V1Pod) -> tuple[str, str] | None:
     return None
 
 
+# Pod status reasons (and DisruptionTarget condition reasons) that mean the cluster took the pod away.
+_LOST_POD_REASONS = {"Evicted": LOST_EVICTED, "Preempting": LOST_EVICTED, "NodeLost": LOST_NODE,
+                     "NodeShutdown": LOST_NODE, "Shutdown": LOST_NODE, "Terminated": LOST_NODE,
+                     "PreemptionByScheduler": LOST_EVICTED, "EvictionByEvictionAPI": LOST_EVICTED,
+                     "DeletionByTaintManager": LOST_NODE, "DeletionByPodGC": LOST_NODE,
+                     "TerminationByKubelet": LOST_NODE}
+
+
+def pod_lost_class(pod: k8s.V1Pod) -> str | None:
+    """Why the cluster, not the workload, ended this pod (evicted, preempted, its node lost); None
+    when the pod ended on its own."""
+    status = pod.status or k8s.V1PodStatus()
+    if status.reason in _LOST_POD_REASONS:
+        return _LOST_POD_REASONS[status.reason]
+    disruption = _condition(status.conditions, "DisruptionTarget")
+    if disruption is not None:
+        return _LOST_POD_REASONS.get(disruption.reason or "", LOST_EVICTED)
+    return None
+
+
 def _exit_code(pods: list[k8s.V1Pod]) -> int | None:
     for pod in pods:
         for cs in (pod.status.container_statuses or []) if pod.status else []:
@@ -398,6 +423,12 @@ def job_status_from(job_id: str, job: k8s.V1Job, pods: list[k8s.V1Pod]) -> JobSt
     if failed is not None:
         message = ": ".join(x for x in (failed.reason, failed.message) if x)
         update = {"state": JobState.FAILED, "message": message, "finished_at": failed.last_transition_time}
+        lost = pod_lost_class(pods[0]) if pods else None
+        if lost:
+            pod = pods[0]
+            why = (pod.status.reason if pod.status else None) or "DisruptionTarget"
+            update.update(state=JobState.LOST, message=f"pod {why} ({lost}): {message}")
+            return base.model_copy(update={**update, "details": {**details, "reason": failed.reason, "class": lost}})
         return base.model_copy(update={**update, "details": {**details, "reason": failed.reason}})
     problem = next((pr for pr in map(_pod_problem, pods) if pr), None)
     if problem is not None:
@@ -497,6 +528,10 @@ class KubernetesBackend(Backend):
     config_model = KubernetesConfig
     config: KubernetesConfig
 
+    def __init__(self, pool: PoolSpec, home: Path) -> None:
+        super().__init__(pool, home)
+        self._secrets_gone: set[str] = set()  # finished Jobs whose Secrets were removed
+
     # -- clients ----------------------------------------------------------------------------------
     @cached_property
     def api_client(self) -> k8s.ApiClient:
@@ -557,7 +592,9 @@ class KubernetesBackend(Backend):
     def _translate(self, action: str, error: ApiException, rejected: tuple[int, ...]) -> BackendError:
         status = int(error.status or 0)
         text = f"{action}: HTTP {status} {_status_message(error)}"
-        if status == 0 or status >= 500 or status == 429:
+        if status == 429:
+            return BackendThrottled(text)
+        if status == 0 or status >= 500:
             return BackendUnavailable(text)
         if status in rejected:
             return JobRejected(text)
@@ -648,6 +685,35 @@ class KubernetesBackend(Backend):
                 self.ns, label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE}", _request_timeout=self.timeout
             ).items
         return [_job_id_of(job) for job in jobs if job.metadata and job.metadata.name]
+
+    def snapshot(self, known: list[str]) -> dict[str, JobStatus]:
+        """Every fabric Job and its pods in two list calls (not two reads per job)."""
+        selector = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+        with self._errors("list jobs and pods"):
+            jobs = self.batch.list_namespaced_job(self.ns, label_selector=selector,
+                                                  _request_timeout=self.timeout).items
+            pods = self.core.list_namespaced_pod(self.ns, label_selector=selector,
+                                                 _request_timeout=self.timeout).items
+        by_job: dict[str, list[k8s.V1Pod]] = {}
+        for pod in pods:
+            name = ((pod.metadata.labels or {}) if pod.metadata else {}).get("job-name")
+            if name:
+                by_job.setdefault(name, []).append(pod)
+        found: dict[str, JobStatus] = {}
+        for job in jobs:
+            if not (job.metadata and job.metadata.name):
+                continue
+            job_id = _job_id_of(job)
+            status = job_status_from(job_id, job, by_job.get(job.metadata.name, []))
+            found[job_id] = status
+            if status.state.terminal and job.metadata.name not in self._secrets_gone:
+                self._delete_secrets_quietly(job.metadata.name)
+                self._secrets_gone.add(job.metadata.name)
+        for job_id in known:
+            if job_id not in found:
+                found[job_id] = JobStatus(job_id=job_id, state=JobState.LOST, details={"class": LOST_GONE},
+                                          message=f"job {k8s_name(job_id)} not found")
+        return found
 
     # -- helpers ----------------------------------------------------------------------------------
     def _delete_secrets(self, job_name: str) -> None:

@@ -110,8 +110,7 @@ class LocalBackend(Backend):
                                                                "created_at": time.time()}):
             return self.status(request.job_id)  # a retried launch: the job already exists
         devices = self._assign_gpus(request)
-        env = {**os.environ, **request.env, "FABRIC_WORKLOAD_ID": request.workload_id,
-               "FABRIC_JOB_ID": request.job_id, "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))}
+        env = job_environment(request, directory, devices)
         log_path = self._log_path(request.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
@@ -179,6 +178,22 @@ class LocalBackend(Backend):
             return []
         return sorted(d.name for d in jobs.iterdir()
                       if d.is_dir() and not (d / "exit_code").exists() and not (d / "cancelled").exists())
+
+
+# What a local job gets of the worker's own environment: a minimal PATH and locale, never the rest
+# (the worker holds FABRIC_SECRET_KEY, the database URL, cloud credentials).
+INHERITED = ("LANG", "LC_ALL", "TZ")
+MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def job_environment(request: JobRequest, directory: Path, devices: list[int]) -> dict[str, str]:
+    """The workload's env, the fabric's FABRIC_* variables and a minimal PATH/HOME: least privilege."""
+    env = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    env.update(PATH=MINIMAL_PATH, HOME=str(directory))
+    env.update({k: v for k, v in request.env.items()})
+    env.update({"FABRIC_WORKLOAD_ID": request.workload_id, "FABRIC_JOB_ID": request.job_id,
+                "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))})
+    return env
 
 
 def _alive(pid: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from pathlib import Path
 
 from inferofabric.backends.base import Backend
@@ -31,8 +32,29 @@ def backend_class(kind: str) -> type[Backend]:
     return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
 
 
+_instances: dict[tuple[str, str, str], Backend] = {}
+_instances_lock = threading.Lock()
+
+
 def backend_for(pool: PoolSpec, home: Path) -> Backend:
-    return backend_class(pool.backend)(pool, home)
+    """The pool's back end, one instance per pool spec (and so per credential) in this process.
+
+    Reused across activities: its SDK client, HTTP connection pool and (on AWS) assumed-role session
+    are built once, not per call. A changed spec (new credentials, endpoint) makes a new instance."""
+    key = (pool.name, pool.model_dump_json(), str(home))
+    with _instances_lock:
+        backend = _instances.get(key)
+        if backend is None:
+            for stale in [k for k in _instances if k[0] == pool.name and k[2] == key[2]]:
+                del _instances[stale]
+            backend = _instances[key] = backend_class(pool.backend)(pool, home)
+        return backend
+
+
+def monitor_queue_for(pool: PoolSpec, default_queue: str) -> str:
+    """The task queue of the pool's probes and watcher: its own worker slots, which launches, cancels
+    and control calls can never take, so a busy fabric cannot starve its health checks."""
+    return f"{task_queue_for(pool, default_queue)}.monitor"
 
 
 def task_queue_for(pool: PoolSpec, default_queue: str) -> str:

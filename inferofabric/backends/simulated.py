@@ -2,7 +2,9 @@
 
 For demos, benchmarks and trace replay; it is labelled as simulated everywhere it appears. A job
 "runs" for the time in annotation `sim.inferofabric.io/duration` (default 10s) and ends with
-`sim.inferofabric.io/outcome` (default succeeded). Its state lives under
+`sim.inferofabric.io/outcome` (default succeeded; `failed` exits 1; `reclaimed` is a spot reclaim at
+the end of the duration: the job is lost the way a cloud loses it). `reclaim_all` (`fabric pool
+reclaim`) reclaims every job running there now. Its state lives under
 $FABRIC_HOME/simulated/<pool>/, so jobs keep "running" while the control plane restarts, and an
 outage (`fabric pool fail`) makes the pool stop answering the way a dead cluster would.
 """
@@ -17,6 +19,8 @@ from typing import Any
 
 from inferofabric.backends._files import create_json_exclusive, read_json, write_json_atomic
 from inferofabric.backends.base import (
+    LOST_GONE,
+    LOST_RECLAIMED,
     Backend,
     BackendUnavailable,
     JobRequest,
@@ -40,6 +44,21 @@ def set_outage(home: Path, pool: str, failed: bool) -> None:
     state = read_json(_pool_dir(home, pool) / "state.json") or {}
     state["failed"] = failed
     write_json_atomic(_pool_dir(home, pool) / "state.json", state)
+
+
+def reclaim_all(home: Path, pool: str) -> int:
+    """Take back every job running on a simulated pool now, as a spot reclaim would; how many."""
+    jobs_dir = _pool_dir(home, pool) / "jobs"
+    count = 0
+    now = time.time()
+    for path in sorted(jobs_dir.glob("*.json")) if jobs_dir.exists() else []:
+        record = read_json(path)
+        if record and not record.get("cancelled") and not record.get("reclaimed_at") \
+                and now - record["started_at"] < record["duration"]:
+            record["reclaimed_at"] = now
+            write_json_atomic(path, record)
+            count += 1
+    return count
 
 
 def set_health(home: Path, pool: str, health: Health, reason: str = "") -> None:
@@ -98,14 +117,39 @@ class SimulatedBackend(Backend):
 
     def status(self, job_id: str) -> JobStatus:
         self._answer_or_fail()
-        record = read_json(self._job_path(job_id))
+        return self._status_of(job_id, read_json(self._job_path(job_id)), time.time())
+
+    def snapshot(self, known: list[str]) -> dict[str, JobStatus]:
+        """Every job of the pool from one pass over its directory: the live ones and `known`."""
+        self._answer_or_fail()
+        now = time.time()
+        jobs_dir = self._dir / "jobs"
+        found: dict[str, JobStatus] = {}
+        wanted = set(known)
+        for path in sorted(jobs_dir.glob("*.json")) if jobs_dir.exists() else []:
+            if path.stem in wanted or not _ended(read_json(path), now):
+                found[path.stem] = self._status_of(path.stem, read_json(path), now)
+        for job_id in wanted - found.keys():
+            found[job_id] = self._status_of(job_id, None, now)
+        return found
+
+    def _status_of(self, job_id: str, record: dict[str, Any] | None, now: float) -> JobStatus:
         if record is None:
-            return JobStatus(job_id=job_id, state=JobState.LOST, message=f"{SIMULATED_TAG} no such job")
+            return JobStatus(job_id=job_id, state=JobState.LOST, message=f"{SIMULATED_TAG} no such job",
+                             details={"class": LOST_GONE})
         started = datetime.fromtimestamp(record["started_at"], UTC)
         if record.get("cancelled"):
             return JobStatus(job_id=job_id, state=JobState.CANCELLED, started_at=started,
                              message=f"{SIMULATED_TAG} cancelled")
-        elapsed = time.time() - record["started_at"]
+        reclaimed_at = record.get("reclaimed_at")
+        ends = record["started_at"] + record["duration"]
+        if reclaimed_at is None and record.get("outcome") == "reclaimed" and now >= ends:
+            reclaimed_at = ends
+        if reclaimed_at is not None:
+            return JobStatus(job_id=job_id, state=JobState.LOST, started_at=started,
+                             finished_at=datetime.fromtimestamp(reclaimed_at, UTC), details={"class": LOST_RECLAIMED},
+                             message=f"{SIMULATED_TAG} spot capacity reclaimed by the provider")
+        elapsed = now - record["started_at"]
         if elapsed < record["duration"]:
             return JobStatus(job_id=job_id, state=JobState.RUNNING, started_at=started,
                              message=f"{SIMULATED_TAG} running {elapsed:.0f}s of {record['duration']:.0f}s")
@@ -139,7 +183,7 @@ class SimulatedBackend(Backend):
         live = []
         for path in sorted(jobs_dir.glob("*.json")):
             record = read_json(path)
-            if record and not record.get("cancelled") and time.time() - record["started_at"] < record["duration"]:
+            if not _ended(record, time.time()):
                 live.append(path.stem)
         return live
 
@@ -153,3 +197,9 @@ class SimulatedBackend(Backend):
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _ended(record: dict[str, Any] | None, now: float) -> bool:
+    """A simulated job no longer occupies its GPUs (cancelled, reclaimed or past its duration)."""
+    return (record is None or bool(record.get("cancelled")) or record.get("reclaimed_at") is not None
+            or now - record["started_at"] >= record["duration"])

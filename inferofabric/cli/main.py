@@ -218,6 +218,33 @@ def pool_fail(name: str, address: AddressOpt = None) -> None:
     render.console.print(f"simulated outage on {name}: it no longer answers probes or job watches")
 
 
+@pool_app.command("reclaim")
+def pool_reclaim(name: str, address: AddressOpt = None) -> None:
+    """SIMULATED pools only: reclaim every job running there now, as a cloud takes back spot capacity.
+
+    The workloads move (the attempt is not charged) and their next attempt gets FABRIC_ATTEMPT and
+    FABRIC_CHECKPOINT_DIR to resume from."""
+    said = _with_client(address, lambda c: c.reclaim_pool(name))
+    render.console.print(f"{name}: {said}")
+
+
+@pool_app.command("reconcile")
+def pool_reconcile(name: str, address: AddressOpt = None, json_out: JsonOpt = False) -> None:
+    """Compare the store's reservations, the pool's jobs and the workflows now: release leaked
+    reservations and remove orphan jobs (also done by the pool's monitor every 5 minutes)."""
+    report = _with_client(address, lambda c: c.reconcile_pool(name))
+    if json_out:
+        render.print_json(report.model_dump(mode="json"))
+        return
+    render.console.print(report.summary())
+    for line in report.released:
+        render.console.print(f"  released {line}")
+    for job_id in report.cancelled:
+        render.console.print(f"  removed orphan job {job_id}")
+    for line in report.errors:
+        render.console.print(f"  [yellow]{line}[/]")
+
+
 @pool_app.command("restore")
 def pool_restore(name: str, address: AddressOpt = None) -> None:
     """SIMULATED pools only: end a simulated outage."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from inferofabric.backends.base import JobStatus
 from inferofabric.models.common import Health
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import Decision
@@ -50,11 +51,43 @@ class JobInput(BaseModel):
     tail: int = 200
 
 
-class WatchInput(BaseModel):
+class StatusesInput(BaseModel):
     pool: PoolSpec
-    job_id: str
-    interval_seconds: float = 1.0
-    until_running: bool = False  # return once the job runs (or ends), not only when it ends
+    job_ids: list[str] = Field(default_factory=list)
+
+
+class WatcherSettings(BaseModel):
+    period_seconds: float = Field(default=2.0, gt=0, description="one batched look at the pool's jobs per period")
+    run_seconds: float = Field(default=600.0, gt=0, description="one watch activity's life (a fresh pool spec after)")
+    runs_per_history: int = Field(default=10, ge=1, description="continue-as-new after this many activity runs")
+
+
+class WatcherInput(BaseModel):
+    """PoolWatcherWorkflow's state across continue-as-new: the job states already delivered."""
+
+    pool: str
+    settings: WatcherSettings = Field(default_factory=WatcherSettings)
+    known: dict[str, str] = Field(default_factory=dict)  # job id -> state the workflow was told
+
+
+class WatchPoolInput(BaseModel):
+    pool: PoolSpec
+    settings: WatcherSettings = Field(default_factory=WatcherSettings)
+    known: dict[str, str] = Field(default_factory=dict)
+
+
+class WatchPoolResult(BaseModel):
+    known: dict[str, str] = Field(default_factory=dict)
+    looks: int = 0
+    delivered: int = 0
+    throttled: int = 0
+
+
+class JobUpdate(BaseModel):
+    """From the pool's watcher (or the reconciler): the job of this attempt changed state."""
+
+    attempt: int
+    status: JobStatus
 
 
 class ReleaseInput(BaseModel):
@@ -75,6 +108,7 @@ class MonitorSettings(BaseModel):
     unhealthy_after: int = Field(default=2, ge=1, description="consecutive failed probes")
     healthy_after: int = Field(default=2, ge=1, description="consecutive good probes")
     iterations_per_run: int = Field(default=200, ge=1, description="continue-as-new after this many probes")
+    reconcile_seconds: float = Field(default=300.0, gt=0, description="reconcile the pool this often")
 
 
 class MonitorInput(BaseModel):
@@ -83,6 +117,7 @@ class MonitorInput(BaseModel):
     health: Health | None = None
     failures: int = 0
     successes: int = 0
+    last_reconcile: float | None = None  # workflow clock, epoch seconds
 
 
 class ProbeResult(BaseModel):
@@ -90,6 +125,7 @@ class ProbeResult(BaseModel):
     health: Health
     reason: str = ""
     gpus: dict[str, int] | None = None
+    throttled: bool = False  # the API said "slow down": counts neither as a failed nor a good probe
 
 
 class RelocateSignal(BaseModel):
@@ -157,3 +193,20 @@ class CycleSummary(BaseModel):
     duration_ms: float = 0.0
     head: list[str] = Field(default_factory=list)  # the first few waiting: "id: reason"
     next_expiry: float | None = None  # the earliest exclusion of a pool that ends (workflow clock, epoch s)
+
+
+class ReconcileReport(BaseModel):
+    """What one reconciliation of a pool found and did (`fabric pool reconcile`, the monitor's)."""
+
+    pool: str
+    jobs_seen: int = 0
+    reservations: int = 0
+    released: list[str] = Field(default_factory=list)  # "workload attempt N: why"
+    orphans: list[str] = Field(default_factory=list)  # job ids no live attempt owns: to cancel
+    cancelled: list[str] = Field(default_factory=list)  # orphans the caller removed from the pool
+    errors: list[str] = Field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"pool {self.pool}: {self.jobs_seen} jobs, {self.reservations} reservations; "
+                f"released {len(self.released)} leaked reservations, removed {len(self.cancelled)} of "
+                f"{len(self.orphans)} orphan jobs" + (f"; {len(self.errors)} errors" if self.errors else ""))

@@ -35,6 +35,9 @@ class PoolSpec(StrictModel):
     gpus: dict[str, int] = Field(default_factory=dict, description="GPU inventory the fabric may use, by type")
     price_per_gpu_hour: dict[str, float] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+    spot: bool = Field(default=False, description="spot/preemptible capacity: cheaper, may be reclaimed")
+    launch_timeout_seconds: int = Field(default=900, gt=0, description="a job pending longer than this moves")
+    checkpoint_root: str | None = Field(default=None, description="where FABRIC_CHECKPOINT_DIR points jobs")
     local: dict[str, Any] | None = None
     simulated: dict[str, Any] | None = None
     kubernetes: dict[str, Any] | None = None

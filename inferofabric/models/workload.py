@@ -78,6 +78,8 @@ class WorkloadSpec(StrictModel):
     placement: PlacementHints = Field(default_factory=PlacementHints)
     max_retries: int = Field(default=0, ge=0, le=10, description="back-end retries of a failing job (backoffLimit)")
     max_runtime_seconds: int | None = Field(default=None, gt=0, description="activeDeadlineSeconds")
+    launch_timeout_seconds: int | None = Field(default=None, gt=0,
+                                               description="move a job pending longer (default: the pool's)")
     replicas: int = Field(default=1, ge=1, le=64, description="a gang: replicas admitted all-or-nothing on one "
                           "pool and launched as one job group (multi-node training); GPUs are per replica")
 

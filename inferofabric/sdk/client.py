@@ -19,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from inferofabric.connection import connect
 from inferofabric.models.common import Health, Location, WorkloadState
-from inferofabric.models.messages import ControlRequest, MonitorSettings, WorkloadRequest
+from inferofabric.models.messages import ControlRequest, MonitorSettings, ReconcileReport, WorkloadRequest
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import Explanation, PoolStatus, QueueEntry, QueueView, WorkloadStatus
@@ -125,6 +125,15 @@ class FabricClient:
     async def fail_pool(self, pool: str) -> None:
         """Simulated pools only: the pool stops answering, as a dead cluster would."""
         await self._control("simulate", name=pool, action="fail")
+
+    async def reclaim_pool(self, pool: str) -> str:
+        """Simulated pools only: take back every job running there now, as a spot reclaim would."""
+        return str(await self._control("simulate", name=pool, action="reclaim"))
+
+    async def reconcile_pool(self, pool: str) -> ReconcileReport:
+        """Compare the store, the pool's jobs and the workflows now: release leaked reservations,
+        remove orphan jobs; what was found and done."""
+        return ReconcileReport.model_validate(await self._control("reconcile", name=pool))
 
     async def restore_pool(self, pool: str) -> None:
         await self._control("simulate", name=pool, action="restore")

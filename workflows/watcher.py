@@ -1,0 +1,56 @@
+"""PoolWatcherWorkflow: one per pool (id `pool-watcher-<pool>`); keeps the pool's watcher running.
+
+The watcher is one long-running activity (activities/watch.py) on the pool's monitor queue; it
+heartbeats, so a worker that dies is noticed within the heartbeat timeout and the activity is
+retried elsewhere, from its last heartbeat. Each activity run ends after `run_seconds` (then the
+next one reads the pool's spec afresh: new credentials, a new endpoint); history stays bounded by
+continue-as-new. A removed pool ends the workflow.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from inferofabric.backends.registry import monitor_queue_for
+    from inferofabric.models.messages import PoolSpec, WatcherInput, WatchPoolInput, WatchPoolResult
+
+LOCAL_TIMEOUT = timedelta(seconds=30)
+LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
+HEARTBEAT = timedelta(seconds=30)
+
+
+def watcher_id(pool: str) -> str:
+    return f"pool-watcher-{pool}"
+
+
+@workflow.defn(name="PoolWatcherWorkflow")
+class PoolWatcherWorkflow:
+    @workflow.run
+    async def run(self, state: WatcherInput) -> None:
+        settings = state.settings
+        for _ in range(settings.runs_per_history):
+            try:
+                pool: PoolSpec = await workflow.execute_local_activity(
+                    "control_pool_spec", state.pool, result_type=PoolSpec,
+                    start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
+            except (ActivityError, ApplicationError) as error:
+                cause = error.cause if isinstance(error, ActivityError) else error
+                if isinstance(cause, ApplicationError) and cause.type == "NotFound":
+                    return
+                raise
+            workflow.set_current_details(f"watching the jobs of pool **{pool.name}** every "
+                                         f"{settings.period_seconds:g}s (one batched look per period)")
+            result: WatchPoolResult = await workflow.execute_activity(
+                "watch_pool", WatchPoolInput(pool=pool, settings=settings, known=state.known),
+                task_queue=monitor_queue_for(pool, workflow.info().task_queue), result_type=WatchPoolResult,
+                start_to_close_timeout=timedelta(seconds=settings.run_seconds + 120), heartbeat_timeout=HEARTBEAT,
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+                summary=f"watch the jobs of {pool.name}",
+            )
+            state.known = result.known
+        workflow.continue_as_new(state)
