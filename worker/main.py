@@ -12,7 +12,9 @@ health checks need (a busy fabric must not declare its own healthy pools dead).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,12 @@ from inferofabric.activities.control import ControlActivities
 from inferofabric.activities.jobs import JobActivities
 from inferofabric.activities.placement import PlacementActivities
 from inferofabric.activities.watch import PoolWatchActivities
+from inferofabric.auth.audit import AuditSink
+from inferofabric.auth.client import find_token, with_token
+from inferofabric.auth.gate import AuthGate
+from inferofabric.auth.tokens import SYSTEM, create_token, ensure_admin_token, signing_key
 from inferofabric.settings import fabric_home, task_queue
+from inferofabric.store.db import get_store
 from inferofabric.workflows.admission import AdmissionWorkflow
 from inferofabric.workflows.control import ControlWorkflow
 from inferofabric.workflows.monitor import PoolMonitorWorkflow
@@ -41,7 +48,7 @@ MONITOR_SLOTS = 500  # probes (seconds each) and one long-running watcher per po
 # on its deterministic event loop; what it no longer intercepts inside those modules (clocks,
 # randomness, I/O) is kept out by tests/test_workflow_determinism.py and the replay tests.
 SHARED_MODULES = ("inferofabric.models", "inferofabric.backends", "inferofabric.policies", "inferofabric.secrets",
-                  "inferofabric.settings", "inferofabric.workflows")
+                  "inferofabric.settings", "inferofabric.workflows", "inferofabric.auth", "jwt")
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -60,12 +67,30 @@ def monitor_activities(home: Path) -> list[Callable[..., Any]]:
     return [jobs.probe_pool, PoolWatchActivities(home).watch_pool]
 
 
+class SystemToken:
+    """The worker's own identity (role `system`), minted from the fabric's key and renewed before it
+    expires: the signals, signal-with-starts and updates its activities send carry it."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self._token: str | None = None
+        self._renew_at = 0.0
+
+    def __call__(self) -> str:
+        now = time.time()
+        if self._token is None or now >= self._renew_at:
+            self._token = create_token(self.key, SYSTEM, subject="fabric-worker", ttl=timedelta(hours=24), now=now)
+            self._renew_at = now + 12 * 3600
+        return self._token
+
+
 class FabricWorker:
     """The workers of one process, started and stopped together (`async with`)."""
 
     def __init__(self, workers: list[Worker]) -> None:
         self.workers = workers
         self.task_queue = workers[0].task_queue
+        self.on_close: list[Callable[[], None]] = []
 
     async def __aenter__(self) -> FabricWorker:
         started: list[Worker] = []
@@ -81,12 +106,18 @@ class FabricWorker:
 
     async def __aexit__(self, *exc: Any) -> None:
         await asyncio.gather(*(worker.__aexit__(*exc) for worker in reversed(self.workers)))
+        for close in self.on_close:
+            close()
 
 
 def build_worker(client: Client, queue: str | None = None, home: Path | None = None,
                  store_url: str | None = None, max_concurrent_activities: int = 200) -> FabricWorker:
     home = home or fabric_home()
     queue = queue or task_queue()
+    key = signing_key(home)
+    ensure_admin_token(home, time.time())  # the local operator's first token (`fabric up`, tests)
+    client = with_token(client, SystemToken(key))
+    sink = AuditSink(get_store(store_url))
     placement = PlacementActivities(store_url)
     control = ControlActivities(home, store_url)
     admission = AdmissionActivities(store_url)
@@ -95,18 +126,23 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     ]
     main = Worker(
         client, task_queue=queue, workflows=WORKFLOWS, activities=activities,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(), interceptors=[AuthGate(key, sink)],
         max_concurrent_activities=max_concurrent_activities, max_concurrent_local_activities=200,
     )
     monitors = Worker(client, task_queue=f"{queue}.monitor", activities=monitor_activities(home),
                       max_concurrent_activities=MONITOR_SLOTS)
-    return FabricWorker([main, monitors])
+    fabric_worker = FabricWorker([main, monitors])
+    fabric_worker.on_close.append(sink.close)
+    return fabric_worker
 
 
-def build_agent_worker(client: Client, pool: str, home: Path | None = None) -> FabricWorker:
+def build_agent_worker(client: Client, pool: str, home: Path | None = None,
+                       token: str | None = None) -> FabricWorker:
     """The pool agent's workers: only its own pool's back-end activities, on `pool.<name>` and
-    `pool.<name>.monitor`."""
+    `pool.<name>.monitor`. Its watcher tells workloads about their jobs: it signs those signals with
+    `token` (default $FABRIC_TOKEN; `fabric token create --role system` makes one for agents)."""
     home = home or fabric_home()
+    client = with_token(client, token or find_token(home))
     return FabricWorker([
         Worker(client, task_queue=f"pool.{pool}", activities=job_activities(home), max_concurrent_activities=100),
         Worker(client, task_queue=f"pool.{pool}.monitor", activities=monitor_activities(home),

@@ -79,7 +79,8 @@ class ControlWorkflow:
             await self._ensure_watcher(name, request.args.get("watcher"))
         elif request.op == "remove_pool":
             with contextlib.suppress(Exception):  # the watcher also stops by itself on its next run
-                await workflow.get_external_workflow_handle(watcher_id(request.args["name"])).cancel()
+                await workflow.get_external_workflow_handle(
+                    watcher_id(request.args["name"], workflow.info().task_queue)).cancel()
         return result
 
     async def _ensure_monitor(self, pool: str, settings: dict[str, Any] | None) -> None:
@@ -97,7 +98,7 @@ class ControlWorkflow:
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await workflow.start_child_workflow(
                 "PoolWatcherWorkflow", WatcherInput(pool=pool, settings=WatcherSettings.model_validate(settings or {})),
-                id=watcher_id(pool), parent_close_policy=ParentClosePolicy.ABANDON,
+                id=watcher_id(pool, workflow.info().task_queue), parent_close_policy=ParentClosePolicy.ABANDON,
                 static_summary=f"job watcher for pool {pool}",
             )
 

@@ -145,6 +145,8 @@ class PoolMonitorWorkflow:
         if after == Health.UNHEALTHY and before != Health.UNHEALTHY:
             self._spawn(self._move_workloads(pool, reason))
         elif before == Health.UNHEALTHY and after != Health.UNHEALTHY:
+            if self._state is not None:
+                self._state.last_reconcile = workflow.now().timestamp()
             self._spawn(self._reconcile(pool))
 
     async def _move_workloads(self, pool: PoolSpec, reason: str) -> None:

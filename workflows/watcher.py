@@ -1,4 +1,4 @@
-"""PoolWatcherWorkflow: one per pool (id `pool-watcher-<pool>`); keeps the pool's watcher running.
+"""PoolWatcherWorkflow: one per pool (id `pool-watcher-<task queue>-<pool>`); keeps the pool's watcher running.
 
 The watcher is one long-running activity (activities/watch.py) on the pool's monitor queue; it
 heartbeats, so a worker that dies is noticed within the heartbeat timeout and the activity is
@@ -24,8 +24,9 @@ LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
 HEARTBEAT = timedelta(seconds=30)
 
 
-def watcher_id(pool: str) -> str:
-    return f"pool-watcher-{pool}"
+def watcher_id(pool: str, task_queue: str) -> str:
+    """One watcher per pool of each fabric (fabrics in one namespace have their own task queues)."""
+    return f"pool-watcher-{task_queue}-{pool}"
 
 
 @workflow.defn(name="PoolWatcherWorkflow")

@@ -72,6 +72,9 @@ NON_RETRYABLE = ["JobRejected", "BackendConfigError", "InvalidInput", "NotFound"
 EXCLUDE_FAILED_POOL = timedelta(seconds=30)
 # Moves not charged to max_attempts still end somewhere: a workload moved this often gives up.
 MAX_MOVES = 50
+# Until the pool's watcher reports a job, the workflow looks at it itself this often (doubling).
+NO_NEWS_CHECK = timedelta(seconds=30)
+NO_NEWS_CHECK_MAX = timedelta(minutes=10)
 
 
 class _Moved(Exception):
@@ -110,6 +113,7 @@ class WorkloadWorkflow:
         self._preempt: PreemptSignal | None = None
         self._job: JobStatus | None = None  # the current attempt's job, as the pool's watcher last saw it
         self._launched = False  # the current attempt's launch returned (before it, "lost" is not news)
+        self._news = False  # the pool's watcher has reported this attempt's job
 
     # -- queries, signals, updates ------------------------------------------------------------------
     @workflow.query(name="status")
@@ -146,6 +150,7 @@ class WorkloadWorkflow:
         status = JobStatus.model_validate(update.status.model_dump())
         if status.state == JobState.LOST and not self._launched:
             return  # not launched yet as far as we know: the launch's own answer decides
+        self._news = True
         if self._job is None or not self._job.state.terminal:
             self._job = status
 
@@ -303,6 +308,7 @@ class WorkloadWorkflow:
         self._admitted = None
         self._job = None
         self._launched = False
+        self._news = False
         now = workflow.now()
         live = {pool: (why, until) for pool, (why, until) in exclude.items() if now < until}
         await workflow.execute_local_activity(
@@ -391,7 +397,7 @@ class WorkloadWorkflow:
         if self._job.state == JobState.PENDING:
             # Accepted but not running yet (queued for capacity, pulling the image): stay `launching`.
             self._set(message=f"pending on {pool.name}: {self._job.message}")
-            followed = await self._follow(pool.name, lambda job: job.state != JobState.PENDING, launch_timeout)
+            followed = await self._follow(pool, lambda job: job.state != JobState.PENDING, launch_timeout)
             if followed is None:
                 return await self._cancel_attempt(workload_id, attempt)
             if followed.state == JobState.PENDING:
@@ -405,7 +411,7 @@ class WorkloadWorkflow:
             self._status.history[-1].outcome = "running"
         if not status.state.terminal:
             self._upsert(state=WorkloadState.RUNNING)
-            followed = await self._follow(pool.name, lambda job: job.state.terminal, None)
+            followed = await self._follow(pool, lambda job: job.state.terminal, None)
             if followed is None:
                 return await self._cancel_attempt(workload_id, attempt)
             status = followed
@@ -421,20 +427,51 @@ class WorkloadWorkflow:
             return await self._finish(WorkloadState.CANCELLED, status.message or "cancelled on the pool")
         return await self._finish(WorkloadState.FAILED, status.message or "failed")
 
-    async def _follow(self, pool: str, done: Any, timeout: timedelta | None) -> JobStatus | None:
+    async def _follow(self, pool: PoolSpec, done: Any, timeout: timedelta | None) -> JobStatus | None:
         """Sleep until the watcher's news satisfies `done` (or `timeout` passes: the job as last seen);
-        None when a cancel came first; _Moved when the pool fails, is drained or preempts us."""
+        None when a cancel came first; _Moved when the pool fails, is drained or preempts us.
+
+        Until the watcher has said anything about this job (it reports every job at its first look),
+        the workflow asks the pool itself now and then (30 s, doubling up to 10 min): a job that
+        ended before the watcher's first look, or a watcher that is down, cannot leave it waiting."""
         def stop() -> bool:
             return self._cancel_requested or self._relocate is not None or self._preempt is not None
 
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: stop() or (self._job is not None and done(self._job)),
-                                          timeout=timeout)
+        def settled() -> bool:
+            return stop() or (self._job is not None and done(self._job))
+
+        deadline = workflow.now() + timeout if timeout is not None else None
+        check = NO_NEWS_CHECK
+        while not settled():
+            left = (deadline - workflow.now()) if deadline is not None else None
+            if left is not None and left <= timedelta(0):
+                break
+            news_before = self._news
+            wait = left if news_before else (min(left, check) if left is not None else check)
+            with contextlib.suppress(TimeoutError):
+                # Wake on news too while there was none: from then on only the deadline bounds the wait.
+                await workflow.wait_condition(lambda nb=news_before: settled() or self._news != nb,  # type: ignore[misc]
+                                              timeout=wait)
+            if not settled() and not self._news and self._status is not None and self._status.job_id:
+                await self._ask_pool(pool, self._status.job_id)
+                check = min(check * 2, NO_NEWS_CHECK_MAX)
         if self._job is not None and done(self._job) and not self._cancel_requested:
             return self._job
         if not stop():
             return self._job  # timed out
-        return self._stopped(pool)
+        return self._stopped(pool.name)
+
+    async def _ask_pool(self, pool: PoolSpec, job_id: str) -> None:
+        """One look at the job from here (the watcher has not reported it yet)."""
+        try:
+            status: JobStatus = await self._activity(
+                "job_status", JobInput(pool=pool, job_id=job_id), task_queue_for(pool, workflow.info().task_queue),
+                JobStatus, timedelta(seconds=30), retry=RetryPolicy(maximum_attempts=2),
+                summary=f"look at {job_id} (no news from the pool's watcher yet)")
+        except ActivityError:
+            return
+        if self._job is None or not self._job.state.terminal:
+            self._job = status
 
     async def _race(self, task: Any, pool: str, settle_on_cancel: bool = False) -> JobStatus | None:
         """Await an activity unless the pool fails or a cancel arrives first (None = cancel)."""

@@ -32,6 +32,7 @@ from inferofabric.models.common import Health, duration_seconds
 from inferofabric.models.workload import SIM_DURATION_ANNOTATION, SIM_OUTCOME_ANNOTATION
 
 DEFAULT_DURATION = "10s"
+RECENT_SECONDS = 600  # a snapshot also shows jobs that ended this recently (the watcher sees short jobs end)
 SIMULATED_TAG = "[SIMULATED]"
 
 
@@ -127,8 +128,9 @@ class SimulatedBackend(Backend):
         found: dict[str, JobStatus] = {}
         wanted = set(known)
         for path in sorted(jobs_dir.glob("*.json")) if jobs_dir.exists() else []:
-            if path.stem in wanted or not _ended(read_json(path), now):
-                found[path.stem] = self._status_of(path.stem, read_json(path), now)
+            record = read_json(path)
+            if path.stem in wanted or not _ended(record, now - RECENT_SECONDS, since=True):
+                found[path.stem] = self._status_of(path.stem, record, now)
         for job_id in wanted - found.keys():
             found[job_id] = self._status_of(job_id, None, now)
         return found
@@ -199,7 +201,14 @@ class SimulatedBackend(Backend):
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _ended(record: dict[str, Any] | None, now: float) -> bool:
-    """A simulated job no longer occupies its GPUs (cancelled, reclaimed or past its duration)."""
-    return (record is None or bool(record.get("cancelled")) or record.get("reclaimed_at") is not None
-            or now - record["started_at"] >= record["duration"])
+def _ended(record: dict[str, Any] | None, now: float, since: bool = False) -> bool:
+    """A simulated job no longer occupies its GPUs at `now` (cancelled, reclaimed or past its
+    duration). since=True: it had ended by `now` already (a moment in the past)."""
+    if record is None:
+        return True
+    ends = [record["started_at"] + record["duration"]]
+    if record.get("cancelled"):
+        ends.append(record.get("cancelled_at", record["started_at"]) if since else float("-inf"))
+    if record.get("reclaimed_at") is not None:
+        ends.append(record["reclaimed_at"] if since else float("-inf"))
+    return min(ends) <= now

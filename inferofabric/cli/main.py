@@ -1,7 +1,8 @@
 """`fabric`: the command line, built on the SDK. Tables for people, `--json` for scripts.
 
 Exit codes: 0 ok; 1 the operation failed (a workload failed, the server refused); 2 bad input
-(file, spec, policy); 3 not found; 4 the fabric is unreachable; 130 interrupted.
+(file, spec, policy); 3 not found, or not allowed (no valid token, or a role that may not do it);
+4 the fabric is unreachable; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 
+from inferofabric.auth.tokens import AuthError
 from inferofabric.cli import render
 from inferofabric.config_file import FileError, load_documents, parse, validation_message
 from inferofabric.connection import FabricUnreachable
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.workload import WorkloadSpec
-from inferofabric.sdk.errors import FabricError, FabricNotFound, InvalidInput, WorkloadExists
+from inferofabric.sdk.errors import FabricError, FabricNotFound, InvalidInput, PermissionDenied, WorkloadExists
 from inferofabric.store.db import NotFound
 
 T = TypeVar("T")
@@ -59,7 +61,7 @@ def exit_code_for(error: BaseException) -> int | None:
     """The exit code of a failure meant for people; None for a bug (which keeps its traceback)."""
     if isinstance(error, FabricUnreachable):
         return 4
-    if isinstance(error, FabricNotFound | NotFound):
+    if isinstance(error, FabricNotFound | NotFound | PermissionDenied | AuthError):
         return 3
     if isinstance(error, WorkloadExists | InvalidInput | FileError | ValidationError):
         return 2

@@ -12,11 +12,18 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from inferofabric.auth.client import find_token, with_token
 from inferofabric.connection import connect
 from inferofabric.models.common import Health, Location, WorkloadState
 from inferofabric.models.messages import ControlRequest, MonitorSettings, ReconcileReport, WorkloadRequest
@@ -24,7 +31,14 @@ from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import Explanation, PoolStatus, QueueEntry, QueueView, WorkloadStatus
 from inferofabric.models.workload import WorkloadSpec
-from inferofabric.sdk.errors import FabricError, FabricNotFound, InvalidInput, WorkloadExists, WorkloadNotFound
+from inferofabric.sdk.errors import (
+    FabricError,
+    FabricNotFound,
+    InvalidInput,
+    PermissionDenied,
+    WorkloadExists,
+    WorkloadNotFound,
+)
 from inferofabric.secrets import seal
 from inferofabric.settings import task_queue as default_task_queue
 from inferofabric.workflows.workload import initial_search_attributes
@@ -37,15 +51,20 @@ class FabricClient:
     FABRIC_DATABASE_URL with a read-only role). With it, reads (queue, pools, policy) are store reads;
     without it they go through the control plane."""
 
-    def __init__(self, client: Client, task_queue: str | None = None, store_url: str | None = None) -> None:
-        self.temporal = client
+    def __init__(self, client: Client, task_queue: str | None = None, store_url: str | None = None,
+                 token: str | None = None) -> None:
+        # Every request that changes something carries a proof of the token (inferofabric/auth):
+        # `token`, else $FABRIC_TOKEN, else the admin token `fabric up` wrote under FABRIC_HOME.
+        self.token = token or find_token()
+        self.temporal = with_token(client, self.token)
         self.task_queue = task_queue or default_task_queue()
         self.store_url = store_url
 
     @classmethod
     async def connect(cls, address: str | None = None, namespace: str | None = None,
-                      task_queue: str | None = None, store_url: str | None = None) -> FabricClient:
-        return cls(await connect(address, namespace), task_queue, store_url)
+                      task_queue: str | None = None, store_url: str | None = None,
+                      token: str | None = None) -> FabricClient:
+        return cls(await connect(address, namespace), task_queue, store_url, token)
 
     def _store(self) -> Any:
         from inferofabric.store.db import get_store
@@ -67,6 +86,8 @@ class FabricClient:
                 raise FabricNotFound(message) from None
             if kind == "InvalidInput":
                 raise InvalidInput(message) from None
+            if kind == "PermissionDenied":
+                raise PermissionDenied(message) from None
             raise FabricError(message) from None
 
     async def register_pool(self, spec: PoolSpec | dict[str, Any],
@@ -244,6 +265,11 @@ class WorkloadHandle:
             raise FabricError(f"workload {self.id!r}: {error.message}") from None
         except Exception as error:  # WorkflowQueryFailedError: bad input recorded in history, ...
             description = await self._describe()
+            if description == "failed":  # refused at the door? say so, not "query failed"
+                try:
+                    await self._handle.result()
+                except WorkflowFailureError as failure:
+                    _raise_if_denied(failure)
             raise FabricError(f"workload {self.id!r} is {description}: {error}") from None
 
     async def _describe(self) -> str:
@@ -282,7 +308,8 @@ class WorkloadHandle:
             if error.status == RPCStatusCode.NOT_FOUND:
                 raise WorkloadNotFound(f"no workload named {self.id!r}") from None
             raise FabricError(f"workload {self.id!r}: {error.message}") from None
-        except Exception as error:  # WorkflowUpdateFailedError: not waiting, unknown class
+        except Exception as error:  # WorkflowUpdateFailedError: refused, not waiting, unknown class
+            _raise_if_denied(error)
             raise InvalidInput(_root_message(error)) from None
 
     async def result(self) -> WorkloadStatus:
@@ -290,6 +317,7 @@ class WorkloadHandle:
         try:
             return await self._handle.result()
         except WorkflowFailureError as error:
+            _raise_if_denied(error)
             raise FabricError(f"workload {self.id!r} failed: {_root_message(error)}") from None
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
@@ -307,12 +335,20 @@ class WorkloadHandle:
             if error.status == RPCStatusCode.NOT_FOUND:
                 return await self.status()
             raise
+        except WorkflowUpdateFailedError as error:
+            _raise_if_denied(error)
+            raise FabricError(f"workload {self.id!r}: {_root_message(error)}") from None
 
     async def logs(self, tail: int = 200) -> str:
         status = await self.status()
         if not status.pool or not status.job_id:
             return ""
         return str(await self.fabric._control("logs", pool=status.pool, job_id=status.job_id, tail=tail))
+
+
+def _raise_if_denied(error: BaseException) -> None:
+    if _root_type(error) == "PermissionDenied":
+        raise PermissionDenied(_root_message(error)) from None
 
 
 def _quote(value: str) -> str:

@@ -19,3 +19,7 @@ class WorkloadNotFound(FabricNotFound):
 
 class WorkloadExists(FabricError):
     pass
+
+
+class PermissionDenied(FabricError):
+    """The request carried no valid token, or its role does not allow it (CLI exit code 3)."""

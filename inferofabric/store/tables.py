@@ -116,3 +116,19 @@ class SecretRow(SQLModel, table=True):
     pool: str | None = Field(default=None, max_length=63)  # scoped to one pool when set
     ciphertext: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditRow(SQLModel, table=True):
+    """One decision on a request that changes something: who, what, on what, and the answer."""
+
+    __tablename__ = "audit_log"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    identity: str = Field(max_length=255)  # the token's subject; "-" when there was no valid token
+    role: str = Field(max_length=16)
+    team: str | None = Field(default=None, max_length=63)
+    action: str = Field(max_length=128)  # submit, cancel, drain, set_policy, signal:relocate...
+    target: str = Field(max_length=255)
+    result: str = Field(max_length=16)  # ok | refused
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    dedupe: str = Field(max_length=255, unique=True)  # one row per decision, whatever retries happen

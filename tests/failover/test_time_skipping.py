@@ -7,6 +7,7 @@ that runs for hours of workflow time.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -26,12 +28,13 @@ from inferofabric.backends.base import JobState, JobStatus
 from inferofabric.models import Health, PoolSpec, WorkloadState
 from inferofabric.models.messages import (
     JobInput,
+    JobUpdate,
     LaunchInput,
     MonitorInput,
     MonitorSettings,
     ProbeResult,
+    ReconcileReport,
     RelocateSignal,
-    WatchInput,
     WorkloadRequest,
 )
 from inferofabric.models.status import HealthEvent, WorkloadStatus
@@ -136,16 +139,33 @@ class MonitorStubs:
             unhealthy = bool(self.transitions) and self.transitions[-1][1] == Health.UNHEALTHY
             return self.moving if unhealthy else self.after_recovery
 
-        @activity.defn(name="list_pool_jobs")
-        async def list_pool_jobs(pool: PoolSpec) -> list[str]:
-            return list(self.live_jobs)
+        @activity.defn(name="control_relocate")
+        async def control_relocate(name: str, reason: str, health: Health) -> list[str]:
+            told = []
+            for row in await control_workloads_on_pool(name):
+                try:
+                    await self.env.client.get_workflow_handle(row["workload_id"]).signal(
+                        "relocate", RelocateSignal(pool=name, reason=reason, health=health))
+                    told.append(row["workload_id"])
+                except RPCError:
+                    continue  # finished long ago
+            return told
+
+        @activity.defn(name="pool_job_states")
+        async def pool_job_states(pool: PoolSpec) -> dict[str, str]:
+            return {job_id: "running" for job_id in self.live_jobs}
+
+        @activity.defn(name="control_reconcile")
+        async def control_reconcile(name: str, states: dict[str, str]) -> ReconcileReport:
+            owned = {f"{row['workload_id']}-a{row['attempt']}" for row in await control_workloads_on_pool(name)}
+            return ReconcileReport(pool=name, jobs_seen=len(states), orphans=sorted(set(states) - owned))
 
         @activity.defn(name="cancel_job")
         async def cancel_job(request: JobInput) -> None:
             self.cancelled.append(request.job_id)
 
         return [control_pool_spec, probe_pool, control_record_health, control_workloads_on_pool,
-                list_pool_jobs, cancel_job]
+                control_relocate, pool_job_states, control_reconcile, cancel_job]
 
 
 @workflow.defn(name="RelocateRecorder", sandboxed=False)
@@ -193,7 +213,8 @@ async def test_hysteresis_over_long_periods_records_only_real_transitions(
     stubs.live_jobs = [f"{recorder_id}-a1", "kept-a2"]
     settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=5, unhealthy_after=3, healthy_after=3)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow, RelocateRecorder],
-                      activities=stubs.activities(), workflow_runner=workflow_runner()):
+                      activities=stubs.activities(), workflow_runner=workflow_runner()), \
+            Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
         recorder = await time_env.client.start_workflow(RelocateRecorder.run, id=recorder_id,
                                                         task_queue=queue)
         handle = await start_monitor(time_env, queue, stubs, settings)
@@ -223,7 +244,8 @@ async def test_continue_as_new_keeps_health_and_counters(time_env: WorkflowEnvir
     stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), [OK, OK, FAIL, FAIL, FAIL, FAIL])
     settings = MonitorSettings(period_seconds=10, unhealthy_after=3, healthy_after=2, iterations_per_run=4)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
-                      activities=stubs.activities(), workflow_runner=workflow_runner()):
+                      activities=stubs.activities(), workflow_runner=workflow_runner()), \
+            Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
         handle = await start_monitor(time_env, queue, stubs, settings)
         first_run = (await handle.describe()).run_id
         await time_env.sleep(timedelta(seconds=10 * 9 + 5))
@@ -250,7 +272,8 @@ async def test_silent_agent_probe_timeouts_make_the_pool_unhealthy(time_env: Wor
     stubs = MonitorStubs(time_env, pool_spec(f"k-{uuid.uuid4().hex[:6]}", backend="kubernetes"), [OK])
     settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=2, unhealthy_after=3)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
-                      activities=stubs.activities(), workflow_runner=workflow_runner()):
+                      activities=stubs.activities(), workflow_runner=workflow_runner()), \
+            Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
         handle = await start_monitor(time_env, queue, stubs, settings)
         await time_env.sleep(timedelta(seconds=200))
         await handle.terminate()
@@ -264,7 +287,8 @@ async def test_monitor_ends_when_its_pool_is_removed(time_env: WorkflowEnvironme
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), [OK])
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
-                      activities=stubs.activities(), workflow_runner=workflow_runner()):
+                      activities=stubs.activities(), workflow_runner=workflow_runner()), \
+            Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
         handle = await start_monitor(time_env, queue, stubs, MonitorSettings(period_seconds=60))
         await time_env.sleep(timedelta(seconds=150))
         stubs.removed = True
@@ -274,7 +298,8 @@ async def test_monitor_ends_when_its_pool_is_removed(time_env: WorkflowEnvironme
 
 # -- WorkloadWorkflow ----------------------------------------------------------------------------------------
 class WorkloadStubs:
-    """The real admission (loop, activities, store) over pools p1, p2; launch/watch/cancel scripted."""
+    """The real admission (loop, activities, store) over pools p1, p2; launch/cancel scripted, and the
+    pool watcher's news (signal `job_state`) sent by the test (`job_ended`)."""
 
     def __init__(self, env: WorkflowEnvironment, pools: list[PoolSpec], store_url: str, *,
                  launch_fails: bool = False, runtime: timedelta = timedelta(hours=3)) -> None:
@@ -288,7 +313,6 @@ class WorkloadStubs:
         self.runtime = runtime
         self.start: datetime | None = None
         self.launched: dict[str, datetime] = {}
-        self.watch_calls = 0
         self.cancelled: list[str] = []
 
     def activities(self) -> list[Any]:
@@ -300,26 +324,26 @@ class WorkloadStubs:
             self.launched.setdefault(request.job_id, await self.env.get_current_time())
             return JobStatus(job_id=request.job_id, state=JobState.RUNNING)
 
-        @activity.defn(name="watch_job")
-        async def watch_job(request: WatchInput) -> JobStatus:
-            # A real watch heartbeats for as long as the job runs; time does not skip while an
-            # activity runs, so the stub instead asks to be retried later until the job is done.
-            self.watch_calls += 1
-            ran = await self.env.get_current_time() - self.launched[request.job_id]
-            if ran < self.runtime:
-                raise ApplicationError("still running", type="StillRunning",
-                                       next_retry_delay=min(self.runtime - ran, timedelta(minutes=20)))
-            return JobStatus(job_id=request.job_id, state=JobState.SUCCEEDED, message="completed")
-
         @activity.defn(name="cancel_job")
         async def cancel_job(request: JobInput) -> None:
             self.cancelled.append(request.job_id)
 
-        return [*self.admission.all(), self.placement.release_capacity, launch_job, watch_job, cancel_job]
+        return [*self.admission.all(), self.placement.release_capacity, launch_job, cancel_job]
 
     def worker(self, queue: str) -> Worker:
         return Worker(self.env.client, task_queue=queue, workflows=[WorkloadWorkflow, AdmissionWorkflow],
                       activities=self.activities(), workflow_runner=workflow_runner())
+
+
+async def job_ended(handle: WorkflowHandle[Any, Any], attempt: int, state: JobState = JobState.SUCCEEDED) -> None:
+    """What the pool's watcher tells the workload when its job ends (or, RUNNING, at its first look)."""
+    await handle.signal("job_state", JobUpdate(attempt=attempt, status=JobStatus(
+        job_id=f"{handle.id}-a{attempt}", state=state, message="completed" if state.terminal else "running")))
+
+
+async def launched(stubs: WorkloadStubs, job_id: str) -> None:
+    while job_id not in stubs.launched:
+        await asyncio.sleep(0.05)
 
 
 async def start_workload(env: WorkflowEnvironment, queue: str, stubs: WorkloadStubs, name: str,
@@ -359,11 +383,18 @@ async def test_job_running_for_hours_then_moved_and_finished(time_env: WorkflowE
     name = f"long-{uuid.uuid4().hex[:6]}"
     async with stubs.worker(queue):
         handle = await start_workload(time_env, queue, stubs, name)
+        await launched(stubs, f"{name}-a1")
+        await job_ended(handle, 1, JobState.RUNNING)  # the watcher's first look
         await time_env.sleep(timedelta(hours=2))
         running: WorkloadStatus = await handle.query("status", result_type=WorkloadStatus)
         stubs.store.set_health("p1", Health.UNHEALTHY, "node lost")  # what the monitor records before it signals
         await handle.signal("relocate", RelocateSignal(pool="p1", reason="became unhealthy: node lost"))
+        await launched(stubs, f"{name}-a2")
+        await job_ended(handle, 2, JobState.RUNNING)
+        await time_env.sleep(timedelta(hours=3))
+        await job_ended(handle, 2)
         final = WorkloadStatus.model_validate(await handle.result())
+        events = [e async for e in handle.fetch_history_events()]
 
     assert running.state == WorkloadState.RUNNING and running.pool == "p1"
     assert final.state == WorkloadState.SUCCEEDED and final.attempts == 2 and final.pool == "p2"
@@ -372,7 +403,10 @@ async def test_job_running_for_hours_then_moved_and_finished(time_env: WorkflowE
     assert round((first.ended_at - first.started_at).total_seconds() / 3600, 1) == 2.0  # type: ignore[operator]
     assert round((second.ended_at - second.started_at).total_seconds() / 3600, 1) == 3.0  # type: ignore[operator]
     assert stubs.cancelled == [f"{name}-a1"]  # the copy on p1 is stopped (best effort)
-    assert stubs.watch_calls < 40  # polled every 20 min of workflow time, not every second
+    # Five hours of running held no activity: launch twice, cancel the moved copy, nothing else.
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert sorted(scheduled) == ["cancel_job", "launch_job", "launch_job"]
 
 
 WAITING_HISTORY_BOUND = 60  # events of a workload that waited a day (docs/admission.md)
@@ -391,6 +425,9 @@ async def test_a_day_of_waiting_stays_under_its_history_bound(time_env: Workflow
         events = [e async for e in handle.fetch_history_events()]
         stubs.store.upsert_pool(pool_spec("onprem"))
         await time_env.client.get_workflow_handle(admission_id(queue)).signal("wake", "pool onprem registered")
+        while not stubs.launched:
+            await asyncio.sleep(0.1)
+        await job_ended(handle, 1)
         final = WorkloadStatus.model_validate(await handle.result())
         loop_events = [e async for e in time_env.client.get_workflow_handle(admission_id(queue))
                        .fetch_history_events()]

@@ -1,0 +1,62 @@
+"""Who may do what. One table, read by the gate (workers) and by the docs (docs/security.md).
+
+- `admin`: everything: pools, policy (quotas live there), secrets, and all the rest;
+- `operator`: drain, cordon, reclaim, reconcile, fail/restore simulated pools, cancel anyone's work;
+- `member` of team T: submit, cancel and re-prioritise T's workloads only;
+- `system`: the fabric's own workers (admission, watchers, monitors): the internal signals.
+Reads (status, list, queue, pool list, logs) need any valid identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inferofabric.auth.tokens import SYSTEM, AuthError, Identity
+
+ADMIN_OPS = {"register_pool", "remove_pool", "set_policy", "put_secret"}
+OPERATOR_OPS = {"cordon", "drain", "simulate", "reconcile"}
+READ_OPS = {"list_pools", "pool_spec", "get_policy", "list_secrets", "decisions", "queue", "logs"}
+INTERNAL_WORKFLOWS = {"PoolMonitorWorkflow", "PoolWatcherWorkflow", "AdmissionWorkflow"}
+INTERNAL_SIGNALS = {"relocate", "admitted", "preempt", "waiting", "job_state"}
+OPEN_SIGNALS = {"wake"}  # only makes the admission loop look again: harmless from anyone
+TEAM_ACTIONS = {"signal:request_cancel", "update:cancel", "update:set_priority"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the gate sees it: `action` like `start:WorkloadWorkflow`, `signal:relocate`,
+    `update:cancel`, or `control:drain`; `team` the workload's team where there is one."""
+
+    action: str
+    target: str  # the workflow the request goes to (what the proof is bound to)
+    team: str | None = None
+    subject: str = ""  # what it acts on, for the audit log (a pool, a secret); the target when empty
+
+    @property
+    def mutating(self) -> bool:
+        return not (self.action.startswith("control:") and self.action.removeprefix("control:") in READ_OPS)
+
+
+def authorize(identity: Identity, request: Request) -> None:
+    """Raise AuthError unless `identity` may make `request`."""
+    role, action = identity.role, request.action
+    if role in ("admin", SYSTEM):
+        return
+    if action.startswith("control:"):
+        op = action.removeprefix("control:")
+        if op in READ_OPS or (op in OPERATOR_OPS and role == "operator"):
+            return
+        needed = "admin" if op in ADMIN_OPS else "operator or admin"
+        raise AuthError(f"{identity.describe()} may not {op}: that needs the {needed} role")
+    if action == "start:WorkloadWorkflow":
+        if role == "member" and identity.team == request.team:
+            return
+        raise AuthError(f"{identity.describe()} may not submit work for team {request.team!r}")
+    if action == "signal:reconcile" and role == "operator":
+        return
+    if action in TEAM_ACTIONS:
+        if role == "operator" or (role == "member" and identity.team == request.team):
+            return
+        raise AuthError(f"{identity.describe()} may not {action.split(':', 1)[1].replace('_', ' ')} "
+                        f"workload {request.target!r} of team {request.team!r}")
+    raise AuthError(f"{identity.describe()} may not {action} (the fabric's internal request)")
