@@ -145,6 +145,13 @@ class ControlActivities:
         the fabric jobs no live attempt owns (the caller cancels them on the pool)."""
         return await reconcile_pool(self.store, activity.client(), name, states)
 
+    @activity.defn(name="control_audit")
+    @typed_errors
+    async def audit(self, limit: int = 50, identity: str | None = None) -> list[dict[str, Any]]:
+        from inferofabric.auth.audit import audit_entries
+
+        return await asyncio.to_thread(audit_entries, self.store, limit, identity)
+
     @activity.defn(name="control_put_secret")
     @typed_errors
     async def put_secret(self, name: str, sealed_value: str, pool: str | None = None) -> None:
@@ -172,5 +179,5 @@ class ControlActivities:
     def all(self) -> list[Callable[..., Any]]:
         return [self.register_pool, self.remove_pool, self.list_pools, self.pool_spec, self.set_policy,
                 self.get_policy, self.cordon, self.simulate, self.record_health, self.workloads_on_pool,
-                self.relocate, self.reconcile,
+                self.relocate, self.reconcile, self.audit,
                 self.put_secret, self.list_secrets, self.decisions, self.queue]

@@ -48,6 +48,7 @@ OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "list_secrets": ("control_list_secrets", ()),
     "decisions": ("control_decisions", ("workload_id",)),
     "queue": ("control_queue", ("team", "workload_id")),
+    "audit": ("control_audit", ("limit", "identity")),
 }
 
 

@@ -196,6 +196,11 @@ class WorkloadWorkflow:
         assert self._status is not None
         return self._status
 
+    @cancel.validator
+    def _validate_cancel(self) -> None:
+        """Nothing to check in the request itself; having a validator makes the auth gate (an
+        interceptor of validators) see every cancel before it is accepted."""
+
     @workflow.signal(name="request_cancel")
     def request_cancel(self) -> None:
         self._cancel_requested = True
@@ -417,7 +422,9 @@ class WorkloadWorkflow:
             status = followed
         if status.state == JobState.LOST:
             why = status.details.get("class", "lost")
-            raise _Moved(f"job {why} on {pool.name}: {status.message}", Health.HEALTHY)
+            # A spot reclaim says nothing bad about the pool (the next instance may be fine): no
+            # exclusion; a lost node or a vanished job keeps the pool out for a short while.
+            raise _Moved(f"job {why} on {pool.name}: {status.message}", Health.HEALTHY, recorded=why == "reclaimed")
         await self._cleanup_attempt(workload_id, attempt, best_effort=False, cancel_job=False)
         self._history_end(status.state.value)
         await self._drain_background()

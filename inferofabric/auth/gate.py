@@ -64,15 +64,22 @@ class _Inbound(WorkflowInboundInterceptor):
         proof = workflow.payload_converter().from_payload(payload, str)
         identity = verify_proof(self._key, proof, proof_action or request.action, request.target,
                                 now=workflow.now().timestamp())
-        authorize(identity, request)
+        try:
+            authorize(identity, request)
+        except AuthError as error:
+            error.identity = identity  # type: ignore[attr-defined]  # who was refused, for the audit log
+            raise
         return identity
 
-    def _audit(self, identity: Identity | None, request: Request, result: str, detail: str = "") -> None:
+    def _audit(self, identity: Identity | None, request: Request, result: str, detail: str = "",
+               request_id: str = "") -> None:
         if self._sink is None or workflow.unsafe.is_replaying():
             return
         info = workflow.info()
+        self._seen = getattr(self, "_seen", 0) + 1
+        where = request_id or f"{info.get_current_history_length()}.{self._seen}"
         self._sink.put(at=workflow.now(), identity=identity, request=request, result=result, detail=detail,
-                       key=f"{info.run_id}:{info.get_current_history_length()}:{request.action}")
+                       key=f"{info.run_id}:{where}:{request.action}")
 
     def _workload_team(self) -> str | None:
         if self._team:
@@ -92,7 +99,7 @@ class _Inbound(WorkflowInboundInterceptor):
             try:
                 identity = self._check(input.headers, request, proof_action=f"start:{info.workflow_type}")
             except AuthError as error:
-                self._audit(None, request, "refused", str(error))
+                self._audit(getattr(error, "identity", None), request, "refused", str(error))
                 raise ApplicationError(f"permission denied: {error}", type="PermissionDenied",
                                        non_retryable=True) from None
             if request.mutating and identity.role != "system":
@@ -107,7 +114,7 @@ class _Inbound(WorkflowInboundInterceptor):
         try:
             identity = self._check(input.headers, request)
         except AuthError as error:
-            self._audit(None, request, "refused", str(error))
+            self._audit(getattr(error, "identity", None), request, "refused", str(error))
             workflow.logger.warning("signal %s refused: %s", input.signal, error)
             return None
         if input.signal not in INTERNAL_SIGNALS:
@@ -120,11 +127,11 @@ class _Inbound(WorkflowInboundInterceptor):
         try:
             identity = self._check(input.headers, request)
         except AuthError as error:
-            self._audit(None, request, "refused", str(error))
+            self._audit(getattr(error, "identity", None), request, "refused", str(error), request_id=input.id)
             raise ApplicationError(f"permission denied: {error}", type="PermissionDenied",
                                    non_retryable=True) from None
         if request.action in TEAM_ACTIONS:
-            self._audit(identity, request, "ok")
+            self._audit(identity, request, "ok", request_id=input.id)
         super().handle_update_validator(input)
 
 

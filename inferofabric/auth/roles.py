@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from inferofabric.auth.tokens import SYSTEM, AuthError, Identity
 
 ADMIN_OPS = {"register_pool", "remove_pool", "set_policy", "put_secret"}
-OPERATOR_OPS = {"cordon", "drain", "simulate", "reconcile"}
+OPERATOR_OPS = {"cordon", "drain", "simulate", "reconcile", "audit"}
 READ_OPS = {"list_pools", "pool_spec", "get_policy", "list_secrets", "decisions", "queue", "logs"}
+UNAUDITED_OPS = READ_OPS | {"audit"}  # reads: not written to the audit log
 INTERNAL_WORKFLOWS = {"PoolMonitorWorkflow", "PoolWatcherWorkflow", "AdmissionWorkflow"}
 INTERNAL_SIGNALS = {"relocate", "admitted", "preempt", "waiting", "job_state"}
 OPEN_SIGNALS = {"wake"}  # only makes the admission loop look again: harmless from anyone
@@ -34,7 +35,7 @@ class Request:
 
     @property
     def mutating(self) -> bool:
-        return not (self.action.startswith("control:") and self.action.removeprefix("control:") in READ_OPS)
+        return not (self.action.startswith("control:") and self.action.removeprefix("control:") in UNAUDITED_OPS)
 
 
 def authorize(identity: Identity, request: Request) -> None:

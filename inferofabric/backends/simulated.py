@@ -29,7 +29,12 @@ from inferofabric.backends.base import (
     PoolProbe,
 )
 from inferofabric.models.common import Health, duration_seconds
-from inferofabric.models.workload import SIM_DURATION_ANNOTATION, SIM_OUTCOME_ANNOTATION
+from inferofabric.models.workload import (
+    SIM_DURATION_ANNOTATION,
+    SIM_LAUNCH_DELAY_ANNOTATION,
+    SIM_OUTCOME_ANNOTATION,
+    SIM_PENDING_ANNOTATION,
+)
 
 DEFAULT_DURATION = "10s"
 RECENT_SECONDS = 600  # a snapshot also shows jobs that ended this recently (the watcher sees short jobs end)
@@ -95,6 +100,10 @@ class SimulatedBackend(Backend):
     def launch(self, request: JobRequest) -> JobStatus:
         self._answer_or_fail()
         annotations = request.spec.annotations
+        delay = duration_seconds(annotations.get(SIM_LAUNCH_DELAY_ANNOTATION, 0))
+        if delay and not self._job_path(request.job_id).exists():
+            time.sleep(delay)  # a slow cloud API: the launch is still on its way when a cancel comes
+        pending = duration_seconds(annotations.get(SIM_PENDING_ANNOTATION, 0))
         record = {
             "job_id": request.job_id,
             "workload_id": request.workload_id,
@@ -103,7 +112,8 @@ class SimulatedBackend(Backend):
             "gpus": request.gpus,
             "replicas": request.spec.replicas,
             "started_at": time.time(),
-            "duration": duration_seconds(annotations.get(SIM_DURATION_ANNOTATION, DEFAULT_DURATION)),
+            "duration": pending + duration_seconds(annotations.get(SIM_DURATION_ANNOTATION, DEFAULT_DURATION)),
+            "pending": pending,
             "outcome": annotations.get(SIM_OUTCOME_ANNOTATION, "succeeded"),
             "cancelled": False,
             "launches": 1,
@@ -152,6 +162,9 @@ class SimulatedBackend(Backend):
                              finished_at=datetime.fromtimestamp(reclaimed_at, UTC), details={"class": LOST_RECLAIMED},
                              message=f"{SIMULATED_TAG} spot capacity reclaimed by the provider")
         elapsed = now - record["started_at"]
+        if elapsed < record.get("pending", 0):
+            return JobStatus(job_id=job_id, state=JobState.PENDING,
+                             message=f"{SIMULATED_TAG} pending {elapsed:.0f}s: waiting for an image pull")
         if elapsed < record["duration"]:
             return JobStatus(job_id=job_id, state=JobState.RUNNING, started_at=started,
                              message=f"{SIMULATED_TAG} running {elapsed:.0f}s of {record['duration']:.0f}s")

@@ -40,6 +40,8 @@ app.add_typer(pool_app, name="pool")
 app.add_typer(policy_app, name="policy")
 app.add_typer(secret_app, name="secret")
 app.add_typer(schedule_app, name="schedule")
+token_app = typer.Typer(help="Tokens: who may do what (roles admin, operator, member).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 AddressOpt = Annotated[str | None, typer.Option("--address", envvar="FABRIC_TEMPORAL_ADDRESS",
                                                 help="Temporal address of the fabric [default: 127.0.0.1:7233]")]
@@ -137,6 +139,55 @@ def demo(
     from inferofabric.cli.demo import run_demo
 
     run(run_demo(address, keep if keep is not None else sys.stdin.isatty()))
+
+
+# -- tokens and audit -------------------------------------------------------------------------------------
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option("--role", help="admin | operator | member (agents: system)")],
+    team: Annotated[str | None, typer.Option("--team", help="The team of a member token.")] = None,
+    ttl: Annotated[str, typer.Option("--ttl", help="How long it is valid: 30d, 12h, 90m.")] = "30d",
+    name: Annotated[str | None, typer.Option("--name", help="Who holds it (shown in the audit log).")] = None,
+    home: Annotated[Path | None, typer.Option(envvar="FABRIC_HOME", help="State directory (its auth.key).")] = None,
+) -> None:
+    """Print a new token. Runs where the fabric's key is (FABRIC_AUTH_KEY, or FABRIC_HOME/auth.key of
+    `fabric up`): tokens are signed here and never travel through Temporal. Give it as FABRIC_TOKEN."""
+    import time
+    from datetime import timedelta
+
+    from inferofabric.auth.tokens import KEY_FILE, ROLES, SYSTEM, create_token, signing_key
+    from inferofabric.models.common import duration_seconds
+
+    home_dir = (home or Path(os.environ.get("FABRIC_HOME", "~/.inferofabric"))).expanduser()
+    if role not in (*ROLES, SYSTEM):
+        fail(f"unknown role {role!r}: one of {', '.join(ROLES)}", 2)
+    if role == "member" and not team:
+        fail("a member token needs --team TEAM", 2)
+    if not os.environ.get("FABRIC_AUTH_KEY") and not (home_dir / KEY_FILE).exists():
+        fail(f"no signing key here: run on the control plane (FABRIC_AUTH_KEY, or {home_dir / KEY_FILE} "
+             "that `fabric up` creates)", 2)
+    try:
+        seconds = duration_seconds(ttl)
+    except ValueError as error:
+        fail(f"--ttl {ttl!r}: {error}", 2)
+    token = create_token(signing_key(home_dir), role, team=team, subject=name, ttl=timedelta(seconds=seconds),
+                         now=time.time())
+    print(token)
+
+
+@app.command()
+def audit(
+    limit: Annotated[int, typer.Option("--limit", help="The newest N entries.")] = 50,
+    identity: Annotated[str | None, typer.Option("--identity", help="Only this identity's requests.")] = None,
+    address: AddressOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Who did what: every request that changed something (or tried to), with its result."""
+    entries = _with_client(address, lambda c: c.audit(limit=limit, identity=identity))
+    if json_out:
+        render.print_json(entries)
+        return
+    render.print_audit(entries)
 
 
 # -- pools ----------------------------------------------------------------------------------------------

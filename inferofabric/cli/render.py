@@ -156,3 +156,14 @@ def simulation_table(results: dict[str, Any], jobs: int, pools: int) -> Table:
                           f"{figures['gpu_hours_cloud']:.1f}", f"{figures['cloud_cost']:.2f}",
                           str(figures["preemptions"]))
     return table
+
+
+def print_audit(entries: list[dict[str, Any]]) -> None:
+    table = Table(title=f"Audit log: {len(entries)} entries (oldest first)", title_justify="left")
+    for column in ("time", "identity", "role", "action", "target", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        result = entry["result"]
+        table.add_row(entry["time"][:19].replace("T", " "), entry["identity"], entry["role"], entry["action"],
+                      entry["target"], f"[red]{result}[/]" if result != "ok" else result, entry.get("detail", ""))
+    console.print(table)

@@ -80,7 +80,7 @@ def memory_bytes(quantity: str | int) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 
 
 def duration_seconds(text: str | int | float) -> float:
@@ -89,6 +89,6 @@ def duration_seconds(text: str | int | float) -> float:
         return float(text)
     match = _DURATION_RE.match(text.strip())
     if not match:
-        raise ValueError(f"{text!r} is not a duration (examples: 90s, 2m, 1h)")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+        raise ValueError(f"{text!r} is not a duration (examples: 90s, 2m, 1h, 30d)")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[match.group(2)]
     return float(match.group(1)) * scale

@@ -10,6 +10,8 @@ from inferofabric.models.common import DataClassification, Location, Name, Stric
 
 SIM_DURATION_ANNOTATION = "sim.inferofabric.io/duration"
 SIM_OUTCOME_ANNOTATION = "sim.inferofabric.io/outcome"
+SIM_PENDING_ANNOTATION = "sim.inferofabric.io/pending"  # stays pending this long before it runs
+SIM_LAUNCH_DELAY_ANNOTATION = "sim.inferofabric.io/launch-delay"  # the launch call itself takes this long
 
 
 class GpuRequest(StrictModel):

@@ -147,6 +147,14 @@ class FabricClient:
         """Simulated pools only: the pool stops answering, as a dead cluster would."""
         await self._control("simulate", name=pool, action="fail")
 
+    async def audit(self, limit: int = 50, identity: str | None = None) -> list[dict[str, Any]]:
+        """The newest audit entries (who did what, when, with what result), oldest first."""
+        if self.store_url:
+            from inferofabric.auth.audit import audit_entries
+
+            return await asyncio.to_thread(audit_entries, self._store(), limit, identity)
+        return list(await self._control("audit", limit=limit, identity=identity))
+
     async def reclaim_pool(self, pool: str) -> str:
         """Simulated pools only: take back every job running there now, as a spot reclaim would."""
         return str(await self._control("simulate", name=pool, action="reclaim"))

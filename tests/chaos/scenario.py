@@ -23,6 +23,7 @@ from failover.util import BURST_AND_FAILOVER_POLICY
 from inferofabric.backends.simulated import SimulatedBackend
 from inferofabric.models import PoolSpec, WorkloadSpec
 from inferofabric.models.status import WorkloadStatus
+from inferofabric.auth.client import find_token
 from inferofabric.sdk.client import FabricClient
 from inferofabric.sdk.errors import WorkloadExists
 from inferofabric.store.db import get_store
@@ -104,7 +105,8 @@ async def run_chaos(config: ChaosConfig, directory: Path, log: Any = print) -> C
 
     try:
         await worker.begin()
-        fabric = FabricClient(client, task_queue=queue)
+        # The worker wrote the fabric's first admin token under its home: the operator's token here.
+        fabric = FabricClient(client, task_queue=queue, token=find_token(home))
         for pool in POOLS:
             await fabric.register_pool(pool)  # default monitor settings: 1 s period, 2 failures
         await fabric.set_policy(BURST_AND_FAILOVER_POLICY)

@@ -162,3 +162,34 @@ async def _eventually(check: Any, timeout: float = 30.0) -> Any:
             return value
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.3)
+
+
+async def test_tokens_roles_and_the_audit_log_from_the_cli(fabric: Any, tmp_path: Path) -> None:
+    code, member, err = await fabric_cli(fabric, "token", "create", "--role", "member", "--team", "ads",
+                                         "--name", "alice", "--ttl", "1d")
+    assert code == 0, err
+    code, _, err = await fabric_cli(fabric, "token", "create", "--role", "member")
+    assert code == 2 and "needs --team" in err
+
+    pools = tmp_path / "pool.yaml"
+    pools.write_text("name: dc9\nlocation: on-prem\nbackend: simulated\nregion: dc9\ngpus: {A100: 2}\n")
+    os.environ["FABRIC_TOKEN"] = member.strip()
+    try:
+        code, _, err = await fabric_cli(fabric, "pool", "add", "-f", str(pools))
+    finally:
+        del os.environ["FABRIC_TOKEN"]
+    assert code == 3 and "alice (member of ads) may not register_pool: that needs the admin role" in err
+    assert "Traceback" not in err
+
+    os.environ["FABRIC_TOKEN"] = "not-a-token"
+    try:
+        code, _, err = await fabric_cli(fabric, "pool", "drain", "dc9")
+    finally:
+        del os.environ["FABRIC_TOKEN"]
+    assert code == 3 and "not a fabric token" in err and "Traceback" not in err
+
+    code, out, err = await fabric_cli(fabric, "audit", "--json")
+    assert code == 0, err
+    refused = [e for e in json.loads(out) if e["result"] == "refused"]
+    assert {(e["identity"], e["role"], e["action"], e["target"]) for e in refused} >= {
+        ("alice", "member", "register_pool", "dc9")}
