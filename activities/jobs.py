@@ -55,7 +55,9 @@ class JobActivities:
             labels={"inferofabric.io/workload": request.workload_id, "inferofabric.io/team": request.spec.team},
         )
         backend = self._backend(request.pool)
-        return await asyncio.to_thread(backend.launch, job)
+        status = await asyncio.to_thread(backend.launch, job)
+        backend.launched.add(request.job_id)
+        return status
 
     @activity.defn(name="job_status")
     @typed_errors

@@ -74,6 +74,8 @@ class PoolWatchActivities:
         deadline = time.monotonic() + request.settings.run_seconds
         while time.monotonic() < deadline:
             live = [job_id for job_id, state in known.items() if state not in TERMINAL]
+            fresh = backend.launched - known.keys()
+            live += sorted(fresh)
             try:
                 snapshot = await asyncio.to_thread(backend.snapshot, live)
             except BackendThrottled as error:
@@ -86,12 +88,16 @@ class PoolWatchActivities:
             else:
                 result.looks += 1
                 period = base
-                changes = [status for job_id, status in snapshot.items() if known.get(job_id) != status.state.value]
+                # A job this process just launched and never saw may not be listed yet (eventually
+                # consistent APIs): "not found" is news only about a job seen before.
+                changes = [status for job_id, status in snapshot.items() if known.get(job_id) != status.state.value
+                           and not (job_id not in known and status.state.value == "lost")]
                 delivered = await deliver(client, changes) if changes else set()
                 result.delivered += len(delivered)
                 for status in changes:
                     if status.job_id in delivered:
                         known[status.job_id] = status.state.value
+                backend.launched -= fresh & known.keys()
                 # Forget what the pool forgot once it was reported (a terminal job stays while listed,
                 # so a finished Kubernetes Job is not reported again at every look).
                 known = {job_id: state for job_id, state in known.items() if job_id in snapshot}

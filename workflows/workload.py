@@ -73,7 +73,7 @@ EXCLUDE_FAILED_POOL = timedelta(seconds=30)
 # Moves not charged to max_attempts still end somewhere: a workload moved this often gives up.
 MAX_MOVES = 50
 # Until the pool's watcher reports a job, the workflow looks at it itself this often (doubling).
-NO_NEWS_CHECK = timedelta(seconds=30)
+NO_NEWS_CHECK = timedelta(seconds=10)
 NO_NEWS_CHECK_MAX = timedelta(minutes=10)
 
 
@@ -439,7 +439,7 @@ class WorkloadWorkflow:
         None when a cancel came first; _Moved when the pool fails, is drained or preempts us.
 
         Until the watcher has said anything about this job (it reports every job at its first look),
-        the workflow asks the pool itself now and then (30 s, doubling up to 10 min): a job that
+        the workflow asks the pool itself now and then (10 s, doubling up to 10 min): a job that
         ended before the watcher's first look, or a watcher that is down, cannot leave it waiting."""
         def stop() -> bool:
             return self._cancel_requested or self._relocate is not None or self._preempt is not None

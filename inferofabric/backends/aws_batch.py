@@ -756,13 +756,18 @@ class AwsBatchBackend(Backend):
         """Every fabric job of the queue in few calls: list the live ones (per status, paged), then
         describe them and the known ones that finished, 100 ids per describe_jobs."""
         found: dict[str, JobStatus] = {}
+        by_name = {batch_job_name(job_id): job_id for job_id in known}
         with self._calling("watch jobs"):
             batch_ids = {s["jobId"] for s in self._active_jobs()}
             batch_ids |= {cached for job_id in known if (cached := self._job_ids.get(batch_job_name(job_id)))}
             ordered = sorted(batch_ids)
             for start in range(0, len(ordered), 100):
                 for job in self._client("batch").describe_jobs(jobs=ordered[start : start + 100]).get("jobs", []):
-                    job_id = (job.get("tags") or {}).get(TAG_JOB)
+                    name = str(job.get("jobName", ""))
+                    # The fabric's tag names the job; a fabric id is its own name (DNS labels pass
+                    # batch_job_name unchanged) when tags are not returned.
+                    job_id = (job.get("tags") or {}).get(TAG_JOB) or by_name.get(name) or (
+                        name if FABRIC_JOB_NAME_RE.match(name) else None)
                     if not job_id:
                         continue
                     self._job_ids[job["jobName"]] = job["jobId"]
@@ -780,13 +785,19 @@ class AwsBatchBackend(Backend):
         return found
 
     def _active_jobs(self) -> list[dict[str, Any]]:
-        paginator = self._client("batch").get_paginator("list_jobs")
-        return [
-            job
-            for status in ACTIVE_STATUSES
-            for page in paginator.paginate(jobQueue=self.config.job_queue, jobStatus=status)
-            for job in page.get("jobSummaryList", [])
-        ]
+        """Summaries of the queue's live jobs, one paged list_jobs per live status. (The paging is
+        done by hand: botocore's list_jobs paginator came back empty against moto's server.)"""
+        batch = self._client("batch")
+        jobs: list[dict[str, Any]] = []
+        for status in ACTIVE_STATUSES:
+            kwargs: dict[str, Any] = {"jobQueue": self.config.job_queue, "jobStatus": status}
+            while True:
+                page = batch.list_jobs(**kwargs)
+                jobs += page.get("jobSummaryList", [])
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+        return jobs
 
     def _tagged_names(self, job_ids: list[str]) -> set[str]:
         """Names of the jobs (by id) that carry the fabric's tag: describe_jobs takes 100 at a time."""

@@ -113,6 +113,9 @@ class Backend(abc.ABC):
         self.pool = pool
         self.home = home
         self.config = self.parse_config(pool)
+        # Jobs this process launched on the pool that its watcher has not reported yet: the watcher
+        # asks about them by id, so a job that ends before it shows in a list is still seen.
+        self.launched: set[str] = set()
 
     @classmethod
     def parse_config(cls, pool: PoolSpec) -> Any:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from inferofabric.backends._files import create_json_exclusive, read_json, write_json_atomic
 from inferofabric.backends.base import (
@@ -77,6 +78,9 @@ def set_health(home: Path, pool: str, health: Health, reason: str = "") -> None:
 
 class SimulatedBackend(Backend):
     kind = "simulated"
+    # Calls this process made to simulated pools ("API calls", as a cloud would count them), by
+    # pool: bench/running.py reports them per second.
+    api_calls: ClassVar[Counter[str]] = Counter()
 
     @property
     def _dir(self) -> Path:
@@ -86,6 +90,7 @@ class SimulatedBackend(Backend):
         return self._dir / "jobs" / f"{job_id}.json"
 
     def _answer_or_fail(self) -> None:
+        SimulatedBackend.api_calls[self.pool.name] += 1
         state = read_json(self._dir / "state.json") or {}
         if state.get("failed"):
             raise BackendUnavailable(f"{SIMULATED_TAG} pool {self.pool.name} is not answering (simulated outage)")

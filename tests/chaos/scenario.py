@@ -20,10 +20,10 @@ from typing import Any
 
 from failover.util import BURST_AND_FAILOVER_POLICY
 
+from inferofabric.auth.client import find_token
 from inferofabric.backends.simulated import SimulatedBackend
 from inferofabric.models import PoolSpec, WorkloadSpec
 from inferofabric.models.status import WorkloadStatus
-from inferofabric.auth.client import find_token
 from inferofabric.sdk.client import FabricClient
 from inferofabric.sdk.errors import WorkloadExists
 from inferofabric.store.db import get_store

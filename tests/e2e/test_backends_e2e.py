@@ -345,7 +345,11 @@ async def exercise(fabric: Any, harness: Harness) -> None:
 
     harness.finish(status.job_id)
     await wait_for(handle, WorkloadState.SUCCEEDED)
-    assert await scheduled_queues(fabric, handle.id, "watch_job") == {expected_queue}
+    # Followed by the pool's watcher, on the pool's monitor queue (the agent's, for Kubernetes),
+    # which told the workload its job ended: no activity of the workload's watched it.
+    watcher = f"pool-watcher-{fabric.task_queue}-{harness.name}"
+    assert await scheduled_queues(fabric, watcher, "watch_pool") == {f"{expected_queue}.monitor"}
+    assert await scheduled_queues(fabric, handle.id, "watch_job") == set()
     # (`handle.logs()` is checked for every back end in test_logs_of_every_backend.)
 
     # 2. A cancelled workload is removed from the back end and gives its GPU back.

@@ -152,7 +152,7 @@ async def test_reconciler_frees_a_leaked_reservation_and_removes_an_orphan_on_a_
     report = await client.reconcile_pool("dc1")
     assert report.released == ["vanished attempt 1: its workflow has ended"]
     assert report.cancelled == ["ghost-a1"]
-    assert [r for r in backend.job_records() if r["job_id"] == "ghost-a1"][0]["cancelled"]
+    assert next(r for r in backend.job_records() if r["job_id"] == "ghost-a1")["cancelled"]
     assert not fabric.store.active_reservations("dc1")
 
 

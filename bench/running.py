@@ -1,0 +1,199 @@
+"""The running path at production scale, on the `fabric up` stack: 2,000 long jobs, one worker.
+
+    .venv/bin/python bench/running.py [--jobs 2000] [--pools 10] [--minutes 10] [--fail]
+
+Starts the embedded stack (`fabric up`'s: Temporal dev server on SQLite, store, one worker) in a
+temporary FABRIC_HOME with `--pools` simulated on-prem pools, submits `--jobs` one-GPU workloads
+that run for hours, waits until every one runs, then holds them for `--minutes` while it measures:
+- health transitions of the pools (target 0: the fabric's own load must not make a pool look dead),
+- moves (jobs that ran a second attempt; target 0),
+- p50/p99 of `status` (a workflow query) and `pool list` (a control call through the worker, not a
+  store read) sampled every second (target p99 < 1 s),
+- the worker process's RSS and the simulated back ends' API calls per second (probes, the
+  watchers' batched looks), against one call per job per second before the watcher existed.
+With `--fail` it then fails one pool under that load and times, per job that ran there, the outage
+until its next attempt started elsewhere (from the back end's own job records): p50/p99 against
+bench/failover.py's targets (5 s / 10 s).
+
+Figures are printed next to their targets, with ratios. The machine is shared and has 2 cores:
+compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml
+
+from inferofabric.backends.simulated import SimulatedBackend
+from inferofabric.embedded import embedded_stack
+from inferofabric.models import WorkloadSpec
+from inferofabric.sdk.client import FabricClient
+
+TARGET_QUERY_P99 = 1.0
+TARGET_MOVE_P50 = 5.0
+TARGET_MOVE_P99 = 10.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def config(pools: int, gpus: int) -> dict[str, Any]:
+    return {"pools": [{"name": f"dc{i}", "location": "on-prem", "backend": "simulated", "region": f"dc{i}",
+                       "gpus": {"A100": gpus}, "price_per_gpu_hour": {"A100": 1.0}} for i in range(pools)],
+            "policy": {"placement": {"default": "on-prem"}}}
+
+
+def spec(index: int) -> WorkloadSpec:
+    return WorkloadSpec.model_validate({
+        "name": f"long-{index:05d}", "team": f"team{index % 4}", "image": "img",
+        "resources": {"gpu": {"type": "A100", "count": 1}},
+        "annotations": {"sim.inferofabric.io/duration": "8h"}})
+
+
+def records(home: Path, fabric_pools: list[Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for pool in fabric_pools:
+        out += SimulatedBackend(pool, home).job_records()
+    return out
+
+
+async def timed(call: Any) -> float:
+    start = time.perf_counter()
+    await call
+    return time.perf_counter() - start
+
+
+def line(name: str, value: float, target: float | None = None, unit: str = "", lower_is_better: bool = True) -> str:
+    if target is None:
+        return f"  {name:<44} {value:10.3f} {unit}"
+    ok = value <= target if lower_is_better else value >= target
+    ratio = (value / target) if target else float("inf") if value else 0.0
+    return f"  {name:<44} {value:10.3f} {unit:<4} target {'<=' if lower_is_better else '>='} {target:g}" \
+           f"  ratio {ratio:5.2f}  {'PASS' if ok else 'FAIL'}"
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--pools", type=int, default=10)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--fail", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+    gpus = max(8, int(args.jobs / args.pools * 1.3) + 1)  # room for one pool's jobs on the others
+
+    with tempfile.TemporaryDirectory(prefix="fabric-running-") as tmp:
+        home = Path(tmp)
+        (home / "fabric.yaml").write_text(yaml.safe_dump(config(args.pools, gpus)))
+        port = free_port()
+        print(f"== bench/running.py: {args.jobs} jobs over {args.pools} simulated pools ({gpus} A100 each), "
+              f"one worker, {args.minutes:g} min steady")
+        async with embedded_stack(home, port=port, ui_port=free_port(), config_path=home / "fabric.yaml",
+                                  log=lambda _: None) as stack:
+            fabric: FabricClient = stack.fabric
+            through_worker = FabricClient(stack.client, token=fabric.token)  # no store reads: via the worker
+            store = fabric._store()
+            pools = store.pool_specs()
+
+            started = time.monotonic()
+            gate = asyncio.Semaphore(32)
+
+            async def submit(i: int) -> None:
+                async with gate:
+                    await fabric.submit(spec(i))
+
+            await asyncio.gather(*(submit(i) for i in range(args.jobs)))
+            submitted = time.monotonic() - started
+            while len({r["workload_id"] for r in records(home, pools)}) < args.jobs:
+                await asyncio.sleep(1)
+                if time.monotonic() - started > 1800:
+                    print("error: not every job started within 30 minutes", file=sys.stderr)
+                    return 1
+            all_running = time.monotonic() - started
+            print(f"  submitted {args.jobs} in {submitted:.1f}s; all running after {all_running:.1f}s")
+
+            health_before = len(store.health_events(limit=100000))
+            calls_before = sum(SimulatedBackend.api_calls.values())
+            status_times: list[float] = []
+            list_times: list[float] = []
+            steady_start = time.monotonic()
+            rng = random.Random(7)
+            while time.monotonic() - steady_start < args.minutes * 60:
+                target = f"long-{rng.randrange(args.jobs):05d}"
+                status_times.append(await timed(fabric.get(target).status()))
+                list_times.append(await timed(through_worker.pools()))
+                await asyncio.sleep(max(0.0, 1.0 - status_times[-1] - list_times[-1]))
+            steady = time.monotonic() - steady_start
+            calls = sum(SimulatedBackend.api_calls.values()) - calls_before
+            transitions = len(store.health_events(limit=100000)) - health_before
+            moves = sum(1 for r in records(home, pools) if r["attempt"] > 1)
+            print(f"-- steady: {steady:.0f}s with {args.jobs} running")
+            print(line("health transitions", transitions, 0, ""))
+            print(line("moves (second attempts)", moves, 0, ""))
+            print(line("status p50 (query through the worker)", statistics.median(status_times), None, "s"))
+            print(line("status p99", percentile(status_times, 99), TARGET_QUERY_P99, "s"))
+            print(line("pool list p50 (control call, no store read)", statistics.median(list_times), None, "s"))
+            print(line("pool list p99", percentile(list_times, 99), TARGET_QUERY_P99, "s"))
+            print(line("worker process RSS", rss_mib(), 2048, "MiB"))
+            rate = calls / steady
+            print(line("back-end API calls per second", rate, args.jobs, "/s")
+                  + f"   (one per job per second before: {args.jobs}/s)")
+
+            failures = transitions + moves
+            failures += percentile(status_times, 99) > TARGET_QUERY_P99
+            failures += percentile(list_times, 99) > TARGET_QUERY_P99
+            if args.fail:
+                failures += await fail_one(fabric, home, pools)
+        return 1 if failures else 0
+
+
+async def fail_one(fabric: FabricClient, home: Path, pools: list[Any]) -> int:
+    victim = pools[0]
+    on_victim = {r["workload_id"] for r in SimulatedBackend(victim, home).job_records()}
+    outage = time.time()
+    await fabric.fail_pool(victim.name)
+    moved: dict[str, float] = {}
+    deadline = time.monotonic() + 300
+    while len(moved) < len(on_victim) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        for record in records(home, pools[1:]):
+            if record["workload_id"] in on_victim and record["attempt"] > 1:
+                moved.setdefault(record["workload_id"], record["started_at"] - outage)
+    times = list(moved.values())
+    print(f"-- pool {victim.name} failed with {len(on_victim)} jobs on it: {len(moved)} running elsewhere")
+    print(line("moved p50 (outage -> running elsewhere)", percentile(times, 50), TARGET_MOVE_P50, "s"))
+    print(line("moved p99", percentile(times, 99), TARGET_MOVE_P99, "s"))
+    return int(len(moved) < len(on_victim) or percentile(times, 50) > TARGET_MOVE_P50
+               or percentile(times, 99) > TARGET_MOVE_P99)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
