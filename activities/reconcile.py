@@ -44,6 +44,7 @@ async def reconcile_pool(store: Store, client: Client, pool: str, states: dict[s
     report = ReconcileReport(pool=pool, jobs_seen=len(states), reservations=len(rows))
     gate = asyncio.Semaphore(DESCRIBES_IN_FLIGHT)
     released = 0
+    gone: set[tuple[str, int]] = set()
 
     async def check(workload_id: str, attempt: int) -> None:
         nonlocal released
@@ -53,12 +54,12 @@ async def reconcile_pool(store: Store, client: Client, pool: str, states: dict[s
             report.errors.append(f"{workload_id}: Temporal did not answer")
         elif closed:
             released += await asyncio.to_thread(store.release, workload_id, attempt)
+            gone.add((workload_id, attempt))
             report.released.append(f"{workload_id} attempt {attempt}: its workflow has ended")
 
     old = [r for r in rows if as_utc(r.created_at) < now - GRACE]
     await asyncio.gather(*(check(r.workload_id, r.attempt) for r in old))
-    owned = {job_id_for(r.workload_id, r.attempt) for r in rows
-             if not any(x.startswith(f"{r.workload_id} attempt {r.attempt}:") for x in report.released)}
+    owned = {job_id_for(r.workload_id, r.attempt) for r in rows if (r.workload_id, r.attempt) not in gone}
     report.orphans = sorted(job_id for job_id, state in states.items() if job_id not in owned and state not in TERMINAL)
     report.released.sort()
     if released:

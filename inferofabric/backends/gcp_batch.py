@@ -12,11 +12,14 @@ Secrets never travel in the Job: variables named in `JobRequest.secret_env` are 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import re
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -27,7 +30,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth import aws, identity_pool, pluggable
 from google.auth import credentials as gcreds
 from google.auth import exceptions as auth_exc
-from google.cloud import batch_v1
+from google.cloud import batch_v1, secretmanager_v1
 from google.oauth2 import service_account
 from google.protobuf import duration_pb2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -50,6 +53,8 @@ from inferofabric.backends.base import (
 )
 from inferofabric.models.common import Health
 from inferofabric.models.pool import PoolSpec
+
+log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 5.0
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -165,9 +170,11 @@ def label_key(key: str) -> str:
     return cleaned if cleaned[:1].isalpha() else f"l-{cleaned}"[:63]
 
 
-def secret_name(variable: str) -> str:
-    """Secret Manager secret id the control plane stores a secret variable's value under."""
-    return f"{SECRET_PREFIX}{variable.lower()}"
+def attempt_secret_id(job_id: str, variable: str) -> str:
+    """The Secret Manager secret that holds one variable's value for one job attempt: created by the
+    fabric at launch from its own sealed value, deleted when the job ends. Never shared across
+    attempts, workloads or teams (a secret per variable name would be every team's at once)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{SECRET_PREFIX}{batch_job_id(job_id)}-{variable.lower()}")[:255]
 
 
 # ---- error mapping --------------------------------------------------------------------------------
@@ -201,6 +208,10 @@ class GcpBatchBackend(Backend):
     kind = "gcp-batch"
     config_model = GcpBatchConfig
     config: GcpBatchConfig
+
+    def __init__(self, pool: PoolSpec, home: Path) -> None:
+        super().__init__(pool, home)
+        self._secrets_gone: set[str] = set()  # Batch job names whose attempt secrets were deleted
 
     @classmethod
     def parse_config(cls, pool: PoolSpec) -> GcpBatchConfig:
@@ -266,6 +277,8 @@ class GcpBatchBackend(Backend):
 
     def launch(self, request: JobRequest) -> JobStatus:
         """Create the job; an existing job with the same id (a retried launch) counts as success."""
+        if request.secret_env:
+            self._store_secrets(request)
         job = self.build_job(request)
         try:
             created = self.client.create_job(
@@ -284,12 +297,21 @@ class GcpBatchBackend(Backend):
             return JobStatus(job_id=job_id, state=JobState.LOST, message="GCP Batch does not know this job")
         except _TRANSIENT as error:
             raise _map_error(error, "get_job") from error
-        return self._to_status(job_id, job)
+        return self._ended_cleanly(self._to_status(job_id, job), job)
+
+    def _ended_cleanly(self, status: JobStatus, job: batch_v1.Job) -> JobStatus:
+        """A job that ended gives its secrets back (once)."""
+        if status.state.terminal and job.name not in self._secrets_gone and any(
+                g.task_spec.environment.secret_variables for g in job.task_groups):
+            self._delete_secrets(job)
+        return status
 
     def cancel(self, job_id: str) -> None:
         """Start deleting the job (Batch stops its tasks). The long-running operation is not awaited:
         the job shows DELETION_IN_PROGRESS (cancelled) at once and then disappears (lost)."""
         try:
+            job = self.client.get_job(name=self._job_name(job_id), **_CALL)
+            self._delete_secrets(job)
             self.client.delete_job(name=self._job_name(job_id), **_CALL)
         except gexc.NotFound:
             return
@@ -336,7 +358,7 @@ class GcpBatchBackend(Backend):
                 continue
             job_id = _fabric_job_id(job)
             if job_id in wanted or _is_live_fabric_job(job):
-                found[job_id] = self._to_status(job_id, job)
+                found[job_id] = self._ended_cleanly(self._to_status(job_id, job), job)
         for job_id in wanted - found.keys():
             found[job_id] = JobStatus(job_id=job_id, state=JobState.LOST, message="GCP Batch job not found",
                                       details={"class": LOST_GONE})
@@ -363,16 +385,54 @@ class GcpBatchBackend(Backend):
             logs_policy=batch_v1.LogsPolicy(destination=batch_v1.LogsPolicy.Destination.CLOUD_LOGGING),
         )
 
-    def _environment(self, request: JobRequest) -> batch_v1.Environment:
-        """Plain variables by value; secret variables only as Secret Manager references."""
+    def _environment(self, request: JobRequest, references: dict[str, str] | None = None) -> batch_v1.Environment:
+        """Plain variables by value; secret variables only as references to this attempt's secrets."""
         secret = set(request.secret_env)
         variables = {k: v for k, v in request.env.items() if k not in secret}
         variables[JOB_ID_ENV] = request.job_id
-        references = {
-            name: f"projects/{self.config.project}/secrets/{secret_name(name)}/versions/latest"
-            for name in request.secret_env
-        }
+        if references is None:
+            references = {name: f"projects/{self.config.project}/secrets/{attempt_secret_id(request.job_id, name)}"
+                                f"/versions/latest" for name in request.secret_env}
         return batch_v1.Environment(variables=variables, secret_variables=references)
+
+    @cached_property
+    def secret_manager(self) -> secretmanager_v1.SecretManagerServiceClient:
+        options = ClientOptions(api_endpoint=self.config.endpoint) if self.config.endpoint else None
+        return secretmanager_v1.SecretManagerServiceClient(
+            credentials=self._credentials(), transport="rest", client_options=options
+        )
+
+    def _store_secrets(self, request: JobRequest) -> None:
+        """Put each secret variable's (unsealed) value in a Secret Manager secret of this attempt's own.
+        A retried launch finds the secret and adds the value again as its latest version."""
+        parent = f"projects/{self.config.project}"
+        labels = {"inferofabric-job": label_value(batch_job_id(request.job_id)),
+                  "inferofabric-team": label_value(request.spec.team)}
+        for name in request.secret_env:
+            secret_id = attempt_secret_id(request.job_id, name)
+            try:
+                with contextlib.suppress(gexc.Conflict):  # a retried launch: the secret is there
+                    self.secret_manager.create_secret(
+                        parent=parent, secret_id=secret_id,
+                        secret={"replication": {"automatic": {}}, "labels": labels}, **_CALL)
+                self.secret_manager.add_secret_version(
+                    parent=f"{parent}/secrets/{secret_id}", payload={"data": request.env[name].encode()}, **_CALL)
+            except _TRANSIENT as error:
+                raise _map_error(error, "store a secret in Secret Manager") from error
+
+    def _delete_secrets(self, job: batch_v1.Job) -> None:
+        """Remove the attempt's secrets (best effort: a failure is retried at the next look)."""
+        for group in job.task_groups:
+            for reference in group.task_spec.environment.secret_variables.values():
+                name = str(reference).split("/versions/", 1)[0]
+                try:
+                    self.secret_manager.delete_secret(name=name, **_CALL)
+                except gexc.NotFound:
+                    continue
+                except _TRANSIENT as error:
+                    log.warning("gcp pool %s: could not delete secret %s: %s", self.pool.name, name, error)
+                    return
+        self._secrets_gone.add(job.name)
 
     def _allocation_policy(self, request: JobRequest) -> batch_v1.AllocationPolicy:
         """GPU instances (machine type + accelerators, drivers installed) in the configured location."""

@@ -121,17 +121,31 @@ def test_launch_builds_the_job(fake: FakeGcpBatch, backend: GcpBatchBackend) -> 
     assert task.environment.variables["MODEL"] == "llama-3-8b"
 
 
-def test_secret_is_a_reference_and_never_crosses_the_wire(
+def test_secret_is_the_fabrics_own_value_in_a_secret_of_the_attempt(
     fake: FakeGcpBatch, backend: GcpBatchBackend
 ) -> None:
+    """The job references a Secret Manager secret the fabric created for this attempt from its sealed
+    value (never one named after the variable, which every team would share), and it goes when the
+    job ends. The value never crosses the wire to Batch."""
     backend.launch(make_request())
-
     env = fake.job("llama-serve-a1").task_groups[0].task_spec.environment
     assert "HF_TOKEN" not in env.variables
-    reference = "projects/acme-ml/secrets/inferofabric-hf_token/versions/latest"
-    assert env.secret_variables["HF_TOKEN"] == reference
-    assert SECRET_VALUE.encode() not in fake.bodies()
+    reference = env.secret_variables["HF_TOKEN"]
+    assert reference == "projects/acme-ml/secrets/inferofabric-llama-serve-a1-hf_token/versions/latest"
+    assert fake.secret_value(reference) == SECRET_VALUE.encode()
+    batch_bodies = b"".join(r.body for r in fake.requests if "/jobs" in r.path)
+    assert SECRET_VALUE.encode() not in batch_bodies and SECRET_VALUE.encode() not in fake.bodies()
     assert all(SECRET_VALUE not in str(r.query) for r in fake.requests)
+
+    other_team = make_request(attempt=2)
+    backend.launch(other_team)
+    assert len(fake.secrets) == 2  # one per attempt: nothing shared
+
+    fake.advance("llama-serve-a1", batch_v1.JobStatus.State.SUCCEEDED)
+    assert backend.status("llama-serve-a1").state.value == "succeeded"
+    assert list(fake.secrets) == ["projects/acme-ml/secrets/inferofabric-llama-serve-a2-hf_token"]
+    backend.cancel("llama-serve-a2")
+    assert fake.secrets == {}
 
 
 def test_pool_options_reach_the_allocation_policy(fake: FakeGcpBatch, tmp_path: Path) -> None:
@@ -155,8 +169,9 @@ def test_retried_launch_creates_one_job(fake: FakeGcpBatch, backend: GcpBatchBac
     fake.advance("llama-serve-a1", State.RUNNING)
     second = backend.launch(make_request())
 
-    creates = [r for r in fake.requests if r.method == "POST"]
+    creates = [r for r in fake.requests if r.method == "POST" and r.path.endswith("/jobs")]
     assert len(creates) == 2 and len(fake.jobs) == 1  # the second answered 409 ALREADY_EXISTS
+    assert len(fake.secrets) == 1  # and found the attempt's secret (a second version, same secret)
     assert first.job_id == second.job_id == "llama-serve-a1"
     assert second.state is JobState.RUNNING
 
@@ -246,7 +261,8 @@ def test_cancel_deletes_and_is_idempotent(fake: FakeGcpBatch, backend: GcpBatchB
     fake.advance("llama-serve-a1", State.RUNNING)
 
     backend.cancel("llama-serve-a1")
-    assert [r.method for r in fake.requests].count("DELETE") == 1
+    job_deletes = [r for r in fake.requests if r.method == "DELETE" and "/jobs/" in r.path]
+    assert len(job_deletes) == 1 and fake.secrets == {}  # the job and its attempt's secret
     assert backend.status("llama-serve-a1").state is JobState.CANCELLED
     fake.finish_deletions()
     assert backend.status("llama-serve-a1").state is JobState.LOST

@@ -515,3 +515,24 @@ def test_fake_rejects_like_a_real_api_server(kube_api: FakeKubeApi) -> None:
     assert code == 400 and "unknown field" in status["message"]
     assert raw(kube_api, "GET", f"/apis/batch/v1/namespaces/{NS}/cronjobs")[0] == 404
     assert raw(kube_api, "GET", f"{JOBS}/missing")[1]["reason"] == "NotFound"
+
+
+async def test_a_throttling_api_server_is_slowness_not_an_outage(kube_api: FakeKubeApi, tmp_path: Path) -> None:
+    """HTTP 429 from every call: the probe says "throttled" (neither a failed nor a good probe), so a
+    monitor that already saw the pool healthy keeps it healthy however long the throttling lasts."""
+    from inferofabric.activities.jobs import JobActivities
+    from inferofabric.backends.base import BackendThrottled
+    from inferofabric.models.common import Health
+    from inferofabric.workflows.monitor import next_health
+
+    kube_api.add_node("a1", gpus=8)
+    kube_api.outage = 429
+    pool = make_pool(kube_api.url)
+    with pytest.raises(BackendThrottled):
+        backend_for(pool, tmp_path).probe()
+    health: Health | None = Health.HEALTHY
+    for failures in range(1, 20):
+        probe = await JobActivities(tmp_path).probe_pool(pool)
+        assert probe.ok and probe.throttled
+        health = next_health(health, probe, failures, 0, unhealthy_after=2, healthy_after=2)
+    assert health == Health.HEALTHY

@@ -258,24 +258,36 @@ def check_invariants(home: Path, store: Store, pools: list[dict[str, Any]], clas
         if workload_id not in finals:
             bad.append(f"jobs of unknown workload {workload_id}")
 
-    # No pool ever had more GPUs reserved than it has: sweep the reservation intervals.
+    # No pool ever ran more GPUs than it has, judged from the jobs the back ends actually ran (their job
+    # records), not from the store's reservations: sweep each job's running interval. A moved copy
+    # counts until its workload left it (its reservation was released); one that ran on past that is
+    # judged above, as an orphan.
     now = time.time()
-    events: dict[tuple[str, str | None], list[tuple[float, int]]] = defaultdict(list)
+    left_at = {(row.workload_id, row.attempt): row.released_at.timestamp() if row.released_at else now
+               for row in store.all_reservations()}
     for row in store.all_reservations():
-        start = row.created_at.timestamp()
-        end = row.released_at.timestamp() if row.released_at else now
-        events[(row.pool, row.gpu_type)] += [(start, row.gpus), (end, -row.gpus)]
         if row.active:
             bad.append(f"reservation of {row.workload_id} attempt {row.attempt} still active on {row.pool}")
+    last_attempt = {w: max(r["attempt"] for r in rs) for w, rs in by_workload.items()}
+    events: dict[tuple[str, str | None], list[tuple[float, int]]] = defaultdict(list)
+    for job_id, record in records.items():
+        start = record["started_at"]
+        end = min(start + record["duration"], record.get("cancelled_at") or now, record.get("reclaimed_at") or now,
+                  now)
+        if record["attempt"] < last_attempt[record["workload_id"]]:
+            end = min(end, left_at.get((record["workload_id"], record["attempt"]), end))
+        gpus = int(record.get("gpus") or 0) * int(record.get("replicas") or 1)
+        if gpus and end > start:
+            events[(job_pool[job_id], record.get("gpu_type"))] += [(start, gpus), (end, -gpus)]
     for (pool, gpu_type), points in events.items():
         capacity = specs[pool].gpus.get(gpu_type or "", 0)
         in_use = peak = 0
-        for _, delta in sorted(points, key=lambda p: (p[0], p[1])):  # releases before grants at a tie
+        for _, delta in sorted(points, key=lambda p: (p[0], p[1])):  # ends before starts at a tie
             in_use += delta
             peak = max(peak, in_use)
         report.peak_use[pool] = max(report.peak_use.get(pool, 0), peak)
         if peak > capacity:
-            bad.append(f"pool {pool} overcommitted: {peak} {gpu_type} reserved of {capacity}")
+            bad.append(f"pool {pool} overcommitted: {peak} {gpu_type} running of {capacity} (its job records)")
     return report
 
 

@@ -153,6 +153,14 @@ class Harness:
     def assert_removed(self, job_id: str) -> None:
         raise NotImplementedError
 
+    def lose(self, job_id: str) -> None:
+        """The back end takes the job away: node loss, a spot reclaim, an eviction."""
+        raise NotImplementedError
+
+    def crash(self, job_id: str) -> None:
+        """The job's own process exits with code 1."""
+        raise NotImplementedError
+
 
 class KubernetesHarness(Harness):
     backend = "kubernetes"
@@ -176,6 +184,12 @@ class KubernetesHarness(Harness):
 
     def finish(self, job_id: str) -> None:
         self.api.succeed(k8s_name(job_id), K8S_NAMESPACE, log=f"hello\n{LOG_LINE}\n")
+
+    def lose(self, job_id: str) -> None:
+        self.api.evict(k8s_name(job_id), K8S_NAMESPACE)
+
+    def crash(self, job_id: str) -> None:
+        self.api.fail(k8s_name(job_id), K8S_NAMESPACE, exit_code=1)
 
     def assert_removed(self, job_id: str) -> None:
         name = k8s_name(job_id)
@@ -219,6 +233,19 @@ class AwsHarness(Harness):
                                        {"timestamp": now + 1, "message": LOG_LINE}])
         moto_job(self.moto, job["jobId"])._mark_stopped(success=True)
 
+    def lose(self, job_id: str) -> None:
+        [job] = self.jobs(job_id)
+        stopped = moto_job(self.moto, job["jobId"])
+        stopped.latest_attempt["statusReason"] = "Host EC2 (instance i-0a1b2c3d) terminated."  # a Spot interruption
+        stopped._mark_stopped(success=False)
+
+    def crash(self, job_id: str) -> None:
+        [job] = self.jobs(job_id)
+        stopped = moto_job(self.moto, job["jobId"])
+        stopped.latest_attempt["container"]["exitCode"] = 1
+        stopped.latest_attempt["statusReason"] = "Essential container in task exited"
+        stopped._mark_stopped(success=False)
+
     def assert_removed(self, job_id: str) -> None:
         [job] = self.jobs(job_id)
         assert job["status"] == "FAILED" and job["statusReason"] == AWS_CANCEL_REASON, job
@@ -243,6 +270,12 @@ class GcpHarness(Harness):
 
     def finish(self, job_id: str) -> None:
         self.api.advance(job_id, GCP_STATE.SUCCEEDED)
+
+    def lose(self, job_id: str) -> None:
+        self.api.advance(job_id, GCP_STATE.FAILED, "Task failed with exit code 50001 (the VM was preempted).")
+
+    def crash(self, job_id: str) -> None:
+        self.api.advance(job_id, GCP_STATE.FAILED, "Task failed with exit code 1.")
 
     def check_logs(self, text: str, job_id: str) -> None:
         # Batch writes output to Cloud Logging; the fabric hands out the console link for this job.
@@ -275,6 +308,12 @@ class AzureHarness(Harness):
     def finish(self, job_id: str) -> None:
         self.api.put_file(azure_job_id(job_id), "stdout.txt", f"hello\n{LOG_LINE}\n")
         self.api.complete_task(azure_job_id(job_id), 0)
+
+    def lose(self, job_id: str) -> None:
+        self.api.fail_node(azure_job_id(job_id))
+
+    def crash(self, job_id: str) -> None:
+        self.api.complete_task(azure_job_id(job_id), 1)
 
     def assert_removed(self, job_id: str) -> None:
         assert azure_job_id(job_id) not in self.api.jobs
@@ -437,6 +476,52 @@ async def agent(fabric: Any) -> AsyncIterator[Any]:
     yield start
     for worker in reversed(workers):
         await worker.__aexit__(None, None, None)
+
+
+async def exercise_failure_classes(fabric: Any, harness: Harness) -> None:
+    """The pool taking a job away moves the workload without using an attempt (max_attempts=1: a
+    charged loss would end it); the job's own exit code 1 fails it."""
+    client = fabric.client
+    await client.register_pool(harness.pool)
+    await client.set_policy({"placement": {"default": [harness.name]}})
+    lost = await client.submit(SPEC, max_attempts=1)
+    status = await wait_started(lost, harness)
+    harness.lose(status.job_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not (status := await lost.status()).history[0].outcome.startswith("moved: job"):
+        assert loop.time() < deadline and status.state != WorkloadState.FAILED, status
+        await asyncio.sleep(0.2)
+    assert status.state != WorkloadState.FAILED and status.attempts <= 2
+    await lost.cancel()
+
+    crashed = await client.submit(SPEC)
+    status = await wait_started(crashed, harness)
+    harness.crash(status.job_id)
+    final = await wait_for(crashed, WorkloadState.FAILED, timeout=30)
+    assert final.attempts == 1 and final.history[0].outcome == "failed"
+
+
+async def test_kubernetes_eviction_moves_and_exit_code_one_fails(fabric: Any, kube_api: FakeKubeApi,
+                                                                agent: Any) -> None:
+    harness = KubernetesHarness(kube_api, unique("k8s"))
+    await agent(harness.name)
+    await exercise_failure_classes(fabric, harness)
+
+
+async def test_aws_spot_interruption_moves_and_exit_code_one_fails(fabric: Any, moto: MotoAws,
+                                                                  moto_jobs_keep_running: None) -> None:
+    queue = unique("e2e-queue")
+    moto.create_job_queue(queue)
+    await exercise_failure_classes(fabric, AwsHarness(moto, unique("aws-use1"), queue))
+
+
+async def test_gcp_preemption_moves_and_exit_code_one_fails(fabric: Any, gcp_api: FakeGcpBatch) -> None:
+    await exercise_failure_classes(fabric, GcpHarness(gcp_api, unique("gcp-usc1")))
+
+
+async def test_azure_node_failure_moves_and_exit_code_one_fails(fabric: Any, azure_api: FakeAzureBatch) -> None:
+    await exercise_failure_classes(fabric, AzureHarness(azure_api, unique("azure-eus")))
 
 
 # -- one test per back end -----------------------------------------------------------------------------

@@ -227,6 +227,13 @@ class FakeAzureBatch:
         }
         self._finish_task(job_id, task_id, info)
 
+    def fail_node(self, job_id: str, task_id: str = "main") -> None:
+        """The node under the task failed (a server error, not the task's): Batch's `servererror`."""
+        info = {"result": "failure",
+                "failureInfo": {"category": "servererror", "code": "NodeFailure",
+                                "message": "The compute node became unusable"}}
+        self._finish_task(job_id, task_id, info)
+
     def put_file(self, job_id: str, path: str, content: str | bytes, task_id: str = "main") -> None:
         data = content.encode() if isinstance(content, str) else content
         with self.lock:

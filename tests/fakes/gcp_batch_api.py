@@ -17,6 +17,7 @@ Test controls: `advance`, `exhaust_capacity`, `capacity_exhausted`, `outage`, `d
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -36,6 +37,7 @@ from google.protobuf import json_format
 _ROUTE = re.compile(
     r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/jobs(?:/(?P<job>[^/]+))?$"
 )
+_SECRET_ROUTE = re.compile(r"^/v1/projects/(?P<project>[^/]+)/secrets(?:/(?P<secret>[^/:]+))?(?P<verb>:addVersion)?$")
 _JOB_ID = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -77,6 +79,7 @@ class FakeGcpBatch:
 
     jobs: dict[str, Any] = field(default_factory=dict)  # full job name -> batch_v1 Job protobuf
     requests: list[RecordedRequest] = field(default_factory=list)
+    secrets: dict[str, dict[str, Any]] = field(default_factory=dict)  # Secret Manager: name -> labels, versions
     outage: bool = False  # every call answers 503 UNAVAILABLE
     capacity_exhausted: bool = False  # new jobs stay QUEUED with a "resource exhausted" event
     denied_projects: set[str] = field(default_factory=set)
@@ -155,6 +158,10 @@ class FakeGcpBatch:
         """Route one request; raise ApiError for the error answers."""
         if self.outage:
             raise ApiError(503, "The service is currently unavailable.")
+        secret_route = _SECRET_ROUTE.match(path)
+        if secret_route is not None:
+            with self.lock:
+                return self._secret_manager(method, secret_route, query, body)
         match = _ROUTE.match(path)
         if match is None:
             raise ApiError(404, f"no route for {method} {path}")
@@ -172,6 +179,30 @@ class FakeGcpBatch:
             if method == "DELETE" and job_id is not None:
                 return self._delete(f"{parent}/jobs/{job_id}")
         raise ApiError(404, f"no route for {method} {path}")
+
+    def _secret_manager(self, method: str, route: re.Match[str], query: dict[str, list[str]],
+                        body: bytes) -> dict[str, Any]:
+        """Secret Manager's REST surface, as much as the back end uses: create, add a version, delete."""
+        name = f"projects/{route['project']}/secrets/{route['secret'] or query.get('secretId', [''])[0]}"
+        if method == "POST" and route["secret"] is None:
+            if name in self.secrets:
+                raise ApiError(409, f"Secret [{name}] already exists.")
+            self.secrets[name] = {"labels": json.loads(body or b"{}").get("labels", {}), "versions": []}
+            return {"name": name, "replication": {"automatic": {}}}
+        if name not in self.secrets:
+            raise ApiError(404, f"Secret [{name}] not found or has no versions.")
+        if method == "POST" and route["verb"]:
+            data = base64.b64decode(json.loads(body)["payload"]["data"])
+            self.secrets[name]["versions"].append(data)
+            return {"name": f"{name}/versions/{len(self.secrets[name]['versions'])}", "state": "ENABLED"}
+        if method == "DELETE":
+            del self.secrets[name]
+            return {}
+        raise ApiError(404, f"no route for {method} {name}")
+
+    def secret_value(self, reference: str) -> bytes:
+        """The latest value of a secret reference (`projects/P/secrets/S/versions/latest`)."""
+        return bytes(self.secrets[reference.split("/versions/", 1)[0]]["versions"][-1])
 
     def _create(self, parent: str, job_id: str, body: bytes) -> dict[str, Any]:
         job_id = job_id or f"j-{uuid.uuid4().hex[:12]}"  # Batch generates an id when none is given

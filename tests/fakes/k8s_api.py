@@ -237,6 +237,18 @@ class FakeKubeApi:
     ) -> None:
         self._finish(job, namespace, "Failed", exit_code, "Failed", reason, message, "")
 
+    def evict(self, job: str, namespace: str = "default", reason: str = "Evicted") -> None:
+        """The cluster takes the pod away (node pressure, preemption, a lost node): the pod fails with
+        `reason` and a DisruptionTarget condition, and the Job (backoffLimit spent) fails."""
+        self.fail(job, namespace, reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit",
+                  exit_code=137)
+        with self.lock:
+            for pod in self.job_pods(job, namespace):
+                pod["status"]["reason"] = reason
+                pod["status"].setdefault("conditions", []).append(
+                    {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+                     "lastTransitionTime": now()})
+
     def image_pull_error(
         self, job: str, namespace: str = "default", reason: str = "ImagePullBackOff"
     ) -> None:

@@ -32,6 +32,7 @@ from inferofabric.store.db import get_store
 from inferofabric.worker.main import build_worker
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+REPLAY_AUTH_KEY = "replay-histories-signing-key-not-a-secret-0123456789"  # also in test_replay.py
 FAST = MonitorSettings(period_seconds=0.5, probe_timeout_seconds=1.0, unhealthy_after=2, healthy_after=2,
                        iterations_per_run=20)
 
@@ -63,10 +64,10 @@ async def control_ids(client: Client, op: str) -> list[str]:
 async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
     client = env.client
     queue = f"record-{uuid.uuid4().hex[:6]}"
-    fabric = FabricClient(client, task_queue=queue, store_url=store_url)
     async with build_worker(client, queue=queue, home=home, store_url=store_url):
+        fabric = FabricClient(client, task_queue=queue, store_url=store_url)  # the admin token it wrote
         # The admission loop, with a small history bound so that the recording covers continue-as-new.
-        await client.start_workflow("AdmissionWorkflow", AdmissionInput(history_limit=150), id=admission_id(queue),
+        await fabric.temporal.start_workflow("AdmissionWorkflow", AdmissionInput(history_limit=150), id=admission_id(queue),
                                     task_queue=queue)
         await fabric.register_pool(sim_pool("onprem", "on-prem", 8, price=1.2), monitor=FAST)
         await fabric.register_pool(sim_pool("cloud", "cloud", 16, price=4.1), monitor=FAST)
@@ -121,6 +122,13 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
         final = await victim.result()
         assert final.state == WorkloadState.SUCCEEDED and final.history[0].outcome.startswith("preempted")
 
+        # Reclaimed: the pool takes the running job back (a spot reclaim); it runs again, not charged.
+        reclaimed = await fabric.submit(job("replay-reclaimed", duration="600s"))
+        await wait_status(reclaimed, running_on("onprem"), 30, "running")
+        await fabric.reclaim_pool("onprem")
+        await wait_status(reclaimed, lambda s: s.state == WorkloadState.RUNNING and s.attempts == 2, 30, "again")
+        assert (await reclaimed.cancel()).state == WorkloadState.CANCELLED
+
         # Drained: moved on purpose (ControlWorkflow signals it).
         drained = await fabric.submit(job("replay-drained", duration="6s"))
         await wait_status(drained, running_on("onprem"), 30, "running")
@@ -135,7 +143,7 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
         await asyncio.sleep(1)
 
         for name in ("succeeded", "failed-over", "pii-waits", "cancelled", "queued-then-placed", "drained",
-                     "preempted", "preemptor"):
+                     "preempted", "preemptor", "reclaimed"):
             await save(client, f"workload-{name}", f"replay-{name}")
         loop = [w async for w in client.list_workflows(f"WorkflowId = '{admission_id(queue)}'")]
         for index, run in enumerate(sorted(loop, key=lambda r: r.start_time)[:3], start=1):
@@ -146,6 +154,7 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
             await save(client, name, ids[-1])
         # The on-prem monitor's runs (it continues as new every 20 probes): healthy -> unhealthy
         # (relocate signals) -> healthy (orphan removal), and a drain, across them.
+        await save(client, "watcher-onprem", f"pool-watcher-{queue}-onprem")
         runs = [w async for w in client.list_workflows("WorkflowId = 'pool-monitor-onprem'")]
         for index, run in enumerate(sorted(runs, key=lambda r: r.start_time), start=1):
             await save(client, f"monitor-onprem-run{index}", run.id, run.run_id)
@@ -157,6 +166,7 @@ async def main() -> None:
         home = Path(folder) / "home"
         home.mkdir()
         os.environ["FABRIC_HOME"] = str(home)
+        os.environ["FABRIC_AUTH_KEY"] = REPLAY_AUTH_KEY  # the replay test checks the proofs with it
         store_url = f"sqlite:///{Path(folder) / 'fabric.db'}"
         get_store(store_url)
         env = await WorkflowEnvironment.start_local(

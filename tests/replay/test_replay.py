@@ -16,9 +16,14 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from inferofabric.auth.gate import AuthGate
 from inferofabric.worker.main import WORKFLOWS, workflow_runner
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+# The key the histories were recorded with (record_histories.py): replay runs the auth gate too, so
+# the recorded requests' proofs are checked again, and a change to the gate that would refuse them
+# (or let through what it refused) fails here.
+REPLAY_AUTH_KEY = b"replay-histories-signing-key-not-a-secret-0123456789"
 FILES = sorted(HISTORIES.glob("*.json"))
 
 
@@ -37,7 +42,7 @@ def workflow_type(path: Path) -> str:
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 async def test_history_replays(path: Path) -> None:
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
-                        workflow_runner=workflow_runner())
+                        workflow_runner=workflow_runner(), interceptors=[AuthGate(REPLAY_AUTH_KEY)])
     result = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
@@ -46,16 +51,17 @@ def test_every_workflow_type_and_scenario_is_recorded() -> None:
     names = {p.stem for p in FILES}
     assert {"workload-succeeded", "workload-failed-over", "workload-cancelled",
             "workload-queued-then-placed", "workload-drained", "workload-pii-waits",
-            "workload-preempted", "workload-preemptor"} <= names
+            "workload-preempted", "workload-preemptor", "workload-reclaimed", "watcher-onprem"} <= names
     assert {"control-register-pool", "control-drain", "control-simulate"} <= names
     assert Counter(workflow_type(p) for p in FILES).keys() == {
-        "WorkloadWorkflow", "ControlWorkflow", "PoolMonitorWorkflow", "AdmissionWorkflow"}
+        "WorkloadWorkflow", "ControlWorkflow", "PoolMonitorWorkflow", "AdmissionWorkflow", "PoolWatcherWorkflow"}
     # The paths of the admission design: sleeping until `admitted`, a class change while waiting, a
     # preemption and the re-queue, and the admission loop's continue-as-new.
     signals = Counter(e["workflowExecutionSignaledEventAttributes"]["signalName"]
                       for p in FILES if p.stem.startswith("workload-")
                       for e in json.loads(p.read_text())["events"] if "workflowExecutionSignaledEventAttributes" in e)
     assert signals["admitted"] >= 8 and signals["preempt"] >= 1 and signals["relocate"] >= 2
+    assert signals["job_state"] >= 8  # the pool watcher's news (running, ended, reclaimed)
     updates = [e for e in json.loads((HISTORIES / "workload-queued-then-placed.json").read_text())["events"]
                if e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED"]
     assert updates, "the recorded class change (update set_priority) is missing"
@@ -66,8 +72,10 @@ def test_every_workflow_type_and_scenario_is_recorded() -> None:
     monitor_events = [e for p in FILES if p.stem.startswith("monitor-")
                       for e in json.loads(p.read_text())["events"]]
     events = Counter(e["eventType"] for e in monitor_events)
-    assert events["EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED"] >= 1  # relocate on unhealthy
     assert events["EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW"] >= 1
     activities = Counter(e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
                          for e in monitor_events if "activityTaskScheduledEventAttributes" in e)
-    assert activities["list_pool_jobs"] >= 1 and activities["cancel_job"] >= 1  # orphans on recovery
+    assert activities["control_relocate"] >= 1  # every workload told to move, by one activity
+    # ...and the reconciler on recovery: the pool's jobs, the comparison, the orphan removed.
+    assert activities["pool_job_states"] >= 1 and activities["control_reconcile"] >= 1
+    assert activities["cancel_job"] >= 1
