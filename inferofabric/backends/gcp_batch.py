@@ -414,9 +414,13 @@ class GcpBatchBackend(Backend):
                 with contextlib.suppress(gexc.Conflict):  # a retried launch: the secret is there
                     self.secret_manager.create_secret(
                         parent=parent, secret_id=secret_id,
-                        secret={"replication": {"automatic": {}}, "labels": labels}, **_CALL)
-                self.secret_manager.add_secret_version(
-                    parent=f"{parent}/secrets/{secret_id}", payload={"data": request.env[name].encode()}, **_CALL)
+                        secret=secretmanager_v1.Secret(
+                            replication=secretmanager_v1.Replication(
+                                automatic=secretmanager_v1.Replication.Automatic()),
+                            labels=labels),
+                        **_CALL)
+                payload = secretmanager_v1.SecretPayload(data=request.env[name].encode())
+                self.secret_manager.add_secret_version(parent=f"{parent}/secrets/{secret_id}", payload=payload, **_CALL)
             except _TRANSIENT as error:
                 raise _map_error(error, "store a secret in Secret Manager") from error
 
