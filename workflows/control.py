@@ -52,6 +52,11 @@ OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+def _fabric(request: ControlRequest) -> str:
+    """The fabric's task queue, as the client named it (part of the request, so replay sees it too)."""
+    return str(request.args.get("fabric") or workflow.info().task_queue)
+
+
 def monitor_id(pool: str) -> str:
     return f"pool-monitor-{pool}"
 
@@ -77,11 +82,11 @@ class ControlWorkflow:
         if request.op == "register_pool":
             name = PoolSpec.model_validate(request.args["spec"]).name
             await self._ensure_monitor(name, request.args.get("monitor"))
-            await self._ensure_watcher(name, request.args.get("watcher"))
+            await self._ensure_watcher(name, request.args.get("watcher"), _fabric(request))
         elif request.op == "remove_pool":
             with contextlib.suppress(Exception):  # the watcher also stops by itself on its next run
                 await workflow.get_external_workflow_handle(
-                    watcher_id(request.args["name"], workflow.info().task_queue)).cancel()
+                    watcher_id(request.args["name"], _fabric(request))).cancel()
         return result
 
     async def _ensure_monitor(self, pool: str, settings: dict[str, Any] | None) -> None:
@@ -94,12 +99,12 @@ class ControlWorkflow:
                 static_summary=f"health monitor for pool {pool}",
             )
 
-    async def _ensure_watcher(self, pool: str, settings: dict[str, Any] | None) -> None:
+    async def _ensure_watcher(self, pool: str, settings: dict[str, Any] | None, fabric: str) -> None:
         """Start the pool's job watcher once (one batched look per period follows every job there)."""
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await workflow.start_child_workflow(
                 "PoolWatcherWorkflow", WatcherInput(pool=pool, settings=WatcherSettings.model_validate(settings or {})),
-                id=watcher_id(pool, workflow.info().task_queue), parent_close_policy=ParentClosePolicy.ABANDON,
+                id=watcher_id(pool, fabric), parent_close_policy=ParentClosePolicy.ABANDON,
                 static_summary=f"job watcher for pool {pool}",
             )
 

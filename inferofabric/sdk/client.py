@@ -54,11 +54,21 @@ class FabricClient:
     def __init__(self, client: Client, task_queue: str | None = None, store_url: str | None = None,
                  token: str | None = None) -> None:
         # Every request that changes something carries a proof of the token (inferofabric/auth):
-        # `token`, else $FABRIC_TOKEN, else the admin token `fabric up` wrote under FABRIC_HOME.
-        self.token = token or find_token()
-        self.temporal = with_token(client, self.token)
+        # `token`, else $FABRIC_TOKEN, else the admin token `fabric up` wrote under FABRIC_HOME (looked
+        # up at the first request, so a client made before its stack's first start still finds it).
+        self._token = token
+        self.temporal = with_token(client, self._current_token)
         self.task_queue = task_queue or default_task_queue()
         self.store_url = store_url
+
+    def _current_token(self) -> str | None:
+        if self._token is None:
+            self._token = find_token()
+        return self._token
+
+    @property
+    def token(self) -> str | None:
+        return self._current_token()
 
     @classmethod
     async def connect(cls, address: str | None = None, namespace: str | None = None,
@@ -94,11 +104,11 @@ class FabricClient:
                             monitor: MonitorSettings | None = None) -> PoolStatus:
         pool = spec if isinstance(spec, PoolSpec) else PoolSpec.model_validate(spec)
         result = await self._control("register_pool", spec=pool.model_dump(mode="json"),
-                                     monitor=monitor.model_dump() if monitor else None)
+                                     monitor=monitor.model_dump() if monitor else None, fabric=self.task_queue)
         return PoolStatus.model_validate(result)
 
     async def remove_pool(self, name: str) -> None:
-        await self._control("remove_pool", name=name)
+        await self._control("remove_pool", name=name, fabric=self.task_queue)
 
     async def pools(self) -> list[PoolStatus]:
         if self.store_url:

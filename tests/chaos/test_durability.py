@@ -73,18 +73,16 @@ async def test_worker_and_server_restarts_lose_nothing_and_launch_nothing_twice(
         assert completed(record) and not record.get("cancelled"), record
         assert record["started_at"] < launched_at  # the same job, re-attached to, not a relaunch
     assert SimulatedBackend(PoolSpec.model_validate(cloud), stack.home).ledger() == []
-    # The watch activities died with the first worker and were retried: the retries found the same
-    # jobs (re-attached) instead of launching new ones.
-    retried_watches = 0
+    # The pool's watcher died with the first worker and was retried (from its heartbeat): the retry
+    # followed the same jobs (re-attached) and told each workload its job ended.
+    watcher = await stack.fabric.temporal.get_workflow_handle(f"pool-watcher-{stack.queue}-dur-onprem").describe()
+    pending = [(a.activity_type.name, a.attempt) for a in watcher.raw_description.pending_activities]
+    assert pending and pending[0][0] == "watch_pool" and pending[0][1] > 1, pending
     for name in ids:
         history = await stack.fabric.temporal.get_workflow_handle(name).fetch_history()
-        watch = {e.event_id for e in history.events
-                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                 and e.activity_task_scheduled_event_attributes.activity_type.name == "watch_job"}
-        started = [e.activity_task_started_event_attributes for e in history.events
-                   if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
-        retried_watches += any(a.scheduled_event_id in watch and a.attempt > 1 for a in started)
-    assert retried_watches == JOBS
+        told = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events
+                if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+        assert "job_state" in told, name
     assert stack.store.active_reservations() == []
     print(f"durability: {JOBS} workloads of {DURATION:.0f}s through 2 worker kills and 2 server restarts, "
           f"all done {elapsed:.0f}s after launch")

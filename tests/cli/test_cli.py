@@ -90,8 +90,9 @@ async def test_an_unreachable_fabric_is_exit_code_4(fabric: Any) -> None:
 
 @pytest.mark.parametrize("raw", [{"spec": {"team": "Bad Team", "image": "x"}}, "not a mapping", {"max_attempts": 0}])
 async def test_a_workflow_started_with_bad_input_fails_at_once(fabric: Any, raw: Any) -> None:
-    """As if started from the `temporal` CLI: a clear, non-retryable failure instead of retrying forever."""
-    handle = await fabric.temporal.start_workflow(
+    """As if started from the `temporal` CLI (with a valid token): a clear, non-retryable failure
+    instead of retrying forever."""
+    handle = await fabric.client.temporal.start_workflow(
         "WorkloadWorkflow", raw, id=f"bad-input-{abs(hash(json.dumps(raw))) % 10**8}", task_queue=fabric.task_queue)
     with pytest.raises(WorkflowFailureError) as failure:
         await asyncio.wait_for(handle.result(), 20)

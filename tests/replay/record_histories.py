@@ -67,8 +67,8 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
     async with build_worker(client, queue=queue, home=home, store_url=store_url):
         fabric = FabricClient(client, task_queue=queue, store_url=store_url)  # the admin token it wrote
         # The admission loop, with a small history bound so that the recording covers continue-as-new.
-        await fabric.temporal.start_workflow("AdmissionWorkflow", AdmissionInput(history_limit=150), id=admission_id(queue),
-                                    task_queue=queue)
+        await fabric.temporal.start_workflow("AdmissionWorkflow", AdmissionInput(history_limit=150),
+                                             id=admission_id(queue), task_queue=queue)
         await fabric.register_pool(sim_pool("onprem", "on-prem", 8, price=1.2), monitor=FAST)
         await fabric.register_pool(sim_pool("cloud", "cloud", 16, price=4.1), monitor=FAST)
         await fabric.set_policy(FAILOVER_POLICY)
