@@ -9,13 +9,14 @@ never start a second copy.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from inferofabric.activities.errors import typed_errors
-from inferofabric.backends.base import BackendThrottled, BackendUnavailable, JobRequest, JobStatus
+from inferofabric.backends.base import BackendConfigError, BackendThrottled, BackendUnavailable, JobRequest, JobStatus
 from inferofabric.backends.registry import backend_for
 from inferofabric.models.common import Health
 from inferofabric.models.messages import JobInput, LaunchInput, ProbeResult, StatusesInput
@@ -35,12 +36,44 @@ def fabric_env(request: LaunchInput, home: Path) -> dict[str, str]:
             "FABRIC_CHECKPOINT_DIR": f"{root.rstrip('/')}/{request.spec.team}/{request.workload_id}"}
 
 
+def store_secret_resolver(store_url: str | None, pool: str, home: Path,
+                          fallback: Callable[[str], str | None]) -> Callable[[str], str]:
+    """A pool's credential secrets: its environment (`FABRIC_SECRET_<NAME>`) first, else the fabric's
+    sealed secret store (`fabric secret set NAME [--pool POOL]`), opened with the pool's key."""
+
+    def resolve(name: str) -> str:
+        try:
+            value = fallback(name)
+        except BackendConfigError:
+            value = None
+        if value:
+            return value
+        from inferofabric.store.db import NotFound, get_store
+
+        try:
+            row = get_store(store_url).get_secret(name)
+        except NotFound:
+            raise BackendConfigError(f"pool {pool!r}: secret {name!r} is neither in the environment "
+                                     "nor in the fabric's secret store (`fabric secret set`)") from None
+        return unseal(row.ciphertext, pool=row.pool, home=home)
+
+    return resolve
+
+
 class JobActivities:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, store_url: str | None = None, store: bool = False) -> None:
         self.home = home
+        self.store_url = store_url
+        self.has_store = store  # the control plane's worker (agents have no store)
 
     def _backend(self, pool: PoolSpec):  # type: ignore[no-untyped-def]
-        return backend_for(pool, self.home)
+        backend = backend_for(pool, self.home)
+        wants = hasattr(backend, "secret_resolver") and not getattr(backend, "_resolver_from_store", False)
+        if self.has_store and wants:
+            backend.secret_resolver = store_secret_resolver(self.store_url, pool.name, self.home,
+                                                            backend.secret_resolver)
+            setattr(backend, "_resolver_from_store", True)  # noqa: B010  (a marker on any back end class)
+        return backend
 
     @activity.defn(name="launch_job")
     @typed_errors

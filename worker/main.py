@@ -56,14 +56,14 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*SHARED_MODULES))
 
 
-def job_activities(home: Path) -> list[Callable[..., Any]]:
-    jobs = JobActivities(home)
+def job_activities(home: Path, store_url: str | None = None, store: bool = False) -> list[Callable[..., Any]]:
+    jobs = JobActivities(home, store_url, store)
     return [jobs.launch_job, jobs.job_status, jobs.cancel_job, jobs.job_logs, jobs.list_pool_jobs,
             jobs.job_statuses, jobs.pool_job_states]
 
 
-def monitor_activities(home: Path) -> list[Callable[..., Any]]:
-    jobs = JobActivities(home)
+def monitor_activities(home: Path, store_url: str | None = None, store: bool = False) -> list[Callable[..., Any]]:
+    jobs = JobActivities(home, store_url, store)
     return [jobs.probe_pool, PoolWatchActivities(home).watch_pool]
 
 
@@ -122,14 +122,15 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     control = ControlActivities(home, store_url)
     admission = AdmissionActivities(store_url)
     activities: list[Callable[..., Any]] = [
-        placement.release_capacity, placement.seal_secrets, *admission.all(), *control.all(), *job_activities(home),
+        placement.release_capacity, placement.seal_secrets, *admission.all(), *control.all(),
+        *job_activities(home, store_url, store=True),
     ]
     main = Worker(
         client, task_queue=queue, workflows=WORKFLOWS, activities=activities,
         workflow_runner=workflow_runner(), interceptors=[AuthGate(key, sink)],
         max_concurrent_activities=max_concurrent_activities, max_concurrent_local_activities=200,
     )
-    monitors = Worker(client, task_queue=f"{queue}.monitor", activities=monitor_activities(home),
+    monitors = Worker(client, task_queue=f"{queue}.monitor", activities=monitor_activities(home, store_url, True),
                       max_concurrent_activities=MONITOR_SLOTS)
     fabric_worker = FabricWorker([main, monitors])
     fabric_worker.on_close.append(sink.close)
