@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -67,12 +68,12 @@ class JobActivities:
         self.has_store = store  # the control plane's worker (agents have no store)
 
     def _backend(self, pool: PoolSpec):  # type: ignore[no-untyped-def]
-        backend = backend_for(pool, self.home)
+        backend: Any = backend_for(pool, self.home)
         wants = hasattr(backend, "secret_resolver") and not getattr(backend, "_resolver_from_store", False)
         if self.has_store and wants:
             backend.secret_resolver = store_secret_resolver(self.store_url, pool.name, self.home,
                                                             backend.secret_resolver)
-            setattr(backend, "_resolver_from_store", True)  # noqa: B010  (a marker on any back end class)
+            backend._resolver_from_store = True
         return backend
 
     @activity.defn(name="launch_job")
