@@ -21,7 +21,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.backends.registry import monitor_queue_for
+    from inferofabric.backends.registry import monitor_queue_for, task_queue_for
     from inferofabric.models.common import Health
 
     # PoolSpec comes from the module that declares JobInput, so that the spec returned by
@@ -32,6 +32,9 @@ with workflow.unsafe.imports_passed_through():
 
 LOCAL_TIMEOUT = timedelta(seconds=30)
 LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
+# A probe run by the control plane's own worker may wait this long for it (a busy worker is not a
+# dead pool); an agent's probe keeps the configured budget (silence = the agent is gone).
+OWN_PROBE_BUDGET = timedelta(seconds=30)
 
 
 def next_health(current: Health | None, probe: ProbeResult, failures: int, successes: int,
@@ -121,15 +124,25 @@ class PoolMonitorWorkflow:
             self._background.clear()
 
     async def _probe(self, pool: PoolSpec) -> ProbeResult:
-        timeout = timedelta(seconds=self._state.settings.probe_timeout_seconds)  # type: ignore[union-attr]
+        """One probe. For a pool with an agent, silence within the budget is a failed probe (nobody
+        polls its queue: the agent or its network is gone). For a pool probed from the control
+        plane's own worker, a probe that does not come back in time says the *worker* is busy, not
+        that the pool is down: it is inconclusive (the back ends' own request timeouts turn a
+        hanging cloud API into an explicit failure)."""
+        budget = timedelta(seconds=self._state.settings.probe_timeout_seconds)  # type: ignore[union-attr]
+        queue = monitor_queue_for(pool, workflow.info().task_queue)
+        agent = task_queue_for(pool, workflow.info().task_queue) != workflow.info().task_queue
         try:
             result: ProbeResult = await workflow.execute_activity(
-                "probe_pool", pool, task_queue=monitor_queue_for(pool, workflow.info().task_queue),
-                result_type=ProbeResult, schedule_to_close_timeout=timeout,
+                "probe_pool", pool, task_queue=queue, result_type=ProbeResult,
+                schedule_to_close_timeout=budget if agent else max(budget, OWN_PROBE_BUDGET),
                 retry_policy=RetryPolicy(maximum_attempts=1), summary=f"probe {pool.name}",
             )
             return result
         except ActivityError as error:
+            if _timed_out(error) and not agent:
+                return ProbeResult(ok=True, throttled=True, health=Health.HEALTHY,
+                                   reason="the probe did not come back from this worker in time (busy worker)")
             reason = "no answer from the pool's agent" if _timed_out(error) else f"probe failed: {error.cause}"
             return ProbeResult(ok=False, health=Health.UNHEALTHY, reason=reason)
 
