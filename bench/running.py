@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import random
 import socket
 import statistics
@@ -102,6 +104,9 @@ def line(name: str, value: float, target: float | None = None, unit: str = "", l
 
 
 async def main() -> int:
+    # Cancels of copies left on the failed pool fail by design (it does not answer): keep the SDK's
+    # per-activity warnings out of the figures.
+    logging.getLogger("temporalio").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--pools", type=int, default=10)
@@ -178,15 +183,22 @@ async def main() -> int:
 async def fail_one(fabric: FabricClient, home: Path, pools: list[Any]) -> int:
     victim = pools[0]
     on_victim = {r["workload_id"] for r in SimulatedBackend(victim, home).job_records()}
+    others = [home / "simulated" / p.name / "jobs" for p in pools[1:]]
     outage = time.time()
     await fabric.fail_pool(victim.name)
     moved: dict[str, float] = {}
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while len(moved) < len(on_victim) and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-        for record in records(home, pools[1:]):
-            if record["workload_id"] in on_victim and record["attempt"] > 1:
-                moved.setdefault(record["workload_id"], record["started_at"] - outage)
+        await asyncio.sleep(1.0)
+        # Cheap checks only (this process is also the worker): does the next attempt's job file exist?
+        for workload in on_victim - moved.keys():
+            for folder in others:
+                path = folder / f"{workload}-a2.json"
+                if path.exists():
+                    record = json.loads(path.read_text() or "{}")
+                    if "started_at" in record:
+                        moved[workload] = record["started_at"] - outage
+                    break
     times = list(moved.values())
     print(f"-- pool {victim.name} failed with {len(on_victim)} jobs on it: {len(moved)} running elsewhere")
     print(line("moved p50 (outage -> running elsewhere)", percentile(times, 50), TARGET_MOVE_P50, "s"))
