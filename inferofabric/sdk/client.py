@@ -348,7 +348,8 @@ class WorkloadHandle:
         if status.state.terminal:
             return status
         try:
-            return await self._handle.execute_update("cancel", result_type=WorkloadStatus)  # type: ignore[no-any-return]
+            return await _retry_not_ready(  # type: ignore[no-any-return]
+                lambda: self._handle.execute_update("cancel", result_type=WorkloadStatus))
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
                 return await self.status()
@@ -362,6 +363,19 @@ class WorkloadHandle:
         if not status.pool or not status.job_id:
             return ""
         return str(await self.fabric._control("logs", pool=status.pool, job_id=status.job_id, tail=tail))
+
+
+async def _retry_not_ready(call: Any, attempts: int = 10) -> Any:
+    """Temporal answers an update with WorkflowNotReady when the workflow task that would take it
+    failed or timed out (a busy or restarting worker): transient, so try again shortly."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except RPCError as error:
+            if "workflow task failure" not in error.message or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def _raise_if_denied(error: BaseException) -> None:
