@@ -34,6 +34,7 @@ from inferofabric.policies.admission import CyclePlan
 from inferofabric.queue import SpecCache, compiled_policy, make_planner
 from inferofabric.store import admission as queue_store
 from inferofabric.store.db import Store, get_store
+from inferofabric.threads import in_store
 
 ADMISSION_WORKFLOW = "AdmissionWorkflow"
 SIGNAL_CONCURRENCY = 64
@@ -120,27 +121,27 @@ class AdmissionActivities:
     @typed_errors
     async def enqueue_workload(self, request: EnqueueInput) -> bool:
         """Join the queue and wake the loop. False: that attempt was admitted already (a retry)."""
-        waiting = await asyncio.to_thread(
+        waiting = await in_store(
             queue_store.enqueue, self.store, request.workload_id, request.attempt, request.seq, request.spec.team,
             request.spec.model_dump_json(),
             {pool: [why, request.exclude_until.get(pool)] for pool, why in request.exclude.items()},
-            request.failed_pool_health.value if request.failed_pool_health else None)
+            request.failed_pool_health.value if request.failed_pool_health else None, request.release_attempt)
         await wake_from_activity(f"enqueued {request.workload_id}")
         return waiting
 
     @activity.defn(name="dequeue_workload")
     @typed_errors
     async def dequeue_workload(self, workload_id: str, attempt: int) -> int:
-        released = await asyncio.to_thread(queue_store.dequeue, self.store, workload_id, attempt)
+        released = await in_store(queue_store.dequeue, self.store, workload_id, attempt)
         await wake_from_activity(f"dequeued {workload_id}")
         return released
 
     @activity.defn(name="set_priority_class")
     @typed_errors
     async def set_priority_class(self, workload_id: str, priority_class: str) -> bool:
-        policy = await asyncio.to_thread(compiled_policy, self.store)
+        policy = await in_store(compiled_policy, self.store)
         policy.policy.priority_class(priority_class)  # an unknown class is a one-line InvalidInput
-        changed = await asyncio.to_thread(queue_store.set_priority_class, self.store, workload_id, priority_class)
+        changed = await in_store(queue_store.set_priority_class, self.store, workload_id, priority_class)
         if changed:
             await wake_from_activity(f"priority of {workload_id}")
         return changed
@@ -151,16 +152,16 @@ class AdmissionActivities:
         """`clock`: the loop's workflow time (epoch s), against which pool exclusions expire."""
         started = time.perf_counter()
         store = self.store
-        policy = await asyncio.to_thread(compiled_policy, store)
+        policy = await in_store(compiled_policy, store)
         half_life = policy.policy.fair_share.half_life_seconds
         planner = make_planner(self._cache, policy, explain=REASON_UPDATES_PER_CYCLE)
-        outcome = await asyncio.to_thread(queue_store.run_cycle, store, planner, half_life, False, clock,
+        outcome = await in_store(queue_store.run_cycle, store, planner, half_life, False, clock,
                                           self._cache.rows)
         plan = outcome.plan
         client = activity.client()
         specs: dict[str, PoolSpec] = {}
         for name in {w.decision.pool for w in outcome.wake if w.decision.pool}:
-            specs[name] = await asyncio.to_thread(store.pool_spec, name)
+            specs[name] = await in_store(store.pool_spec, name)
         limit = asyncio.Semaphore(SIGNAL_CONCURRENCY)
 
         async def admit(wake: queue_store.Wake) -> tuple[str, int] | None:
@@ -173,7 +174,7 @@ class AdmissionActivities:
                     if error.status != RPCStatusCode.NOT_FOUND:
                         return None  # retried by the next cycle
                     # The workload is gone (terminated): its reservation must not leak.
-                    await asyncio.to_thread(store.release, wake.workload_id, wake.attempt)
+                    await in_store(store.release, wake.workload_id, wake.attempt)
                 return (wake.workload_id, wake.attempt)
 
         async def preempt(workload_id: str, attempt: int, reason: str, by: str) -> None:
@@ -183,11 +184,11 @@ class AdmissionActivities:
                         "preempt", PreemptSignal(attempt=attempt, reason=reason, by=by))
                 except RPCError as error:
                     if error.status == RPCStatusCode.NOT_FOUND:
-                        await asyncio.to_thread(store.release, workload_id, attempt)
+                        await in_store(store.release, workload_id, attempt)
 
         woken = await asyncio.gather(*(admit(w) for w in outcome.wake))
         done = [w for w in woken if w is not None]
-        await asyncio.to_thread(queue_store.woken, store, done)
+        await in_store(queue_store.woken, store, done)
         await asyncio.gather(*(preempt(p.victim.workload_id, p.victim.attempt, p.reason, p.preemptor)
                                for p in plan.preemptions))
         await self._tell_waiting(client, plan)
@@ -206,7 +207,7 @@ class AdmissionActivities:
             return
         # Only work that has waited a moment: what the next cycles admit anyway needs no update (under
         # a drain that would be one more signal and workflow task per workload).
-        known = await asyncio.to_thread(queue_store.reasons, self.store, [w.workload_id for w in head],
+        known = await in_store(queue_store.reasons, self.store, [w.workload_id for w in head],
                                         REASON_AFTER_S)
         changed = [w for w in head if w.workload_id in known and known[w.workload_id][0] != w.reason]
         if not changed:
@@ -218,7 +219,7 @@ class AdmissionActivities:
                     "waiting", WaitingSignal(attempt=known[workload_id][1], reason=reason, position=position))
 
         await asyncio.gather(*(tell(w.workload_id, w.reason, w.position) for w in changed))
-        await asyncio.to_thread(queue_store.record_reasons, self.store, {w.workload_id: w.reason for w in changed})
+        await in_store(queue_store.record_reasons, self.store, {w.workload_id: w.reason for w in changed})
 
     def all(self) -> list[Any]:
         return [self.enqueue_workload, self.dequeue_workload, self.set_priority_class, self.admission_cycle]

@@ -18,6 +18,7 @@ from inferofabric.activities.admission import wake_from_activity as _wake
 from inferofabric.activities.errors import typed_errors
 from inferofabric.activities.reconcile import reconcile_pool
 from inferofabric.backends import simulated
+from inferofabric.backends.base import job_id_for
 from inferofabric.backends.registry import backend_class
 from inferofabric.models.common import Health
 from inferofabric.models.messages import ReconcileReport, RelocateSignal
@@ -25,6 +26,7 @@ from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import HealthEvent, PoolStatus, QueueView
 from inferofabric.store.db import Store, get_store
+from inferofabric.threads import in_store
 
 
 class ControlActivities:
@@ -40,30 +42,30 @@ class ControlActivities:
     @typed_errors
     async def register_pool(self, spec: PoolSpec) -> PoolStatus:
         backend_class(spec.backend).parse_config(spec)  # the back end's own config checks, before storing
-        await asyncio.to_thread(self.store.upsert_pool, spec)
+        await in_store(self.store.upsert_pool, spec)
         await _wake(f"pool {spec.name} registered")
-        return next(p for p in await asyncio.to_thread(self.store.pool_statuses) if p.name == spec.name)
+        return next(p for p in await in_store(self.store.pool_statuses) if p.name == spec.name)
 
     @activity.defn(name="control_remove_pool")
     @typed_errors
     async def remove_pool(self, name: str) -> None:
-        await asyncio.to_thread(self.store.delete_pool, name)
+        await in_store(self.store.delete_pool, name)
         await _wake(f"pool {name} removed")
 
     @activity.defn(name="control_list_pools")
     @typed_errors
     async def list_pools(self) -> list[PoolStatus]:
-        return await asyncio.to_thread(self.store.pool_statuses)
+        return await in_store(self.store.pool_statuses)
 
     @activity.defn(name="control_pool_spec")
     @typed_errors
     async def pool_spec(self, name: str) -> PoolSpec:
-        return await asyncio.to_thread(self.store.pool_spec, name)
+        return await in_store(self.store.pool_spec, name)
 
     @activity.defn(name="control_set_policy")
     @typed_errors
     async def set_policy(self, policy: PlacementPolicy) -> int:
-        version = await asyncio.to_thread(self.store.set_policy, policy)
+        version = await in_store(self.store.set_policy, policy)
         await _wake(f"policy version {version}")
         return version
 
@@ -72,12 +74,12 @@ class ControlActivities:
     async def get_policy(self) -> dict[str, Any]:
         from inferofabric.policies.engine import policy_document
 
-        return policy_document(*await asyncio.to_thread(self.store.active_policy))
+        return policy_document(*await in_store(self.store.active_policy))
 
     @activity.defn(name="control_cordon")
     @typed_errors
     async def cordon(self, name: str, cordoned: bool) -> HealthEvent | None:
-        event = await asyncio.to_thread(self.store.set_cordoned, name, cordoned)
+        event = await in_store(self.store.set_cordoned, name, cordoned)
         if event is not None:
             await _wake(f"pool {name} {'cordoned' if cordoned else 'uncordoned'}")
         return event
@@ -86,7 +88,7 @@ class ControlActivities:
     @typed_errors
     async def simulate(self, name: str, action: str) -> str:
         """Simulated pools only: `fail` (stop answering), `restore`, or a health to report."""
-        spec = await asyncio.to_thread(self.store.pool_spec, name)
+        spec = await in_store(self.store.pool_spec, name)
         if spec.backend != "simulated":
             raise ValueError(f"pool {name!r} is a {spec.backend} pool; only simulated pools can be failed on purpose")
         if action == "reclaim":
@@ -101,7 +103,7 @@ class ControlActivities:
     @typed_errors
     async def record_health(self, name: str, health: Health, reason: str,
                             gpus: dict[str, int] | None = None) -> HealthEvent | None:
-        event, capacity_changed = await asyncio.to_thread(self.store.record_probe, name, health, reason, gpus)
+        event, capacity_changed = await in_store(self.store.record_probe, name, health, reason, gpus)
         if event is not None or capacity_changed:  # either can change what the queue may admit
             await _wake(f"pool {name}: {event.to_health.value if event else 'capacity changed'}")
         return event
@@ -109,33 +111,46 @@ class ControlActivities:
     @activity.defn(name="control_workloads_on_pool")
     @typed_errors
     async def workloads_on_pool(self, name: str) -> list[dict[str, Any]]:
-        rows = await asyncio.to_thread(self.store.active_reservations, name)
+        rows = await in_store(self.store.active_reservations, name)
         return [{"workload_id": r.workload_id, "attempt": r.attempt} for r in rows]
 
     @activity.defn(name="control_relocate")
     @typed_errors
     async def relocate(self, name: str, reason: str, health: Health) -> list[str]:
-        """Tell every workload on the pool to move (failover, drain): signals sent concurrently from
-        here, not one by one from workflow code, so 1,000 moves take seconds and no workflow's
-        history grows with the pool's size. Returns the workloads told."""
-        rows = await asyncio.to_thread(self.store.active_reservations, name)
-        signal = RelocateSignal(pool=name, reason=reason, health=health)
+        """Tell every workload on the pool to move (a drain: each stops its own copy gracefully).
+        Signals are sent concurrently from here, not one by one from workflow code, so 1,000 moves
+        take seconds and no workflow's history grows with the pool's size. Returns the workloads told."""
+        told = await self._tell_all(name, RelocateSignal(pool=name, reason=reason, health=health))
+        return sorted({workload_id for workload_id, _ in told})
+
+    @activity.defn(name="control_move_off")
+    @typed_errors
+    async def move_off(self, name: str, reason: str, health: Health) -> list[str]:
+        """A failover: tell every workload on the pool to move, leaving the copies on the pool to the
+        caller, which stops them all in one batched call. Returns the job ids of the attempts told."""
+        told = await self._tell_all(name, RelocateSignal(pool=name, reason=reason, health=health,
+                                                         copies_stopped_by_sender=True))
+        return sorted(job_id_for(workload_id, attempt) for workload_id, attempt in told)
+
+    async def _tell_all(self, name: str, signal: RelocateSignal) -> list[tuple[str, int]]:
+        rows = await in_store(self.store.active_reservations, name)
         gate = asyncio.Semaphore(64)
         client = activity.client()
-        told: list[str] = []
+        told: list[tuple[str, int]] = []
 
-        async def one(workload_id: str) -> None:
+        async def one(workload_id: str, attempt: int) -> None:
             async with gate:
                 try:
                     await client.get_workflow_handle(workload_id).signal("relocate", signal)
-                    told.append(workload_id)
+                    told.append((workload_id, attempt))
                 except RPCError as error:
                     if error.status != RPCStatusCode.NOT_FOUND:
                         raise
                 activity.heartbeat(len(told))
 
-        await asyncio.gather(*(one(r.workload_id) for r in {r.workload_id: r for r in rows}.values()))
-        return sorted(told)
+        latest = {r.workload_id: r for r in rows}.values()
+        await asyncio.gather(*(one(r.workload_id, r.attempt) for r in latest))
+        return told
 
     @activity.defn(name="control_reconcile")
     @typed_errors
@@ -150,23 +165,23 @@ class ControlActivities:
     async def audit(self, limit: int = 50, identity: str | None = None) -> list[dict[str, Any]]:
         from inferofabric.auth.audit import audit_entries
 
-        return await asyncio.to_thread(audit_entries, self.store, limit, identity)
+        return await in_store(audit_entries, self.store, limit, identity)
 
     @activity.defn(name="control_put_secret")
     @typed_errors
     async def put_secret(self, name: str, sealed_value: str, pool: str | None = None) -> None:
         """Store an already-sealed value: the clear text never crosses Temporal."""
-        await asyncio.to_thread(self.store.put_secret, name, sealed_value, pool)
+        await in_store(self.store.put_secret, name, sealed_value, pool)
 
     @activity.defn(name="control_list_secrets")
     @typed_errors
     async def list_secrets(self) -> list[dict[str, Any]]:
-        return [{"name": n, "pool": p} for n, p in await asyncio.to_thread(self.store.secret_names)]
+        return [{"name": n, "pool": p} for n, p in await in_store(self.store.secret_names)]
 
     @activity.defn(name="control_decisions")
     @typed_errors
     async def decisions(self, workload_id: str) -> list[dict[str, Any]]:
-        return [d.model_dump(mode="json") for d in await asyncio.to_thread(self.store.decisions, workload_id)]
+        return [d.model_dump(mode="json") for d in await in_store(self.store.decisions, workload_id)]
 
     @activity.defn(name="control_queue")
     @typed_errors
@@ -174,10 +189,10 @@ class ControlActivities:
         """For clients without read access to the store (the SDK reads it directly when it has)."""
         from inferofabric.queue import snapshot
 
-        return await asyncio.to_thread(snapshot, self.store, team, workload_id)
+        return await in_store(snapshot, self.store, team, workload_id)
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.register_pool, self.remove_pool, self.list_pools, self.pool_spec, self.set_policy,
                 self.get_policy, self.cordon, self.simulate, self.record_health, self.workloads_on_pool,
-                self.relocate, self.reconcile, self.audit,
+                self.relocate, self.move_off, self.reconcile, self.audit,
                 self.put_secret, self.list_secrets, self.decisions, self.queue]

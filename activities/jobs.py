@@ -24,6 +24,9 @@ from inferofabric.models.messages import JobInput, LaunchInput, ProbeResult, Sta
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.workload import SecretRef
 from inferofabric.secrets import unseal
+from inferofabric.threads import in_backend, in_monitor
+
+CANCEL_CONCURRENCY = 16  # cancels in flight per batch: a pool's API may throttle more
 
 
 def fabric_env(request: LaunchInput, home: Path) -> dict[str, str]:
@@ -89,48 +92,67 @@ class JobActivities:
             labels={"inferofabric.io/workload": request.workload_id, "inferofabric.io/team": request.spec.team},
         )
         backend = self._backend(request.pool)
-        status = await asyncio.to_thread(backend.launch, job)
+        status = await in_backend(backend.launch, job)
         backend.launched.add(request.job_id)
         return status
 
     @activity.defn(name="job_status")
     @typed_errors
     async def job_status(self, request: JobInput) -> JobStatus:
-        return await asyncio.to_thread(self._backend(request.pool).status, request.job_id)
+        return await in_backend(self._backend(request.pool).status, request.job_id)
 
     @activity.defn(name="job_statuses")
     @typed_errors
     async def job_statuses(self, request: StatusesInput) -> dict[str, JobStatus]:
         """Many jobs in one batched look (the reconciler's)."""
-        return await asyncio.to_thread(self._backend(request.pool).snapshot, request.job_ids)
+        return await in_backend(self._backend(request.pool).snapshot, request.job_ids)
 
     @activity.defn(name="pool_job_states")
     @typed_errors
     async def pool_job_states(self, pool: PoolSpec) -> dict[str, str]:
         """Every live fabric job on the pool and its state, compact (the reconciler's look)."""
-        snapshot = await asyncio.to_thread(self._backend(pool).snapshot, [])
+        snapshot = await in_backend(self._backend(pool).snapshot, [])
         return {job_id: status.state.value for job_id, status in snapshot.items()}
 
     @activity.defn(name="cancel_job")
     @typed_errors
     async def cancel_job(self, request: JobInput) -> None:
-        await asyncio.to_thread(self._backend(request.pool).cancel, request.job_id)
+        await in_backend(self._backend(request.pool).cancel, request.job_id)
+
+    @activity.defn(name="cancel_jobs")
+    @typed_errors
+    async def cancel_jobs(self, request: StatusesInput) -> dict[str, str]:
+        """Stop many jobs in one activity (the copies a failover left, a reconciliation's orphans):
+        job id -> "" when stopped (or already gone), else why not. Never fails for a pool that does not
+        answer: each job says so, and the reconciler tries again when the pool is back."""
+        backend = self._backend(request.pool)
+        gate = asyncio.Semaphore(CANCEL_CONCURRENCY)
+
+        async def one(job_id: str) -> tuple[str, str]:
+            async with gate:
+                try:
+                    await in_backend(backend.cancel, job_id)
+                    return job_id, ""
+                except Exception as error:  # reported per job: one bad answer must not hide the rest
+                    return job_id, str(error) or type(error).__name__
+
+        return dict(await asyncio.gather(*(one(job_id) for job_id in request.job_ids)))
 
     @activity.defn(name="job_logs")
     @typed_errors
     async def job_logs(self, request: JobInput) -> str:
-        return await asyncio.to_thread(self._backend(request.pool).logs, request.job_id, request.tail)
+        return await in_backend(self._backend(request.pool).logs, request.job_id, request.tail)
 
     @activity.defn(name="list_pool_jobs")
     @typed_errors
     async def list_pool_jobs(self, pool: PoolSpec) -> list[str]:
-        return await asyncio.to_thread(self._backend(pool).list_jobs)
+        return await in_backend(self._backend(pool).list_jobs)
 
     @activity.defn(name="probe_pool")
     async def probe_pool(self, pool: PoolSpec) -> ProbeResult:
         """Never fails for an unreachable pool: that is a probe result (the monitor counts it)."""
         try:
-            probe = await asyncio.to_thread(self._backend(pool).probe)
+            probe = await in_monitor(self._backend(pool).probe)
         except BackendThrottled as error:
             # The pool answered "slow down": it is alive. Neither a failed nor a good probe.
             return ProbeResult(ok=True, throttled=True, health=Health.HEALTHY, reason=str(error))

@@ -6,8 +6,6 @@ activities in the control plane's worker, where the store is.
 
 from __future__ import annotations
 
-import asyncio
-
 from temporalio import activity
 
 from inferofabric.activities.admission import wake_from_activity
@@ -16,6 +14,7 @@ from inferofabric.models.messages import ReleaseInput
 from inferofabric.models.workload import SecretRef, WorkloadSpec
 from inferofabric.secrets import seal, unseal
 from inferofabric.store.db import Store, get_store
+from inferofabric.threads import in_store
 
 
 class PlacementActivities:
@@ -30,7 +29,7 @@ class PlacementActivities:
     @typed_errors
     async def release_capacity(self, request: ReleaseInput) -> int:
         """Give the attempt's GPUs back and wake the admission loop (freed GPUs go to the queue's head)."""
-        released = await asyncio.to_thread(self.store.release, request.workload_id, request.attempt)
+        released = await in_store(self.store.release, request.workload_id, request.attempt)
         if released:
             await wake_from_activity(f"released {request.workload_id}")
         return released
@@ -39,7 +38,7 @@ class PlacementActivities:
     @typed_errors
     async def seal_secrets(self, spec: WorkloadSpec, pool: str) -> dict[str, str]:
         """Sealed values of the workload's secret env entries, for the pool that will run it."""
-        return await asyncio.to_thread(self._seal, spec, pool)
+        return await in_store(self._seal, spec, pool)
 
     def _seal(self, spec: WorkloadSpec, pool: str) -> dict[str, str]:
         sealed: dict[str, str] = {}

@@ -22,10 +22,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from inferofabric.backends.base import JobState, job_id_for
 from inferofabric.models.messages import ReconcileReport
 from inferofabric.store.db import Store, as_utc
+from inferofabric.threads import in_store
 
 GRACE = timedelta(seconds=60)
 DESCRIBES_IN_FLIGHT = 32
-TERMINAL = {state.value for state in JobState if state.terminal}
 
 
 async def _workflow_closed(client: Client, workload_id: str) -> bool | None:
@@ -40,7 +40,7 @@ async def _workflow_closed(client: Client, workload_id: str) -> bool | None:
 async def reconcile_pool(store: Store, client: Client, pool: str, states: dict[str, str],
                          now: datetime | None = None) -> ReconcileReport:
     now = now or datetime.now(UTC)
-    rows = await asyncio.to_thread(store.active_reservations, pool)
+    rows = await in_store(store.active_reservations, pool)
     report = ReconcileReport(pool=pool, jobs_seen=len(states), reservations=len(rows))
     gate = asyncio.Semaphore(DESCRIBES_IN_FLIGHT)
     released = 0
@@ -53,14 +53,15 @@ async def reconcile_pool(store: Store, client: Client, pool: str, states: dict[s
         if closed is None:
             report.errors.append(f"{workload_id}: Temporal did not answer")
         elif closed:
-            released += await asyncio.to_thread(store.release, workload_id, attempt)
+            released += await in_store(store.release, workload_id, attempt)
             gone.add((workload_id, attempt))
             report.released.append(f"{workload_id} attempt {attempt}: its workflow has ended")
 
     old = [r for r in rows if as_utc(r.created_at) < now - GRACE]
     await asyncio.gather(*(check(r.workload_id, r.attempt) for r in old))
     owned = {job_id_for(r.workload_id, r.attempt) for r in rows if (r.workload_id, r.attempt) not in gone}
-    report.orphans = sorted(job_id for job_id, state in states.items() if job_id not in owned and state not in TERMINAL)
+    report.orphans = sorted(job_id for job_id, state in states.items()
+                            if job_id not in owned and not JobState(state).terminal)
     report.released.sort()
     if released:
         from inferofabric.activities.admission import wake_from_activity

@@ -20,9 +20,10 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from inferofabric.backends.base import BackendThrottled, BackendUnavailable, JobStatus, parse_job_id
+from inferofabric.backends.base import BackendThrottled, BackendUnavailable, JobState, JobStatus, parse_job_id
 from inferofabric.backends.registry import backend_for
 from inferofabric.models.messages import JobUpdate, WatchPoolInput, WatchPoolResult
+from inferofabric.threads import in_monitor
 
 MAX_PERIOD = 60.0
 SIGNALS_IN_FLIGHT = 64
@@ -73,11 +74,11 @@ class PoolWatchActivities:
         period = base
         deadline = time.monotonic() + request.settings.run_seconds
         while time.monotonic() < deadline:
-            live = [job_id for job_id, state in known.items() if state not in TERMINAL]
+            live = [job_id for job_id, state in known.items() if not JobState(state).terminal]
             fresh = backend.launched - known.keys()
             live += sorted(fresh)
             try:
-                snapshot = await asyncio.to_thread(backend.snapshot, live)
+                snapshot = await in_monitor(backend.snapshot, live)
             except BackendThrottled as error:
                 period = min(period * 2, MAX_PERIOD)
                 result.throttled += 1
@@ -107,7 +108,6 @@ class PoolWatchActivities:
         return result
 
 
-TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
 
 
 def _known_from(details: Any) -> dict[str, str] | None:

@@ -41,6 +41,15 @@ def task_queue() -> str:
 STACK_FILE = "stack.json"
 
 
+def workflow_cache_size() -> int:
+    """How many workflows the control plane's worker keeps in memory (FABRIC_WORKFLOW_CACHE).
+
+    A workflow that is not cached replays its whole history for its next task. The SDK's default
+    (1,000) is below the 2,000 running workloads one worker is built for: a failover of hundreds of
+    them then replays most of them at once, on the worker that must also place and launch them."""
+    return int(os.environ.get("FABRIC_WORKFLOW_CACHE", "4000"))
+
+
 def read_store_url(address: str | None) -> str | None:
     """Where a client may read the store directly (reads without a workflow): FABRIC_DATABASE_URL when
     set, else the store of the `fabric up` stack under FABRIC_HOME when that stack serves this address,

@@ -31,7 +31,7 @@ from inferofabric.auth.audit import AuditSink
 from inferofabric.auth.client import find_token, with_token
 from inferofabric.auth.gate import AuthGate
 from inferofabric.auth.tokens import SYSTEM, create_token, ensure_admin_token, signing_key
-from inferofabric.settings import fabric_home, task_queue
+from inferofabric.settings import fabric_home, task_queue, workflow_cache_size
 from inferofabric.store.db import get_store
 from inferofabric.workflows.admission import AdmissionWorkflow
 from inferofabric.workflows.control import ControlWorkflow
@@ -58,7 +58,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 def job_activities(home: Path, store_url: str | None = None, store: bool = False) -> list[Callable[..., Any]]:
     jobs = JobActivities(home, store_url, store)
-    return [jobs.launch_job, jobs.job_status, jobs.cancel_job, jobs.job_logs, jobs.list_pool_jobs,
+    return [jobs.launch_job, jobs.job_status, jobs.cancel_job, jobs.cancel_jobs, jobs.job_logs, jobs.list_pool_jobs,
             jobs.job_statuses, jobs.pool_job_states]
 
 
@@ -129,6 +129,7 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
         client, task_queue=queue, workflows=WORKFLOWS, activities=activities,
         workflow_runner=workflow_runner(), interceptors=[AuthGate(key, sink)],
         max_concurrent_activities=max_concurrent_activities, max_concurrent_local_activities=200,
+        max_cached_workflows=workflow_cache_size(),
     )
     monitors = Worker(client, task_queue=f"{queue}.monitor", activities=monitor_activities(home, store_url, True),
                       max_concurrent_activities=MONITOR_SLOTS)
