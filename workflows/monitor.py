@@ -18,7 +18,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from inferofabric.backends.registry import monitor_queue_for, task_queue_for
@@ -28,7 +28,8 @@ with workflow.unsafe.imports_passed_through():
     # control_pool_spec is an instance of the very class JobInput.pool expects: in the sandbox,
     # inferofabric.models.pool can be a re-imported copy of the class messages.py refers to.
     from inferofabric.models.messages import MonitorInput, PoolSpec, ProbeResult, ReconcileReport
-    from inferofabric.workflows.reconcile import reconcile
+    from inferofabric.workflows.pool_spec import current_pool_spec
+    from inferofabric.workflows.reconcile import reconcile, stop_jobs
 
 LOCAL_TIMEOUT = timedelta(seconds=30)
 LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
@@ -79,17 +80,10 @@ class PoolMonitorWorkflow:
         if state.last_reconcile is None:
             state.last_reconcile = workflow.now().timestamp()
         for _ in range(settings.iterations_per_run):
-            try:
-                pool: PoolSpec = await workflow.execute_local_activity(
-                    "control_pool_spec", state.pool, result_type=PoolSpec,
-                        start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
-            except (ActivityError, ApplicationError) as error:
-                # A local activity's failure can arrive unwrapped (ApplicationError, not ActivityError).
-                cause = error.cause if isinstance(error, ActivityError) else error
-                if isinstance(cause, ApplicationError) and cause.type == "NotFound":
-                    await self._settle()
-                    return  # the pool was removed: nothing left to watch
-                raise
+            pool = await current_pool_spec(state.pool)
+            if pool is None:
+                await self._settle()
+                return  # the pool was removed: nothing left to watch
             probe = await self._probe(pool)
             if probe.throttled:
                 pass  # alive but slow: the counters stay as they are
@@ -163,14 +157,25 @@ class PoolMonitorWorkflow:
             self._spawn(self._reconcile(pool))
 
     async def _move_workloads(self, pool: PoolSpec, reason: str) -> None:
+        """Tell every workload on the pool to move, then stop the copies they left there in one
+        batched call (best effort: a dead pool does not answer; the reconciler removes what is left
+        when the pool is back)."""
         try:
-            await workflow.execute_activity(
-                "control_relocate", args=[pool.name, f"became unhealthy: {reason}", Health.UNHEALTHY],
+            left: list[str] = await workflow.execute_activity(
+                "control_move_off", args=[pool.name, f"became unhealthy: {reason}", Health.UNHEALTHY],
                 start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=5),
                 summary=f"move every workload off {pool.name}")
         except ActivityError as error:
             workflow.logger.warning("could not tell every workload to leave %s: %s", pool.name, error)
+            return
+        if left:
+            outcome = await stop_jobs(pool, left, f"stop the {len(left)} copies left on {pool.name}",
+                                      retry=RetryPolicy(maximum_attempts=2))
+            stopped = sum(1 for why in outcome.values() if not why)
+            if stopped < len(left):
+                workflow.logger.info("%d of %d copies left on %s not stopped yet (the reconciler removes them "
+                                     "when the pool answers)", len(left) - stopped, len(left), pool.name)
 
     async def _reconcile(self, pool: PoolSpec) -> None:
         self._last_report = await reconcile(pool)

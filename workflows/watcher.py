@@ -13,14 +13,12 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from inferofabric.backends.registry import monitor_queue_for
-    from inferofabric.models.messages import PoolSpec, WatcherInput, WatchPoolInput, WatchPoolResult
+    from inferofabric.models.messages import WatcherInput, WatchPoolInput, WatchPoolResult
+    from inferofabric.workflows.pool_spec import current_pool_spec
 
-LOCAL_TIMEOUT = timedelta(seconds=30)
-LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
 HEARTBEAT = timedelta(seconds=30)
 
 
@@ -35,15 +33,9 @@ class PoolWatcherWorkflow:
     async def run(self, state: WatcherInput) -> None:
         settings = state.settings
         for _ in range(settings.runs_per_history):
-            try:
-                pool: PoolSpec = await workflow.execute_local_activity(
-                    "control_pool_spec", state.pool, result_type=PoolSpec,
-                    start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
-            except (ActivityError, ApplicationError) as error:
-                cause = error.cause if isinstance(error, ActivityError) else error
-                if isinstance(cause, ApplicationError) and cause.type == "NotFound":
-                    return
-                raise
+            pool = await current_pool_spec(state.pool)
+            if pool is None:
+                return  # the pool was removed
             workflow.set_current_details(f"watching the jobs of pool **{pool.name}** every "
                                          f"{settings.period_seconds:g}s (one batched look per period)")
             result: WatchPoolResult = await workflow.execute_activity(

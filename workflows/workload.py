@@ -24,13 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import (
-    RetryPolicy,
-    SearchAttributeKey,
-    SearchAttributePair,
-    SearchAttributeUpdate,
-    TypedSearchAttributes,
-)
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -53,13 +47,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from inferofabric.models.pool import PoolSpec
     from inferofabric.models.status import AttemptRecord, Decision, Explanation, WorkloadStatus
-
-SA_POOL = SearchAttributeKey.for_keyword("FabricPool")
-SA_LOCATION = SearchAttributeKey.for_keyword("FabricLocation")
-SA_TEAM = SearchAttributeKey.for_keyword("FabricTeam")
-SA_STATE = SearchAttributeKey.for_keyword("FabricState")
-SA_GPU_TYPE = SearchAttributeKey.for_keyword("FabricGpuType")
-SA_GPUS = SearchAttributeKey.for_int("FabricGpus")
+    from inferofabric.workflows.failures import cause_message, cause_type, summarize
+    from inferofabric.workflows.workload_visibility import STARTED_WITH, show_decision, upsert
 
 LOCAL_TIMEOUT = timedelta(seconds=60)
 LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
@@ -81,20 +70,14 @@ class _Moved(Exception):
     """The current attempt must move to another pool (pool failed, drained, job lost)."""
 
     def __init__(self, reason: str, health: Health, recorded: bool = False, preempted: bool = False,
-                 charged: bool = False) -> None:
+                 charged: bool = False, copy_stopped: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.health = health
         self.recorded = recorded  # the pool's health/cordon is already recorded in the store
         self.preempted = preempted  # the admission loop asked for the GPUs back: not the job's fault
         self.charged = charged  # the job's own trouble: counts against max_attempts
-
-
-def initial_search_attributes(team: str, gpus: int = 0) -> TypedSearchAttributes:
-    """Set at start by the SDK so a workload is filterable from its first moment."""
-    return TypedSearchAttributes([SearchAttributePair(SA_TEAM, team),
-                                  SearchAttributePair(SA_STATE, WorkloadState.QUEUED.value),
-                                  SearchAttributePair(SA_GPUS, gpus)])
+        self.copy_stopped = copy_stopped  # the pool monitor stops the copy left behind (one batch per pool)
 
 
 @workflow.defn(name="WorkloadWorkflow")
@@ -107,13 +90,14 @@ class WorkloadWorkflow:
         self._relocate: RelocateSignal | None = None
         self._pool: PoolSpec | None = None
         self._background: list[asyncio.Future[None]] = []
-        self._memo: dict[str, Any] = {"region": "", "attempts": 0, "backend": "", "message": ""}
+        self._memo: dict[str, Any] = {"region": "", "attempts": 0, "backend": "", "message": ""}  # as last set
         self._attempt = 0
         self._admitted: AdmittedSignal | None = None
         self._preempt: PreemptSignal | None = None
         self._job: JobStatus | None = None  # the current attempt's job, as the pool's watcher last saw it
         self._launched = False  # the current attempt's launch returned (before it, "lost" is not news)
         self._news = False  # the pool's watcher has reported this attempt's job
+        self._unreleased: int | None = None  # a moved attempt whose GPUs the next enqueue gives back
 
     # -- queries, signals, updates ------------------------------------------------------------------
     @workflow.query(name="status")
@@ -222,13 +206,13 @@ class WorkloadWorkflow:
         try:
             request = WorkloadRequest.model_validate(raw)
         except ValidationError as error:
-            raise ApplicationError(f"invalid workload: {_summarize(error)}", type="InvalidWorkloadSpec",
+            raise ApplicationError(f"invalid workload: {summarize(error)}", type="InvalidWorkloadSpec",
                                    non_retryable=True) from None
         spec = request.spec
         self._status.team = spec.team
         self._status.priority_class = spec.priority_class
         started_with = {pair.key.name for pair in workflow.info().typed_search_attributes}
-        if not {SA_TEAM.name, SA_STATE.name, SA_GPUS.name} <= started_with:
+        if not started_with >= STARTED_WITH:
             self._upsert(state=WorkloadState.QUEUED, team=spec.team, gpus=spec.total_gpus)
         self._event(f"submitted by team {spec.team}: {spec.gpu_count} x {'/'.join(spec.gpu_types) or 'no GPU'}")
         # Submission order: the first start time in microseconds, kept for every re-queue.
@@ -270,7 +254,14 @@ class WorkloadWorkflow:
                     self._event(f"attempt {attempt} on {decision.pool} "
                                 f"{'preempted' if moved.preempted else 'moved'}: {moved.reason}")
                     # A preempted job gets its back end's graceful stop before its GPUs are given back.
-                    await self._cleanup_attempt(workload_id, attempt, best_effort=not moved.preempted)
+                    # The GPUs go back with the next enqueue (one store write and one wake per move),
+                    # or at once below when the workload does not queue again right away.
+                    if moved.copy_stopped:
+                        self._event(f"the copy left on {decision.pool} is stopped by its pool monitor (one call "
+                                    "for every copy there; the reconciler removes it if the pool does not answer)")
+                    await self._cleanup_attempt(workload_id, attempt, best_effort=not moved.preempted,
+                                                cancel_job=not moved.copy_stopped, release=False)
+                    self._unreleased = attempt
                     self._relocate = None
                     self._preempt = None
                     verb = "preempted on" if moved.preempted else "moving off"
@@ -278,8 +269,11 @@ class WorkloadWorkflow:
                               job_id=None, message=f"{verb} {decision.pool}: {moved.reason}")
                     self._upsert(state=WorkloadState.QUEUED, pool="", location="")
                     if self._cancel_requested:
+                        await self._release_unreleased(workload_id)
                         return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
                     backoff = timedelta(seconds=min(2 ** (charged - 1) - 1, 30) if moved.charged else 0)
+                    if backoff or charged >= request.max_attempts or moves >= MAX_MOVES:
+                        await self._release_unreleased(workload_id)  # never hold GPUs through a backoff
                     if backoff:
                         # A cancel during the backoff ends the wait at once.
                         with contextlib.suppress(TimeoutError):
@@ -294,12 +288,14 @@ class WorkloadWorkflow:
             # never leave GPUs reserved behind a workflow that is about to fail.
             if self._status is not None and self._status.state != WorkloadState.QUEUED:
                 await self._cleanup_attempt(workload_id, attempt, best_effort=True)
+            await self._release_unreleased(workload_id)
             raise
         except asyncio.CancelledError:
             # Cancelled from the Web UI / `temporal workflow cancel`: clean up, then report cancelled.
             self._cancel_requested = True
             if self._status is not None and self._status.state == WorkloadState.QUEUED:
                 await self._dequeue(workload_id, attempt)
+                await self._release_unreleased(workload_id)
             else:
                 await self._cleanup_attempt(workload_id, attempt, best_effort=False)
             await self._finish(WorkloadState.CANCELLED, "cancelled")
@@ -321,9 +317,10 @@ class WorkloadWorkflow:
             EnqueueInput(workload_id=workload_id, attempt=attempt, seq=seq, spec=spec,
                          exclude={pool: why for pool, (why, _) in live.items()},
                          exclude_until={pool: until.timestamp() for pool, (_, until) in live.items()},
-                         failed_pool_health=failed_health),
+                         failed_pool_health=failed_health, release_attempt=self._unreleased),
             result_type=bool, start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY,
         )
+        self._unreleased = None
         if attempt == 1 or not self._status or not self._status.message:
             self._set(state=WorkloadState.QUEUED, message="queued: waiting for the admission loop")
         await workflow.wait_condition(lambda: self._admitted is not None or self._cancel_requested)
@@ -355,7 +352,7 @@ class WorkloadWorkflow:
                                                   outcome="launching", started_at=workflow.now()))
         self._upsert(state=WorkloadState.LAUNCHING, pool=pool.name, location=pool.location.value,
                      gpu_type=decision.gpu_type or "")
-        self._details(decision)
+        show_decision(decision)
         if self._cancel_requested:
             return await self._cancel_attempt(workload_id, attempt)
 
@@ -371,7 +368,7 @@ class WorkloadWorkflow:
                 await self._cleanup_attempt(workload_id, attempt, best_effort=True, cancel_job=False)
                 self._history_end("failed")
                 return await self._finish(WorkloadState.FAILED, f"secrets could not be prepared for {pool.name}: "
-                                          f"{_cause_message(error)}")
+                                          f"{cause_message(error)}")
         launch = self._activity(
             "launch_job",
             LaunchInput(pool=pool, workload_id=workload_id, attempt=attempt, job_id=job_id, spec=spec,
@@ -386,11 +383,11 @@ class WorkloadWorkflow:
             # cancelling the activity instead could let a launch already under way create it after.
             status = await self._race(launch, pool.name, settle_on_cancel=True)
         except ActivityError as error:
-            cause = _cause_type(error)
+            cause = cause_type(error)
             if cause in NON_RETRYABLE:
                 await self._cleanup_attempt(workload_id, attempt, best_effort=True)
-                return await self._finish(WorkloadState.FAILED, f"rejected by {pool.name}: {_cause_message(error)}")
-            raise _Moved(f"launch failed on {pool.name}: {_cause_message(error)}", Health.UNHEALTHY,
+                return await self._finish(WorkloadState.FAILED, f"rejected by {pool.name}: {cause_message(error)}")
+            raise _Moved(f"launch failed on {pool.name}: {cause_message(error)}", Health.UNHEALTHY,
                          charged=True) from None
         if status is None:
             return await self._cancel_attempt(workload_id, attempt)
@@ -447,18 +444,23 @@ class WorkloadWorkflow:
         def settled() -> bool:
             return stop() or (self._job is not None and done(self._job))
 
+        def settled_or_news() -> bool:
+            return settled() or self._news
+
         deadline = workflow.now() + timeout if timeout is not None else None
         check = NO_NEWS_CHECK
         while not settled():
             left = (deadline - workflow.now()) if deadline is not None else None
             if left is not None and left <= timedelta(0):
                 break
-            news_before = self._news
-            wait = left if news_before else (min(left, check) if left is not None else check)
+            # Without news yet, wake for the first news or the next look of our own; with news, only
+            # the deadline (if any) bounds the wait.
+            if self._news:
+                condition, wait = settled, left
+            else:
+                condition, wait = settled_or_news, (check if left is None else min(left, check))
             with contextlib.suppress(TimeoutError):
-                # Wake on news too while there was none: from then on only the deadline bounds the wait.
-                await workflow.wait_condition(lambda nb=news_before: settled() or self._news != nb,  # type: ignore[misc]
-                                              timeout=wait)
+                await workflow.wait_condition(condition, timeout=wait)
             if not settled() and not self._news and self._status is not None and self._status.job_id:
                 await self._ask_pool(pool, self._status.job_id)
                 check = min(check * 2, NO_NEWS_CHECK_MAX)
@@ -505,7 +507,8 @@ class WorkloadWorkflow:
         if self._preempt is not None:
             raise _Moved(self._preempt.reason, Health.HEALTHY, recorded=True, preempted=True)
         assert self._relocate is not None
-        raise _Moved(f"pool {pool} {self._relocate.reason}", self._relocate.health, recorded=True)
+        raise _Moved(f"pool {pool} {self._relocate.reason}", self._relocate.health, recorded=True,
+                     copy_stopped=self._relocate.copies_stopped_by_sender)
 
     async def _cancel_attempt(self, workload_id: str, attempt: int) -> WorkloadStatus:
         await self._cleanup_attempt(workload_id, attempt, best_effort=False)
@@ -513,8 +516,9 @@ class WorkloadWorkflow:
         return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
 
     async def _cleanup_attempt(self, workload_id: str, attempt: int, best_effort: bool,
-                               cancel_job: bool = True) -> None:
-        """Stop the attempt's job (if asked) and release its GPUs.
+                               cancel_job: bool = True, release: bool = True) -> None:
+        """Stop the attempt's job (if asked) and release its GPUs (unless the caller releases them
+        with the next enqueue).
 
         Best effort (moving off a failed pool): the cancel runs in the background so a dead pool
         cannot delay the move; the pool monitor removes orphan copies when the pool answers again.
@@ -526,10 +530,20 @@ class WorkloadWorkflow:
                 self._background.append(asyncio.ensure_future(cancel))
             else:
                 await cancel
+        if release:
+            await self._release(workload_id, attempt)
+        self._pool = None
+
+    async def _release(self, workload_id: str, attempt: int) -> None:
         await workflow.execute_local_activity(
             "release_capacity", ReleaseInput(workload_id=workload_id, attempt=attempt),
-                start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
-        self._pool = None
+            start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
+
+    async def _release_unreleased(self, workload_id: str) -> None:
+        """Give back the GPUs of a moved attempt that no enqueue has released yet."""
+        if self._unreleased is not None:
+            await self._release(workload_id, self._unreleased)
+            self._unreleased = None
 
     async def _cancel_job(self, pool: PoolSpec, job_id: str, best_effort: bool) -> None:
         try:
@@ -541,7 +555,7 @@ class WorkloadWorkflow:
             )
             self._event(f"cancelled {job_id} on {pool.name}")
         except ActivityError as error:
-            self._event(f"could not cancel {job_id} on {pool.name} now ({_cause_message(error)}); "
+            self._event(f"could not cancel {job_id} on {pool.name} now ({cause_message(error)}); "
                         "the pool monitor removes it when the pool answers again")
 
     async def _drain_background(self) -> None:
@@ -580,55 +594,5 @@ class WorkloadWorkflow:
     def _event(self, text: str) -> None:
         self._events.append(f"{workflow.now().strftime('%H:%M:%S')} {text}")
 
-    def _upsert(self, state: WorkloadState | None = None, team: str | None = None, pool: str | None = None,
-                location: str | None = None, gpu_type: str | None = None, gpus: int | None = None) -> None:
-        updates: list[SearchAttributeUpdate[Any]] = []
-        if state is not None:
-            updates.append(SA_STATE.value_set(state.value))
-        if team is not None:
-            updates.append(SA_TEAM.value_set(team))
-        if pool is not None:
-            updates.append(SA_POOL.value_set(pool))
-        if location is not None:
-            updates.append(SA_LOCATION.value_set(location))
-        if gpu_type is not None:
-            updates.append(SA_GPU_TYPE.value_set(gpu_type))
-        if gpus is not None:
-            updates.append(SA_GPUS.value_set(gpus))
-        if updates:
-            workflow.upsert_search_attributes(updates)
-            # The memo carries what `fabric list` shows beyond the search attributes.
-            status = self._status
-            if status is not None:
-                memo = {"region": status.region or "", "attempts": status.attempts,
-                        "backend": status.backend or "", "message": status.message[:300]}
-                if memo != self._memo:
-                    workflow.upsert_memo(memo)
-                    self._memo = memo
-
-    def _details(self, decision: Decision) -> None:
-        """Current details in the Web UI: the latest decision and why other pools were rejected."""
-        lines = [f"**{decision.mode}** -> **{decision.pool or 'waiting'}** (attempt {decision.attempt})",
-                 "", decision.reason, "", "Rejected:"]
-        lines += [f"- {r.pool}: {r.reason}" for r in decision.rejected]
-        workflow.set_current_details("\n".join(lines))
-
-
-def _summarize(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:5]:
-        where = ".".join(str(p) for p in item["loc"])
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
-def _cause_type(error: ActivityError) -> str | None:
-    cause = error.cause
-    return cause.type if isinstance(cause, ApplicationError) else None
-
-
-def _cause_message(error: ActivityError) -> str:
-    cause: BaseException | None = error.cause
-    while cause is not None and not isinstance(cause, ApplicationError) and getattr(cause, "cause", None) is not None:
-        cause = cause.cause  # type: ignore[attr-defined]
-    return cause.message if cause is not None and hasattr(cause, "message") else str(error)
+    def _upsert(self, **attributes: Any) -> None:
+        self._memo = upsert(self._status, self._memo, **attributes)

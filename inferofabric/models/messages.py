@@ -132,6 +132,10 @@ class RelocateSignal(BaseModel):
     pool: str
     reason: str
     health: Health = Health.UNHEALTHY
+    # The sender (the pool monitor, after a failover) stops every copy left on the pool in one batched
+    # call: the workload does not cancel its own (hundreds of single cancels against a dead pool are
+    # load on the very worker that must place and launch the moved work).
+    copies_stopped_by_sender: bool = False
 
 
 # -- admission ----------------------------------------------------------------------------------------
@@ -145,6 +149,9 @@ class EnqueueInput(BaseModel):
     exclude: dict[str, str] = Field(default_factory=dict)
     exclude_until: dict[str, float] = Field(default_factory=dict)  # pool -> when it may be used again (epoch s)
     failed_pool_health: Health | None = None
+    # The previous attempt, moved off its pool: its GPUs are given back in the same transaction (one
+    # store write and one wake per move instead of two: a failover moves hundreds at once).
+    release_attempt: int | None = None
 
 
 class AdmittedSignal(BaseModel):

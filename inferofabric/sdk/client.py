@@ -41,7 +41,7 @@ from inferofabric.sdk.errors import (
 )
 from inferofabric.secrets import seal
 from inferofabric.settings import task_queue as default_task_queue
-from inferofabric.workflows.workload import initial_search_attributes
+from inferofabric.workflows.workload_visibility import initial_search_attributes
 
 QUERY_TIMEOUT = timedelta(seconds=10)
 

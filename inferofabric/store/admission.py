@@ -62,18 +62,23 @@ class CycleOutcome:
 
 
 def enqueue(store: Store, workload_id: str, attempt: int, seq: int, team: str, spec_json: str,
-            exclude: dict[str, list[Any]] | None = None, failed_pool_health: str | None = None) -> bool:
-    """`exclude`: pool -> [why, until (epoch seconds, or None for as long as the row waits)]."""
+            exclude: dict[str, list[Any]] | None = None, failed_pool_health: str | None = None,
+            release_attempt: int | None = None) -> bool:
+    """`exclude`: pool -> [why, until (epoch seconds, or None for as long as the row waits)].
+    `release_attempt`: an earlier attempt whose reservations are released in the same transaction."""
     # Put (or keep) the workload's attempt in the queue. Idempotent: a retried call for the same
     # attempt changes nothing. Returns False when that attempt was already admitted.
     with store.session(write=True) as s:
+        if release_attempt is not None and release_attempt != attempt:
+            s.execute(update(_R).where(_R.c.workload_id == workload_id, _R.c.attempt == release_attempt,
+                                       _R.c.active.is_(True)).values(active=False, released_at=utcnow()))
         row = s.get(QueueRow, workload_id)
         if row is not None and row.attempt == attempt:
-            s.rollback()
+            s.commit()
             return row.state == WAITING
         reserved = s.execute(select(_R.c.id).where(_R.c.workload_id == workload_id, _R.c.attempt == attempt)).first()
         if reserved is not None:
-            s.rollback()
+            s.commit()
             return False
         if row is None:
             row = QueueRow(workload_id=workload_id, attempt=attempt, seq=seq, team=team, spec=spec_json)

@@ -35,6 +35,7 @@ from inferofabric.models.messages import (
     ProbeResult,
     ReconcileReport,
     RelocateSignal,
+    StatusesInput,
     WorkloadRequest,
 )
 from inferofabric.models.status import HealthEvent, WorkloadStatus
@@ -141,14 +142,15 @@ class MonitorStubs:
 
         @activity.defn(name="control_relocate")
         async def control_relocate(name: str, reason: str, health: Health) -> list[str]:
+            return await self._tell(name, RelocateSignal(pool=name, reason=reason, health=health))
+
+        @activity.defn(name="control_move_off")
+        async def control_move_off(name: str, reason: str, health: Health) -> list[str]:
+            rows = {row["workload_id"]: row["attempt"] for row in await control_workloads_on_pool(name)}
             told = []
-            for row in await control_workloads_on_pool(name):
-                try:
-                    await self.env.client.get_workflow_handle(row["workload_id"]).signal(
-                        "relocate", RelocateSignal(pool=name, reason=reason, health=health))
-                    told.append(row["workload_id"])
-                except RPCError:
-                    continue  # finished long ago
+            for workload_id in await self._tell(name, RelocateSignal(pool=name, reason=reason, health=health,
+                                                                     copies_stopped_by_sender=True)):
+                told.append(f"{workload_id}-a{rows[workload_id]}")
             return told
 
         @activity.defn(name="pool_job_states")
@@ -163,9 +165,27 @@ class MonitorStubs:
         @activity.defn(name="cancel_job")
         async def cancel_job(request: JobInput) -> None:
             self.cancelled.append(request.job_id)
+            self.live_jobs = [job for job in self.live_jobs if job != request.job_id]
+
+        @activity.defn(name="cancel_jobs")
+        async def cancel_jobs(request: StatusesInput) -> dict[str, str]:
+            for job_id in request.job_ids:
+                await cancel_job(JobInput(pool=request.pool, job_id=job_id))
+            return {job_id: "" for job_id in request.job_ids}
 
         return [control_pool_spec, probe_pool, control_record_health, control_workloads_on_pool,
-                control_relocate, pool_job_states, control_reconcile, cancel_job]
+                control_relocate, control_move_off, pool_job_states, control_reconcile, cancel_job, cancel_jobs]
+
+    async def _tell(self, name: str, signal: RelocateSignal) -> list[str]:
+        told = []
+        for row in self.moving if self.transitions and self.transitions[-1][1] == Health.UNHEALTHY \
+                else self.after_recovery:
+            try:
+                await self.env.client.get_workflow_handle(row["workload_id"]).signal("relocate", signal)
+                told.append(row["workload_id"])
+            except RPCError:
+                continue  # finished long ago
+        return told
 
 
 @workflow.defn(name="RelocateRecorder", sandboxed=False)
@@ -233,8 +253,11 @@ async def test_hysteresis_over_long_periods_records_only_real_transitions(
     # On the outage the workloads on the pool are told to move (a finished one is skipped)...
     assert [(s.pool, s.health) for s in signals] == [(stubs.pool.name, Health.UNHEALTHY)]
     assert signals[0].reason == "became unhealthy: connection refused"
-    # ...and on recovery the copy they left behind is removed, the owned one kept.
+    # ...the copy they left behind is stopped by the monitor, in one batch, not by each workload;
+    # on recovery the reconciler finds nothing more to remove and keeps the owned job.
+    assert signals[0].copies_stopped_by_sender
     assert stubs.cancelled == [f"{recorder_id}-a1"]
+    assert stubs.live_jobs == ["kept-a2"]
     assert state.health == Health.HEALTHY and state.failures == 0 and state.successes >= 3
 
 

@@ -75,7 +75,8 @@ def test_every_workflow_type_and_scenario_is_recorded() -> None:
     assert events["EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW"] >= 1
     activities = Counter(e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
                          for e in monitor_events if "activityTaskScheduledEventAttributes" in e)
-    assert activities["control_relocate"] >= 1  # every workload told to move, by one activity
-    # ...and the reconciler on recovery: the pool's jobs, the comparison, the orphan removed.
+    assert activities["control_move_off"] >= 1  # every workload told to move, by one activity
+    # ...the copies left behind stopped in one batch, and the reconciler on recovery: the pool's
+    # jobs, the comparison, the orphans removed (one batch again).
     assert activities["pool_job_states"] >= 1 and activities["control_reconcile"] >= 1
-    assert activities["cancel_job"] >= 1
+    assert activities["cancel_jobs"] >= 1 and activities["cancel_job"] == 0

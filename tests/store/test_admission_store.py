@@ -68,6 +68,22 @@ def test_dequeue_releases_what_a_racing_cycle_reserved(store: Store) -> None:
     assert cycle(store).wake == []
 
 
+def test_a_move_gives_the_gpus_back_in_the_enqueue_of_its_next_attempt(store: Store) -> None:
+    pool(store, gpus=1)
+    queue_store.enqueue(store, "a", 1, 0, "vision", spec("a"))
+    queue_store.enqueue(store, "b", 1, 1, "vision", spec("b"))
+    assert [w.workload_id for w in cycle(store).wake] == ["a"]  # the pool's one GPU
+    queue_store.woken(store, [("a", 1)])
+    # a moves: attempt 2 queues again and attempt 1's GPU is free in the same transaction; a keeps
+    # its place in line (seq 0), so the freed GPU goes to a's next attempt, not to b.
+    assert queue_store.enqueue(store, "a", 2, 0, "vision", spec("a"), release_attempt=1)
+    assert [(r.workload_id, r.attempt) for r in store.active_reservations()] == []
+    assert [(w.workload_id, w.attempt) for w in cycle(store).wake] == [("a", 2)]
+    # A retried enqueue (the local activity ran twice) changes nothing and releases nothing more.
+    assert queue_store.enqueue(store, "a", 2, 0, "vision", spec("a"), release_attempt=1) is False
+    assert [(r.workload_id, r.attempt) for r in store.active_reservations()] == [("a", 2)]
+
+
 def test_exclusions_expire_on_the_loops_clock(store: Store) -> None:
     pool(store)
     queue_store.enqueue(store, "a", 2, 0, "vision", spec("a"), exclude={"dc1": ["launch failed", 1000.0]})
