@@ -25,18 +25,21 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import random
 import socket
 import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml
+from temporalio.api.enums.v1 import EventType
 
 from inferofabric.backends.simulated import SimulatedBackend
 from inferofabric.embedded import embedded_stack
@@ -59,6 +62,27 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pid() -> int | None:
+    """The Temporal dev server this process started (`temporal server start-dev`)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid() and b"start-dev" in cmdline:
+            return int(entry.name)
+    return None
 
 
 def rss_mib() -> float:
@@ -184,12 +208,20 @@ async def fail_one(fabric: FabricClient, home: Path, pools: list[Any]) -> int:
     victim = pools[0]
     on_victim = {r["workload_id"] for r in SimulatedBackend(victim, home).job_records()}
     others = [home / "simulated" / p.name / "jobs" for p in pools[1:]]
+    server = server_pid()
+    cpu_before = (cpu_seconds(), cpu_seconds(server) if server else float("nan"))
     outage = time.time()
     await fabric.fail_pool(victim.name)
     moved: dict[str, float] = {}
     deadline = time.monotonic() + 600
+    last_report = time.monotonic()
     while len(moved) < len(on_victim) and time.monotonic() < deadline:
         await asyncio.sleep(1.0)
+        if time.monotonic() - last_report >= 15:
+            last_report = time.monotonic()
+            launched = sum(1 for w in on_victim for f in others if (f / f"{w}-a2.json").exists())
+            print(f"   {time.time() - outage:5.0f}s after the outage: {launched} relaunched, "
+                  f"{len(moved)} running elsewhere", flush=True)
         # Cheap checks only (this process is also the worker): does the next attempt's job file exist?
         for workload in on_victim - moved.keys():
             for folder in others:
@@ -200,11 +232,64 @@ async def fail_one(fabric: FabricClient, home: Path, pools: list[Any]) -> int:
                         moved[workload] = record["started_at"] - outage
                     break
     times = list(moved.values())
+    window = time.time() - outage
+    worker_cpu = cpu_seconds() - cpu_before[0]
+    server_cpu = (cpu_seconds(server) if server else float("nan")) - cpu_before[1]
+    print(f"   CPU over the {window:.0f}s of the move: worker (this process) {worker_cpu:.1f}s, "
+          f"Temporal dev server {server_cpu:.1f}s ({os.cpu_count()} cores)")
+    cycles = await cycle_times(fabric, outage)
+    if cycles:
+        print(f"   admission cycles after the outage: {len(cycles)}, p50 {statistics.median(cycles):.2f}s, "
+              f"max {max(cycles):.2f}s (workflow task start -> its cycle's result)")
+    if times:
+        slowest = max(moved, key=lambda w: moved[w])
+        median = sorted(moved, key=lambda w: moved[w])[len(moved) // 2]
+        for label, workload in (("median", median), ("slowest", slowest)):
+            print(f"   timeline of the {label} move ({workload}, {moved[workload]:.1f}s):")
+            for offset, event in await timeline(fabric, workload, outage):
+                print(f"     {offset:7.2f}s  {event}")
     print(f"-- pool {victim.name} failed with {len(on_victim)} jobs on it: {len(moved)} running elsewhere")
     print(line("moved p50 (outage -> running elsewhere)", percentile(times, 50), TARGET_MOVE_P50, "s"))
     print(line("moved p99", percentile(times, 99), TARGET_MOVE_P99, "s"))
     return int(len(moved) < len(on_victim) or percentile(times, 50) > TARGET_MOVE_P50
                or percentile(times, 99) > TARGET_MOVE_P99)
+
+
+async def cycle_times(fabric: FabricClient, since: float) -> list[float]:
+    """How long each admission cycle took after `since`, from the admission loop's history."""
+    from inferofabric.activities.admission import admission_id
+
+    out: list[float] = []
+    started: float | None = None
+    async for event in fabric.temporal.get_workflow_handle(admission_id(fabric.task_queue)).fetch_history_events():
+        at = event.event_time.ToDatetime().replace(tzinfo=UTC).timestamp()
+        if at < since:
+            continue
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            started = at
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and started is not None:
+            out.append(at - started)
+            started = None
+    return out
+
+
+async def timeline(fabric: FabricClient, workload: str, since: float) -> list[tuple[float, str]]:
+    """The workflow's events after `since` (epoch s): where a slow move spent its time."""
+    out: list[tuple[float, str]] = []
+    async for event in fabric.temporal.get_workflow_handle(workload).fetch_history_events():
+        at = event.event_time.ToDatetime().replace(tzinfo=UTC).timestamp()
+        if at < since - 1:
+            continue
+        name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_").lower()
+        extra = ""
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            extra = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.HasField("marker_recorded_event_attributes"):
+            extra = "local activity"
+        elif event.HasField("workflow_execution_signaled_event_attributes"):
+            extra = event.workflow_execution_signaled_event_attributes.signal_name
+        out.append((at - since, f"{name} {extra}".strip()))
+    return out[:40]
 
 
 if __name__ == "__main__":
