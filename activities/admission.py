@@ -103,6 +103,64 @@ class _WakeBatcher:
 _batchers: dict[tuple[int, str], _WakeBatcher] = {}
 
 
+class _GroupCommit:
+    """Group commit for enqueues: the ones that arrive while a batch is being written go together in
+    the next transaction. A failover re-queues hundreds of workloads within a second; one commit
+    (and one turn of the store's write lock) each made the last of them wait over a second. A batch
+    that fails is written again one item at a time, so one bad item fails only its own caller."""
+
+    MAX_BATCH = 500
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: list[tuple[queue_store.Enqueue, asyncio.Future[bool]]] = []
+        self._writing = False
+
+    async def submit(self, item: queue_store.Enqueue) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().create_task(self._write())
+        return await asyncio.shield(future)
+
+    async def _write(self) -> None:
+        batch: list[tuple[queue_store.Enqueue, asyncio.Future[bool]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:self.MAX_BATCH], self._pending[self.MAX_BATCH:]
+                await self._write_batch(batch)
+        except BaseException:  # the worker is stopping: no caller may wait for ever (each one retries)
+            for _, future in batch + self._pending:
+                _settle(future, error=RuntimeError("the enqueue was interrupted; it is retried"))
+            self._pending = []
+            raise
+        finally:
+            self._writing = False
+
+    async def _write_batch(self, batch: list[tuple[queue_store.Enqueue, asyncio.Future[bool]]]) -> None:
+        try:
+            results = await in_store(queue_store.enqueue_many, self._store, [item for item, _ in batch])
+        except Exception as error:
+            if len(batch) == 1:
+                _settle(batch[0][1], error=error)
+                return
+            for one in batch:  # find the bad one: each on its own
+                await self._write_batch([one])
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result=result)
+
+
+def _settle(future: asyncio.Future[bool], result: bool | None = None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(bool(result))
+
+
 async def wake_from_activity(reason: str) -> None:
     """Wake the admission loop of the fabric this activity runs for (its worker's client and task queue)."""
     await wake_admission(activity.client(), activity.info().task_queue, reason)
@@ -112,6 +170,7 @@ class AdmissionActivities:
     def __init__(self, store_url: str | None = None) -> None:
         self._store_url = store_url
         self._cache = SpecCache()
+        self._enqueues: _GroupCommit | None = None
 
     @property
     def store(self) -> Store:
@@ -121,11 +180,13 @@ class AdmissionActivities:
     @typed_errors
     async def enqueue_workload(self, request: EnqueueInput) -> bool:
         """Join the queue and wake the loop. False: that attempt was admitted already (a retry)."""
-        waiting = await in_store(
-            queue_store.enqueue, self.store, request.workload_id, request.attempt, request.seq, request.spec.team,
-            request.spec.model_dump_json(),
+        item = queue_store.Enqueue(
+            request.workload_id, request.attempt, request.seq, request.spec.team, request.spec.model_dump_json(),
             {pool: [why, request.exclude_until.get(pool)] for pool, why in request.exclude.items()},
             request.failed_pool_health.value if request.failed_pool_health else None, request.release_attempt)
+        if self._enqueues is None:
+            self._enqueues = _GroupCommit(self.store)
+        waiting = await self._enqueues.submit(item)
         await wake_from_activity(f"enqueued {request.workload_id}")
         return waiting
 

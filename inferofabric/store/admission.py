@@ -61,36 +61,66 @@ class CycleOutcome:
     next_expiry: float | None = None  # the earliest pool exclusion still in force ends then
 
 
+@dataclass
+class Enqueue:
+    """One attempt joining the queue. `exclude`: pool -> [why, until (epoch seconds, or None for as
+    long as the row waits)]; `release_attempt`: an earlier attempt of the workload whose reservations
+    are released in the same transaction (a move)."""
+
+    workload_id: str
+    attempt: int
+    seq: int
+    team: str
+    spec_json: str
+    exclude: dict[str, list[Any]] | None = None
+    failed_pool_health: str | None = None
+    release_attempt: int | None = None
+
+
 def enqueue(store: Store, workload_id: str, attempt: int, seq: int, team: str, spec_json: str,
             exclude: dict[str, list[Any]] | None = None, failed_pool_health: str | None = None,
             release_attempt: int | None = None) -> bool:
-    """`exclude`: pool -> [why, until (epoch seconds, or None for as long as the row waits)].
-    `release_attempt`: an earlier attempt whose reservations are released in the same transaction."""
-    # Put (or keep) the workload's attempt in the queue. Idempotent: a retried call for the same
-    # attempt changes nothing. Returns False when that attempt was already admitted.
+    """Put (or keep) the workload's attempt in the queue; see `enqueue_many`."""
+    return enqueue_many(store, [Enqueue(workload_id, attempt, seq, team, spec_json, exclude, failed_pool_health,
+                                        release_attempt)])[0]
+
+
+def enqueue_many(store: Store, items: Sequence[Enqueue]) -> list[bool]:
+    """Put (or keep) each attempt in the queue, all in one transaction (a failover re-queues hundreds
+    at once: one commit for the lot instead of one each, behind one write lock). Idempotent: a
+    retried item for the same attempt changes nothing. Per item, False when that attempt was
+    already admitted."""
+    out: list[bool] = []
     with store.session(write=True) as s:
-        if release_attempt is not None and release_attempt != attempt:
-            s.execute(update(_R).where(_R.c.workload_id == workload_id, _R.c.attempt == release_attempt,
-                                       _R.c.active.is_(True)).values(active=False, released_at=utcnow()))
-        row = s.get(QueueRow, workload_id)
-        if row is not None and row.attempt == attempt:
-            s.commit()
-            return row.state == WAITING
-        reserved = s.execute(select(_R.c.id).where(_R.c.workload_id == workload_id, _R.c.attempt == attempt)).first()
-        if reserved is not None:
-            s.commit()
-            return False
-        if row is None:
-            row = QueueRow(workload_id=workload_id, attempt=attempt, seq=seq, team=team, spec=spec_json)
-        row.attempt, row.seq, row.team, row.spec = attempt, seq, team, spec_json
-        row.exclude = json.dumps(exclude or {}, sort_keys=True)
-        row.failed_pool_health = failed_pool_health
-        row.state, row.decision, row.reason = WAITING, None, ""
-        row.version = (row.version or 0) + 1
-        row.enqueued_at = utcnow()
-        s.add(row)
+        for item in items:
+            out.append(_enqueue_one(s, item))
         s.commit()
-        return True
+    return out
+
+
+def _enqueue_one(s: Any, item: Enqueue) -> bool:
+    if item.release_attempt is not None and item.release_attempt != item.attempt:
+        s.execute(update(_R).where(_R.c.workload_id == item.workload_id, _R.c.attempt == item.release_attempt,
+                                   _R.c.active.is_(True)).values(active=False, released_at=utcnow()))
+    row = s.get(QueueRow, item.workload_id)
+    if row is not None and row.attempt == item.attempt:
+        return bool(row.state == WAITING)
+    reserved = s.execute(select(_R.c.id).where(_R.c.workload_id == item.workload_id,
+                                               _R.c.attempt == item.attempt)).first()
+    if reserved is not None:
+        return False
+    if row is None:
+        row = QueueRow(workload_id=item.workload_id, attempt=item.attempt, seq=item.seq, team=item.team,
+                       spec=item.spec_json)
+    row.attempt, row.seq, row.team, row.spec = item.attempt, item.seq, item.team, item.spec_json
+    row.exclude = json.dumps(item.exclude or {}, sort_keys=True)
+    row.failed_pool_health = item.failed_pool_health
+    row.state, row.decision, row.reason = WAITING, None, ""
+    row.version = (row.version or 0) + 1
+    row.enqueued_at = utcnow()
+    s.add(row)
+    s.flush()  # a later item of the same batch for this workload must see this one
+    return True
 
 
 def dequeue(store: Store, workload_id: str, attempt: int) -> int:

@@ -128,7 +128,11 @@ class Store:
             _sqlite_setup(self.engine)
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-        self._local_lock = threading.Lock()
+        # SQLite: the writers of this process take turns on a Python lock before they ask SQLite for
+        # its write lock. Left to SQLite alone, contending writers sleep in its busy handler (retries
+        # backing off to 100 ms each): under a failover's hundreds of writes a one-millisecond enqueue
+        # waited over a second. Other processes still wait in the busy handler (busy_timeout 30 s).
+        self._local_lock = threading.RLock()
         # SQLite writers take the write lock at BEGIN (see _sqlite_setup).
         self._write_engine = (self.engine.execution_options(sqlite_immediate=True) if self.is_sqlite
                               else self.engine)
@@ -154,7 +158,8 @@ class Store:
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
         bind = self._write_engine if write else self.engine
-        with Session(bind, expire_on_commit=False) as session:
+        with self._local_lock if write and self.is_sqlite else _nullcontext(), \
+                Session(bind, expire_on_commit=False) as session:
             yield session
 
     def dispose(self) -> None:
@@ -321,7 +326,7 @@ class Store:
     def _placement_transaction(self) -> Iterator[Session]:
         # One placement at a time across every worker: SQLite's BEGIN IMMEDIATE takes the write lock
         # (see _sqlite_setup); PostgreSQL takes a transaction-scoped advisory lock.
-        with self._local_lock if self.is_sqlite else _nullcontext(), self.session(write=True) as s:
+        with self.session(write=True) as s:
             if not self.is_sqlite:
                 s.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=PLACEMENT_LOCK_KEY))  # type: ignore[call-overload]
             yield s

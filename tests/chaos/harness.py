@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,12 +38,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def restartable_port() -> int:
+    """A free port outside the kernel's ephemeral range, for a server that is stopped and started
+    again on the same port: while it is down, clients reconnecting take ephemeral source ports, and
+    one of them can hold the server's own port at the moment it starts again ("address already in
+    use"). A port below the range is never handed out as a source port."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(10001, low))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 class DevServer:
     """`temporal server start-dev` on a fixed port with a SQLite file: stop it, start it again."""
 
     def __init__(self, directory: Path, port: int | None = None) -> None:
         self.directory = directory
-        self.port = port or free_port()
+        self.port = port or restartable_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 

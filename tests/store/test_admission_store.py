@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -99,3 +100,30 @@ def test_a_read_only_cycle_reserves_nothing(store: Store) -> None:
     dry = cycle(store, dry_run=True)
     assert [a.pending.workload_id for a in dry.plan.admitted] == ["a"]
     assert store.active_reservations() == []
+
+
+async def test_a_burst_of_enqueues_is_written_in_few_transactions_and_a_bad_one_fails_alone(store: Store) -> None:
+    """A failover re-queues hundreds of workloads at once: they share commits (group commit), each
+    caller still gets its own answer, and an item that cannot be written fails only its caller."""
+    from sqlalchemy import event
+
+    from inferofabric.activities.admission import _GroupCommit
+
+    pool(store)
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+    group = _GroupCommit(store)
+    items = [queue_store.Enqueue(f"w{i}", 1, i, "vision", spec(f"w{i}")) for i in range(100)]
+    assert await asyncio.gather(*(group.submit(item) for item in items)) == [True] * 100
+    assert len(commits) < 10, len(commits)  # 100 single enqueues would be 100 commits
+    # A burst with an item that cannot be written (no spec: NOT NULL): only its caller fails.
+    bad = queue_store.Enqueue("bad", 1, 100, "vision", None)  # type: ignore[arg-type]
+    more = [queue_store.Enqueue(f"x{i}", 1, 200 + i, "vision", spec(f"x{i}")) for i in range(5)]
+    results = await asyncio.gather(*(group.submit(item) for item in [*more[:2], bad, *more[2:]]),
+                                   return_exceptions=True)
+    assert results[:2] == [True, True] and results[3:] == [True] * 3, results
+    assert isinstance(results[2], Exception)
+    with store.session() as s:
+        waiting, _ = queue_store.queue_items(s)
+    assert sorted(w.workload_id for w in waiting) == sorted([f"w{i}" for i in range(100)] +
+                                                            [f"x{i}" for i in range(5)])
