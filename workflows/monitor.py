@@ -36,6 +36,9 @@ LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
 # A probe run by the control plane's own worker may wait this long for it (a busy worker is not a
 # dead pool); an agent's probe keeps the configured budget (silence = the agent is gone).
 OWN_PROBE_BUDGET = timedelta(seconds=30)
+# The best-effort stop of the copies a failover left on the pool (what it does not stop, the
+# reconciler removes when the pool answers again).
+FAILOVER_STOP_BUDGET = timedelta(seconds=60)
 
 
 def next_health(current: Health | None, probe: ProbeResult, failures: int, successes: int,
@@ -170,8 +173,9 @@ class PoolMonitorWorkflow:
             workflow.logger.warning("could not tell every workload to leave %s: %s", pool.name, error)
             return
         if left:
+            # Short: a dead pool mostly does not answer, and the end of a monitor run waits for this.
             outcome = await stop_jobs(pool, left, f"stop the {len(left)} copies left on {pool.name}",
-                                      retry=RetryPolicy(maximum_attempts=2))
+                                      retry=RetryPolicy(maximum_attempts=2), budget=FAILOVER_STOP_BUDGET)
             stopped = sum(1 for why in outcome.values() if not why)
             if stopped < len(left):
                 workflow.logger.info("%d of %d copies left on %s not stopped yet (the reconciler removes them "

@@ -47,16 +47,16 @@ async def reconcile(pool: PoolSpec) -> ReconcileReport:
     return report
 
 
-async def stop_jobs(pool: PoolSpec, job_ids: list[str], summary: str,
-                    retry: RetryPolicy = RETRY) -> dict[str, str]:
+async def stop_jobs(pool: PoolSpec, job_ids: list[str], summary: str, retry: RetryPolicy = RETRY,
+                    budget: timedelta = STOP_BUDGET) -> dict[str, str]:
     """Cancel the jobs on the pool in one activity: job id -> "" when stopped, else why not (every
-    job says why when the pool's side did not answer at all)."""
+    job says why when the pool's side did not answer at all). `budget` bounds the whole try, a dead
+    agent's queue included (nobody picks the task up there)."""
     try:
         outcome: dict[str, str] = await workflow.execute_activity(
             "cancel_jobs", StatusesInput(pool=pool, job_ids=job_ids), task_queue=task_queue_for(
                 pool, workflow.info().task_queue), result_type=dict, start_to_close_timeout=POOL_CALL,
-            # A dead agent never picks the task up: the whole try is bounded, not only each run.
-            schedule_to_close_timeout=STOP_BUDGET, retry_policy=retry, summary=summary)
+            schedule_to_close_timeout=budget, retry_policy=retry, summary=summary)
     except ActivityError as error:
         why = f"the pool did not answer: {error.cause or error}"
         return {job_id: why for job_id in job_ids}
