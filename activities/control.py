@@ -121,7 +121,7 @@ class ControlActivities:
         Signals are sent concurrently from here, not one by one from workflow code, so 1,000 moves
         take seconds and no workflow's history grows with the pool's size. Returns the workloads told."""
         told = await self._tell_all(name, RelocateSignal(pool=name, reason=reason, health=health))
-        return sorted({workload_id for workload_id, _ in told})
+        return sorted(workload_id for workload_id, _ in told)  # one signal per workload
 
     @activity.defn(name="control_move_off")
     @typed_errors

@@ -108,8 +108,6 @@ class PoolWatchActivities:
         return result
 
 
-
-
 def _known_from(details: Any) -> dict[str, str] | None:
     if isinstance(details, dict):
         return {str(k): str(v) for k, v in details.items()}

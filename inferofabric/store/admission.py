@@ -23,7 +23,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from inferofabric.models.status import Decision, PoolView
 from inferofabric.policies.admission import CyclePlan, Held
 from inferofabric.policies.fairshare import accrue
-from inferofabric.store.db import Store, as_utc
+from inferofabric.store.db import Store, as_utc, release_attempt_in
 from inferofabric.store.tables import PlacementRow, QueueRow, ReservationRow, TeamUsageRow, utcnow
 
 _Q = QueueRow.__table__  # type: ignore[attr-defined]
@@ -100,8 +100,7 @@ def enqueue_many(store: Store, items: Sequence[Enqueue]) -> list[bool]:
 
 def _enqueue_one(s: Any, item: Enqueue) -> bool:
     if item.release_attempt is not None and item.release_attempt != item.attempt:
-        s.execute(update(_R).where(_R.c.workload_id == item.workload_id, _R.c.attempt == item.release_attempt,
-                                   _R.c.active.is_(True)).values(active=False, released_at=utcnow()))
+        release_attempt_in(s, item.workload_id, item.release_attempt)
     row = s.get(QueueRow, item.workload_id)
     if row is not None and row.attempt == item.attempt:
         return bool(row.state == WAITING)
@@ -128,11 +127,9 @@ def dequeue(store: Store, workload_id: str, attempt: int) -> int:
     this attempt. Returns the number of reservations released."""
     with store._placement_transaction() as s:
         s.execute(delete(_Q).where(_Q.c.workload_id == workload_id))
-        released = s.execute(update(_R).where(_R.c.workload_id == workload_id, _R.c.attempt == attempt,
-                                              _R.c.active.is_(True))
-                             .values(active=False, released_at=utcnow()))
+        released = release_attempt_in(s, workload_id, attempt)
         s.commit()
-        return int(getattr(released, "rowcount", 0) or 0)
+        return released
 
 
 def set_priority_class(store: Store, workload_id: str, priority_class: str) -> bool:

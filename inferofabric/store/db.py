@@ -79,6 +79,12 @@ _RELEASE_ALL = (
 _RELEASE_ATTEMPT = _RELEASE_ALL.where(_RESERVATIONS.c.attempt == bindparam("a"))
 
 
+def release_attempt_in(session: Any, workload_id: str, attempt: int) -> int:
+    """Release one attempt's active reservations inside the caller's transaction. Returns how many."""
+    result = session.execute(_RELEASE_ATTEMPT, {"w": workload_id, "a": attempt, "now": utcnow()})
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 class NotFound(LookupError):
     """A pool, policy or secret that does not exist (shown to users as a one-line error)."""
 
@@ -364,12 +370,11 @@ class Store:
     def release(self, workload_id: str, attempt: int | None = None) -> int:
         """Release the workload's active reservations (one attempt, or all). Returns how many."""
         with self.session(write=True) as s:
-            values = {"w": workload_id, "now": utcnow()}
             if attempt is None:
-                result = s.execute(_RELEASE_ALL, values)
+                result = s.execute(_RELEASE_ALL, {"w": workload_id, "now": utcnow()})
+                released = cast("CursorResult[Any]", result).rowcount
             else:
-                result = s.execute(_RELEASE_ATTEMPT, {**values, "a": attempt})
-            released = cast("CursorResult[Any]", result).rowcount
+                released = release_attempt_in(s, workload_id, attempt)
             s.commit()
             return int(released or 0)
 
