@@ -106,12 +106,13 @@ async def test_priority_change_moves_a_waiting_workload_ahead(fabric: Any) -> No
 
 async def test_eight_gpu_job_gets_its_turn_behind_a_stream_of_one_gpu_jobs(fabric: Any) -> None:
     client = await setup(fabric, pool("dc1", 8))
+    # The early jobs run long enough that all 21 have joined the queue before any of them ends, even on a
+    # cold, shared CI machine (at 6 s the first ones once ended first, so the queue never held all 21).
     for i in range(5):
-        await client.submit(job(f"early-{i}", duration=f"{6 + i * 0.5:.1f}s"))
+        await client.submit(job(f"early-{i}", duration=f"{12 + i * 0.5:.1f}s"))
     await until(lambda: running(client, "early-4"))
     await client.submit(job("big", gpus=8, duration="1s"))
-    for i in range(20):
-        await client.submit(job(f"small-{i}", duration="1s"))
+    await asyncio.gather(*(client.submit(job(f"small-{i}", duration="1s")) for i in range(20)))
     await queued(client, 21)
     big = await client.get("big").status()
     assert big.state == WorkloadState.QUEUED and big.position == 1
