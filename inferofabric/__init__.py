@@ -1,16 +1,5 @@
 """InferoFabric: one control plane, API and policy over on-prem and cloud GPU pools, on Temporal."""
 
-from inferofabric.models import (
-    DataClassification,
-    Health,
-    Location,
-    PlacementPolicy,
-    PoolSpec,
-    WorkloadSpec,
-    WorkloadState,
-    WorkloadStatus,
-)
-
 __version__ = "0.1.0"
 __all__ = [
     "DataClassification", "FabricClient", "Health", "Location", "PlacementPolicy", "PoolSpec", "SyncFabricClient",
@@ -18,8 +7,17 @@ __all__ = [
 ]
 
 
+_MODELS = ("DataClassification", "Health", "Location", "PlacementPolicy", "PoolSpec", "WorkloadSpec", "WorkloadState",
+           "WorkloadStatus")
+
+
 def __getattr__(name: str) -> object:
-    # The client pulls in the Temporal SDK; import it on first use so `import inferofabric` stays light.
+    # Imported on first use so `import inferofabric` (and with it every `fabric` command, `--help`
+    # included) stays light: the models pull in pydantic's schema building, the client the Temporal SDK.
+    if name in _MODELS:
+        from inferofabric import models
+
+        return getattr(models, name)
     if name in ("FabricClient", "WorkloadHandle"):
         from inferofabric.sdk import client
 

@@ -9,13 +9,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from inferofabric.models.messages import SEARCH_ATTRIBUTES
+from inferofabric.sdk.errors import FabricUnreachable
 from inferofabric.settings import temporal_address, temporal_namespace
 from inferofabric.telemetry import interceptors
-
-
-class FabricUnreachable(ConnectionError):
-    """No Temporal server answers at the address (shown as a one-line error by the CLI)."""
-
 
 _runtime: Runtime | None = None
 

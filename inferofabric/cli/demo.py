@@ -70,7 +70,7 @@ async def _in_queue(fabric: Any, workload_id: str, timeout: float = 15.0) -> Any
     return None
 
 
-async def run_demo(address: str | None, keep: bool) -> None:
+async def run_demo(keep: bool) -> None:
     from inferofabric.embedded import embedded_stack
 
     started = time.monotonic()

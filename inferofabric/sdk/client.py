@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
 from inferofabric.auth.client import find_token, with_token
@@ -32,9 +34,11 @@ from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import Explanation, PoolStatus, QueueEntry, QueueView, WorkloadStatus
 from inferofabric.models.workload import WorkloadSpec
 from inferofabric.sdk.errors import (
+    AlreadyExists,
     FabricError,
     FabricNotFound,
     InvalidInput,
+    NoAnswer,
     PermissionDenied,
     WorkloadExists,
     WorkloadNotFound,
@@ -44,6 +48,8 @@ from inferofabric.settings import task_queue as default_task_queue
 from inferofabric.workflows.workload_visibility import initial_search_attributes
 
 QUERY_TIMEOUT = timedelta(seconds=10)
+CONTROL_TIMEOUT = timedelta(minutes=2)
+NO_WORKER_CHECK_AFTER = timedelta(seconds=2)  # a control call not answered by then: is any worker there?
 
 
 class FabricClient:
@@ -83,12 +89,15 @@ class FabricClient:
 
     # -- control plane ------------------------------------------------------------------------------
     async def _control(self, op: str, **args: Any) -> Any:
+        """Run one control operation as a short workflow on the fabric's worker, bounded in time: when no
+        worker polls the task queue the caller hears so within seconds, not never."""
         try:
-            return await self.temporal.execute_workflow(
+            handle = await self.temporal.start_workflow(
                 "ControlWorkflow", ControlRequest(op=op, args=args), id=f"fabric-control-{op}-{uuid.uuid4().hex[:12]}",
-                task_queue=self.task_queue, execution_timeout=timedelta(minutes=2),
+                task_queue=self.task_queue, execution_timeout=CONTROL_TIMEOUT,
                 static_summary=f"fabric control: {op}",
             )
+            return await self._answer(handle, op)
         except WorkflowFailureError as error:
             kind = _root_type(error)
             message = _root_message(error)
@@ -99,6 +108,60 @@ class FabricClient:
             if kind == "PermissionDenied":
                 raise PermissionDenied(message) from None
             raise FabricError(message) from None
+
+    async def answer_or_no_worker(self, call: Any, op: str) -> Any:
+        """Await `call`; if it has no answer after a moment, ask Temporal whether any fabric worker polls
+        the task queue, and say so at once when none does (instead of waiting out a long timeout)."""
+        waiting = asyncio.ensure_future(call)
+        done, _ = await asyncio.wait({waiting}, timeout=NO_WORKER_CHECK_AFTER.total_seconds())
+        if not done and not await self.worker_polls():
+            waiting.cancel()
+            with contextlib.suppress(BaseException):
+                await waiting
+            raise NoAnswer(self.no_worker_message(op))
+        return await waiting
+
+    async def _answer(self, handle: WorkflowHandle[Any, Any], op: str) -> Any:
+        try:
+            return await self.answer_or_no_worker(handle.result(), op)
+        except NoAnswer:
+            with contextlib.suppress(Exception):
+                await handle.terminate("no fabric worker polls the task queue")
+            raise
+        except WorkflowFailureError as error:
+            if isinstance(error.cause, TemporalTimeoutError):
+                raise NoAnswer(f"the fabric did not answer {op!r} within {CONTROL_TIMEOUT.total_seconds():.0f}s "
+                               f"(task queue {self.task_queue!r}): is its worker overloaded?") from None
+            raise
+
+    async def worker_polls(self) -> bool:
+        """Whether a fabric worker polls this client's task queue now (Temporal's own poller list)."""
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+        try:
+            described = await self.temporal.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                namespace=self.temporal.namespace, task_queue=TaskQueue(name=self.task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW), timeout=timedelta(seconds=5))
+        except RPCError:
+            return True  # cannot tell: keep waiting rather than claim something untrue
+        return bool(described.pollers)
+
+    def _refused(self, error: RPCError, op: str) -> FabricError:
+        """What a refusal by the Temporal server means for a fabric user."""
+        if "no mapping defined for search attribute" in error.message:
+            return NoAnswer(f"{op}: the Temporal server at {self.temporal.service_client.config.target_host} "
+                            f"(namespace {self.temporal.namespace!r}) has never run a fabric (its search attributes "
+                            "are not registered): start `fabric up`, or `fabric worker` against it, or point "
+                            "FABRIC_TEMPORAL_ADDRESS at the running fabric")
+        return FabricError(f"{op}: the Temporal server refused it: {error.message}")
+
+    def no_worker_message(self, op: str) -> str:
+        target = self.temporal.service_client.config.target_host
+        return (f"no fabric worker polls task queue {self.task_queue!r} on {target} (namespace "
+                f"{self.temporal.namespace!r}), so nothing can answer {op!r}: start one with `fabric up` or "
+                "`fabric worker`, or point FABRIC_TEMPORAL_ADDRESS / FABRIC_TASK_QUEUE at the running fabric")
 
     async def register_pool(self, spec: PoolSpec | dict[str, Any],
                             monitor: MonitorSettings | None = None) -> PoolStatus:
@@ -208,7 +271,7 @@ class FabricClient:
         except RPCError as error:
             if error.status == RPCStatusCode.ALREADY_EXISTS:
                 raise WorkloadExists(f"a workload named {workload.name!r} already exists") from None
-            raise
+            raise self._refused(error, "submit") from None
         except Exception as error:
             if type(error).__name__ == "WorkflowAlreadyStartedError":
                 raise WorkloadExists(f"a workload named {workload.name!r} already exists") from None
@@ -233,7 +296,7 @@ class FabricClient:
             await self.temporal.get_schedule_handle(schedule_id).delete()
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
-                raise FabricError(f"no schedule named {schedule_id!r}") from None
+                raise FabricNotFound(f"no schedule named {schedule_id!r}") from None
             raise
 
     def get(self, workload_id: str) -> WorkloadHandle:
@@ -243,6 +306,8 @@ class FabricClient:
                    pool: str | None = None, location: Location | str | None = None,
                    limit: int = 200) -> list[WorkloadStatus]:
         """Workloads, newest first, from Temporal visibility (search attributes and memo)."""
+        state = _checked_filter(WorkloadState, "state", state)
+        location = _checked_filter(Location, "location", location)
         clauses = ['WorkflowType = "WorkloadWorkflow"']
         for name, value in (("FabricState", state), ("FabricTeam", team), ("FabricPool", pool),
                             ("FabricLocation", location)):
@@ -276,10 +341,18 @@ class WorkloadHandle:
 
     async def _query(self, name: str, result_type: type) -> Any:
         try:
-            return await self._handle.query(name, result_type=result_type, rpc_timeout=QUERY_TIMEOUT)
+            return await self.fabric.answer_or_no_worker(
+                self._handle.query(name, result_type=result_type, rpc_timeout=QUERY_TIMEOUT), f"{name} of {self.id}")
+        except NoAnswer:
+            raise
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
                 raise WorkloadNotFound(f"no workload named {self.id!r}") from None
+            if not await self.fabric.worker_polls():
+                raise NoAnswer(self.fabric.no_worker_message(f"{name} of {self.id}")) from None
+            if error.status == RPCStatusCode.DEADLINE_EXCEEDED:
+                raise NoAnswer(f"workload {self.id!r} did not answer {name!r} within "
+                               f"{QUERY_TIMEOUT.total_seconds():.0f}s: is the fabric's worker overloaded?") from None
             raise FabricError(f"workload {self.id!r}: {error.message}") from None
         except Exception as error:  # WorkflowQueryFailedError: bad input recorded in history, ...
             description = await self._describe()
@@ -359,10 +432,15 @@ class WorkloadHandle:
             raise FabricError(f"workload {self.id!r}: {_root_message(error)}") from None
 
     async def logs(self, tail: int = 200) -> str:
+        """The last `tail` lines of the current (or last) attempt's output."""
         status = await self.status()
         if not status.pool or not status.job_id:
             return ""
-        return str(await self.fabric._control("logs", pool=status.pool, job_id=status.job_id, tail=tail))
+        return await self.job_logs(status.pool, status.job_id, tail)
+
+    async def job_logs(self, pool: str, job_id: str, tail: int = 200) -> str:
+        """The last `tail` lines of one attempt's job (pool and job id from `status().history`)."""
+        return str(await self.fabric._control("logs", pool=pool, job_id=job_id, tail=tail))
 
 
 async def _retry_not_ready(call: Any, attempts: int = 10) -> Any:
@@ -381,6 +459,17 @@ async def _retry_not_ready(call: Any, attempts: int = 10) -> Any:
 def _raise_if_denied(error: BaseException) -> None:
     if _root_type(error) == "PermissionDenied":
         raise PermissionDenied(_root_message(error)) from None
+
+
+def _checked_filter(kind: Any, name: str, value: Any) -> Any:
+    """A filter value that names nothing would list nothing, silently: refuse it with the valid ones."""
+    if value is None or isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        valid = ", ".join(item.value for item in kind)
+        raise InvalidInput(f"unknown {name} {value!r}: one of {valid}") from None
 
 
 def _quote(value: str) -> str:
@@ -408,7 +497,7 @@ def _root_message(error: BaseException) -> str:
 
 
 async def _schedule(fabric: FabricClient, schedule_id: str, spec: WorkloadSpec, cron: str) -> None:
-    from temporalio.client import Schedule, ScheduleActionStartWorkflow, ScheduleSpec
+    from temporalio.client import Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleSpec
 
     if spec.name is None:
         spec = spec.model_copy(update={"name": schedule_id})
@@ -424,7 +513,10 @@ async def _schedule(fabric: FabricClient, schedule_id: str, spec: WorkloadSpec, 
                 spec=ScheduleSpec(cron_expressions=[cron]),
             ),
         )
+    except ScheduleAlreadyRunningError:
+        raise AlreadyExists(f"a schedule named {schedule_id!r} already exists (`fabric schedule remove "
+                            f"{schedule_id}` first, or pick another id)") from None
     except RPCError as error:
         if error.status == RPCStatusCode.ALREADY_EXISTS:
-            raise FabricError(f"a schedule named {schedule_id!r} already exists") from None
-        raise FabricError(f"schedule {schedule_id!r}: {error.message}") from None
+            raise AlreadyExists(f"a schedule named {schedule_id!r} already exists") from None
+        raise fabric._refused(error, f"schedule {schedule_id!r}") from None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +14,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-async def fabric_cli(fabric: Any, *args: str, address: str | None = None) -> tuple[int, str, str]:
-    env = {**os.environ, "FABRIC_TASK_QUEUE": fabric.task_queue, "FABRIC_HOME": str(fabric.home),
-           "FABRIC_TEMPORAL_ADDRESS": address or fabric.temporal.service_client.config.target_host,
-           "FABRIC_NAMESPACE": fabric.temporal.namespace}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "inferofabric.cli.main", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+from .util import EXAMPLES, fabric_cli
 
 
 async def test_a_session_with_the_cli(fabric: Any, tmp_path: Path) -> None:

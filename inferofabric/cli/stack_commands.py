@@ -1,0 +1,76 @@
+"""`fabric up`, `worker`, `agent` and `demo`: the long-running commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from inferofabric.cli.common import AddressOpt, HomeOpt, console, fabric_home, run
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(up)
+    app.command()(worker)
+    app.command()(agent)
+    app.command()(demo)
+
+
+def up(
+    port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pools and policy to apply.")] = Path("fabric.yaml"),
+    home: HomeOpt = None,
+) -> None:
+    """Run the embedded fabric in the foreground: Temporal dev server + Web UI, store, worker, pools and policy.
+
+    Reads ./fabric.yaml when present, else a documented default (a simulated on-prem pool and simulated
+    cloud pools in two regions). Ctrl-C stops everything; state survives restarts under FABRIC_HOME.
+
+    Example: fabric up --port 7233 --ui-port 8233
+    """
+    from inferofabric.cli.stack import serve
+
+    home_dir = fabric_home(home)
+    home_dir.mkdir(parents=True, exist_ok=True)
+    run(serve(home_dir, port, ui_port, config))
+
+
+def worker(
+    address: AddressOpt = None,
+    task_queue: Annotated[str, typer.Option(envvar="FABRIC_TASK_QUEUE")] = "fabric",
+) -> None:
+    """Run a control-plane worker alone against FABRIC_TEMPORAL_ADDRESS (store from FABRIC_DATABASE_URL)."""
+    from inferofabric.cli.stack import run_worker
+
+    run(run_worker(address, task_queue))
+
+
+def agent(
+    pool: Annotated[str, typer.Option("--pool", envvar="FABRIC_POOL", help="The pool this agent serves.")],
+    address: AddressOpt = None,
+) -> None:
+    """Run a pool agent (e.g. inside a Kubernetes cluster): polls task queue pool.<name>, dials out only.
+
+    Example: FABRIC_TOKEN=... fabric agent --pool onprem-a --address fabric.example.com:7233
+    """
+    from inferofabric.agent import run_agent
+
+    console().print(f"agent for pool [bold]{pool}[/] polling task queue pool.{pool}")
+    run(run_agent(pool, address))
+
+
+def demo(
+    keep: Annotated[bool | None, typer.Option(
+        "--keep/--no-keep", help="Keep the stack running after the story [default: on a TTY]")] = None,
+) -> None:
+    """A one-minute story: on-prem fills to the threshold, the rest bursts to the cloud, pii waits.
+
+    It starts its own embedded stack on free ports under FABRIC_HOME/demo (wiped first), so it never
+    touches a stack you run with `fabric up`.
+    """
+    from inferofabric.cli.demo import run_demo
+
+    run(run_demo(keep if keep is not None else sys.stdin.isatty()))
