@@ -283,13 +283,11 @@ class WorkloadWorkflow:
                     continue
                 await self._drain_background()
                 return final
-        except ApplicationError:
-            # A permanent failure between reserve and launch (say, a secret that cannot be opened):
-            # never leave GPUs reserved behind a workflow that is about to fail.
-            if self._status is not None and self._status.state != WorkloadState.QUEUED:
-                await self._cleanup_attempt(workload_id, attempt, best_effort=True)
-            await self._release_unreleased(workload_id)
-            raise
+        except (ActivityError, ApplicationError) as error:
+            # A step that failed for good (an activity or local activity out of retries, or refusing
+            # non-retryably): the workload ends here, cleanly, instead of failing inside Temporal with
+            # its status stuck at the last state it showed and its GPUs reserved.
+            return await self._end_failed(workload_id, attempt, error)
         except asyncio.CancelledError:
             # Cancelled from the Web UI / `temporal workflow cancel`: clean up, then report cancelled.
             self._cancel_requested = True
@@ -364,7 +362,7 @@ class WorkloadWorkflow:
                     start_to_close_timeout=LOCAL_TIMEOUT,
                     retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=10,
                                              non_retryable_error_types=NON_RETRYABLE))
-            except ActivityError as error:
+            except (ActivityError, ApplicationError) as error:  # a local activity's may come unwrapped
                 await self._cleanup_attempt(workload_id, attempt, best_effort=True, cancel_job=False)
                 self._history_end("failed")
                 return await self._finish(WorkloadState.FAILED, f"secrets could not be prepared for {pool.name}: "
@@ -509,6 +507,27 @@ class WorkloadWorkflow:
         assert self._relocate is not None
         raise _Moved(f"pool {pool} {self._relocate.reason}", self._relocate.health, recorded=True,
                      copy_stopped=self._relocate.copies_stopped_by_sender)
+
+    async def _end_failed(self, workload_id: str, attempt: int, error: BaseException) -> WorkloadStatus:
+        """The one way a workload ends on a failure it cannot get past: out of the queue (or its job
+        stopped), its GPUs released, and the reason in its status, history, explanation and search
+        attributes. A clean-up step that fails as well is recorded, not raised: the pool's reconciler
+        releases what an ended workload still holds."""
+        assert self._status is not None
+        where = f" on {self._status.pool}" if self._status.pool else ""
+        reason = f"attempt {attempt}{where} could not go on: {cause_message(error)}"
+        try:
+            if self._status.state == WorkloadState.QUEUED:
+                await self._dequeue(workload_id, attempt)
+            else:
+                await self._cleanup_attempt(workload_id, attempt, best_effort=True)
+                self._history_end("failed")
+            await self._release_unreleased(workload_id)
+            await self._drain_background()
+        except (ActivityError, ApplicationError) as cleanup:
+            self._event(f"clean-up after the failure did not finish ({cause_message(cleanup)}); the pool's "
+                        "reconciler releases what is left")
+        return await self._finish(WorkloadState.FAILED, reason)
 
     async def _cancel_attempt(self, workload_id: str, attempt: int) -> WorkloadStatus:
         await self._cleanup_attempt(workload_id, attempt, best_effort=False)

@@ -372,6 +372,8 @@ class WorkloadHandle:
 
     async def status(self) -> WorkloadStatus:
         status: WorkloadStatus = await self._query("status", WorkloadStatus)
+        if not status.state.terminal:
+            await self._closed_outside(status)
         if status.state == WorkloadState.QUEUED:
             entry = await self._queue_entry()
             if entry is not None:
@@ -380,6 +382,33 @@ class WorkloadHandle:
             else:
                 status.reason = status.message
         return status
+
+    async def _closed_outside(self, status: WorkloadStatus) -> None:
+        """A workflow ended by Temporal itself (terminated from the Web UI, timed out, failed in a way
+        the workload could not record) answers queries with its last state: report how it really
+        ended, so nothing shows `launching` for ever."""
+        try:
+            description = await self._handle.describe()
+        except RPCError:
+            return
+        closed = description.status
+        if closed is None or closed in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
+            return
+        if closed == WorkflowExecutionStatus.COMPLETED:
+            return
+        how = {WorkflowExecutionStatus.FAILED: "failed", WorkflowExecutionStatus.TIMED_OUT: "timed out",
+               WorkflowExecutionStatus.CANCELED: "was cancelled"}.get(closed, f"was {closed.name.lower()}")
+        status.state = WorkloadState.CANCELLED if closed == WorkflowExecutionStatus.CANCELED else WorkloadState.FAILED
+        reason = ""
+        if closed == WorkflowExecutionStatus.FAILED:
+            try:
+                await self._handle.result()
+            except WorkflowFailureError as failure:
+                reason = f": {_root_message(failure)}"
+            except Exception:
+                reason = ""
+        status.message = f"the workflow {how} in Temporal{reason}"
+        status.reason = None
 
     async def explain(self) -> Explanation:
         explanation: Explanation = await self._query("explain", Explanation)

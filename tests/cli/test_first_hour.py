@@ -119,3 +119,24 @@ async def test_logs_follow_prints_every_attempt_until_the_end(fabric: Any, tmp_p
     code, out, _ = await fabric_cli(fabric, "logs", "chatty", "--json")
     attempts = json.loads(out)
     assert code == 0 and [a["attempt"] for a in attempts] == [1] and attempts[0]["pool"] == "logs-dc"
+
+
+async def test_a_workload_naming_a_missing_secret_ends_and_holds_nothing(fabric: Any, tmp_path: Path) -> None:
+    """Once the first-hour wedge: `launching` for ever, --wait never returning, 4 GPUs reserved, the
+    pool impossible to remove."""
+    pools = tmp_path / "pool.yaml"
+    pools.write_text("name: wedge-dc\nlocation: on-prem\nbackend: simulated\nregion: dc1\ngpus: {A100: 4}\n")
+    assert (await fabric_cli(fabric, "pool", "add", "-f", str(pools)))[0] == 0
+    job = tmp_path / "job.yaml"
+    job.write_text("name: wedged\nteam: vision\nimage: busybox\nresources: {gpu: {type: A100, count: 4}}\n"
+                   "env: {PW: {secret: no-such-secret}}\n")
+    code, _, err = await fabric_cli(fabric, "submit", "-f", str(job), "--wait", timeout=60)
+    assert code == 1 and "no secret named 'no-such-secret'" in err, err
+    code, out, _ = await fabric_cli(fabric, "status", "wedged", "--json")
+    status = json.loads(out)
+    assert status["state"] == "failed" and "no secret named 'no-such-secret'" in status["message"]
+    assert not fabric.store.active_reservations()
+    code, out, _ = await fabric_cli(fabric, "pool", "list", "--json")
+    assert {p["name"]: p["used"] for p in json.loads(out)}["wedge-dc"] in ({}, {"A100": 0})
+    code, out, err = await fabric_cli(fabric, "pool", "remove", "wedge-dc")
+    assert code == 0 and "removed pool wedge-dc" in out, err

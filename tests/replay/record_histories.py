@@ -93,6 +93,11 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
         final = await pii.result()
         assert final.state == WorkloadState.SUCCEEDED and final.pool == "onprem" and final.attempts == 2
 
+        # A step that fails for good: a secret nobody stored. The workload ends failed, cleanly.
+        broken = await fabric.submit(job("replay-step-failed", duration="2s", env={"PW": {"secret": "missing"}}))
+        final = await broken.result()
+        assert final.state == WorkloadState.FAILED and "no secret named 'missing'" in final.message
+
         # Cancelled while running.
         cancelled = await fabric.submit(job("replay-cancelled", duration="600s"))
         await wait_status(cancelled, running_on("onprem"), 30, "running")
@@ -143,7 +148,7 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
         await asyncio.sleep(1)
 
         for name in ("succeeded", "failed-over", "pii-waits", "cancelled", "queued-then-placed", "drained",
-                     "preempted", "preemptor", "reclaimed"):
+                     "preempted", "preemptor", "reclaimed", "step-failed"):
             await save(client, f"workload-{name}", f"replay-{name}")
         loop = [w async for w in client.list_workflows(f"WorkflowId = '{admission_id(queue)}'")]
         for index, run in enumerate(sorted(loop, key=lambda r: r.start_time)[:3], start=1):

@@ -51,7 +51,8 @@ def test_every_workflow_type_and_scenario_is_recorded() -> None:
     names = {p.stem for p in FILES}
     assert {"workload-succeeded", "workload-failed-over", "workload-cancelled",
             "workload-queued-then-placed", "workload-drained", "workload-pii-waits",
-            "workload-preempted", "workload-preemptor", "workload-reclaimed", "watcher-onprem"} <= names
+            "workload-preempted", "workload-preemptor", "workload-reclaimed", "workload-step-failed",
+            "watcher-onprem"} <= names
     assert {"control-register-pool", "control-drain", "control-simulate"} <= names
     assert Counter(workflow_type(p) for p in FILES).keys() == {
         "WorkloadWorkflow", "ControlWorkflow", "PoolMonitorWorkflow", "AdmissionWorkflow", "PoolWatcherWorkflow"}
