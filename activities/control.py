@@ -64,7 +64,16 @@ class ControlActivities:
 
     @activity.defn(name="control_set_policy")
     @typed_errors
-    async def set_policy(self, policy: PlacementPolicy) -> int:
+    async def set_policy(self, policy: PlacementPolicy, force: bool | None = None) -> int:
+        if not force:
+            from inferofabric.policies.feasibility import known_pools, target_problems
+
+            pools = await in_store(self.store.pool_statuses)
+            # With no pool registered yet only what is surely a typo of a location is refused.
+            problems = target_problems(policy, known_pools(pools) if pools else None)
+            if problems:
+                raise ValueError("; ".join(problems) + " (nothing changed; `fabric policy set --force` sets it "
+                                 "anyway, e.g. before its pools are registered)")
         version = await in_store(self.store.set_policy, policy)
         await _wake(f"policy version {version}")
         return version

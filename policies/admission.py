@@ -34,6 +34,7 @@ from inferofabric.models.workload import WorkloadSpec
 from inferofabric.policies.engine import IN_SERVICE as IN_SERVICE_HEALTH
 from inferofabric.policies.engine import CompiledPolicy, PlacementRequest
 from inferofabric.policies.fairshare import FairShares
+from inferofabric.policies.feasibility import known_pools, workload_problems
 from inferofabric.policies.quota import QuotaBook
 
 NEVER, LOWER_PRIORITY, RECLAIM_BORROWED = "never", "lower_priority", "reclaim_borrowed"
@@ -163,6 +164,7 @@ class _Capacity:
 
     def __init__(self, pools: Sequence[PoolView]) -> None:
         self.views = {p.name: p.model_copy(update={"used": dict(p.used)}) for p in pools}
+        self.known = known_pools(pools)  # every registered pool, whatever its health: what could ever fit
         self.order = [p.name for p in pools]
         # The views without claims, in order: `take` updates them in place, so the list stays valid.
         self.base = [self.views[name] for name in self.order]
@@ -335,6 +337,12 @@ class _Planner:
             # A necessary condition, checked before the policy engine: some pool has the GPUs free.
             best = self.capacity.most_free(views, entry.spec.gpu_types)
             if best[0] < entry.gpus:
+                never = workload_problems(entry.spec.gpu_types, entry.gpus, self.capacity.known)
+                if never:  # no registered pool could ever hold it: no claim, no preemption, say so
+                    reason = f"needs {_need(entry.spec)}; it cannot run on any registered pool: {'; '.join(never)}"
+                    self.misfits[key] = reason
+                    self.plan.skipped += 1
+                    return False, reason
                 reason = self._no_room_reason(entry, best[0], best[1], best[2])
                 if best[0] > 0 or entry.preemption != NEVER:  # keep free GPUs from later work; preempt
                     claimed = self._claim_eligible(entry, views)

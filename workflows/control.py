@@ -40,7 +40,7 @@ OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "remove_pool": ("control_remove_pool", ("name",)),
     "list_pools": ("control_list_pools", ()),
     "pool_spec": ("control_pool_spec", ("name",)),
-    "set_policy": ("control_set_policy", ("policy",)),
+    "set_policy": ("control_set_policy", ("policy", "force")),
     "get_policy": ("control_get_policy", ()),
     "cordon": ("control_cordon", ("name", "cordoned")),
     "simulate": ("control_simulate", ("name", "action")),

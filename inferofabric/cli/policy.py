@@ -29,11 +29,25 @@ def load_policy(file: Path) -> PlacementPolicy:
 
 
 @policy_app.command("check")
-def policy_check(file: FileOpt, json_out: JsonOpt = False) -> None:
-    """Validate a policy file offline (expressions compiled); exit 2 with the reason when it is wrong."""
+def policy_check(
+    file: FileOpt,
+    pools: Annotated[Path | None, typer.Option(
+        "--pools", help="Pool YAML: also check that every target and region names one of these pools.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate a policy file offline (expressions compiled, targets that look like a mistyped location);
+    exit 2 with the reason when it is wrong. `fabric policy set` checks targets against the registered pools.
+    """
     from inferofabric.cli import render
+    from inferofabric.config_file import FileError, load_documents, parse
+    from inferofabric.models.pool import PoolSpec
+    from inferofabric.policies.feasibility import known_pools, target_problems
 
     policy = load_policy(file)
+    specs = [parse(PoolSpec, d, str(pools)) for d in load_documents(pools)] if pools is not None else None
+    problems = target_problems(policy, known_pools(specs) if specs is not None else None)
+    if problems:
+        raise FileError(f"{file}: " + "; ".join(problems))
     if json_out:
         render.print_json({"valid": True, "policy": policy.model_dump(mode="json", exclude_none=True)})
     else:
@@ -42,12 +56,22 @@ def policy_check(file: FileOpt, json_out: JsonOpt = False) -> None:
 
 
 @policy_app.command("set")
-def policy_set(file: FileOpt, address: AddressOpt = None, json_out: JsonOpt = False) -> None:
-    """Make the policy in the file the active one (a new version; it stands across restarts)."""
+def policy_set(
+    file: FileOpt,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Set it even if a target or region names no registered pool (pools to come).")] = False,
+    address: AddressOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make the policy in the file the active one (a new version; it stands across restarts).
+
+    Refused (exit 2, nothing changed) when a placement target or region names no location, registered
+    pool or region, unless --force.
+    """
     from inferofabric.cli import render
 
     policy = load_policy(file)
-    version = with_client(address, lambda c: c.set_policy(policy))
+    version = with_client(address, lambda c: c.set_policy(policy, force=force))
     if json_out:
         render.print_json({"version": version})
     else:

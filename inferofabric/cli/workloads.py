@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from inferofabric.cli.common import AddressOpt, FileOpt, JsonOpt, console, print_warning, with_client
+from inferofabric.cli.common import AddressOpt, FileOpt, JsonOpt, console, fail, print_warning, with_client
 
 
 def register(app: typer.Typer) -> None:
@@ -22,30 +22,45 @@ def submit(
     wait: Annotated[bool, typer.Option(
         "--wait", help="Follow until the workload ends, showing each state change; exit 1 unless it succeeded.")]
     = False,
+    if_impossible: Annotated[str, typer.Option(
+        "--if-impossible", help="Work no registered pool could ever run (unknown GPU type, more GPUs than "
+                                "the largest pool): 'reject' it, or 'warn' and queue it anyway.")] = "reject",
     address: AddressOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Submit the workload(s) in a YAML file; placement follows the active policy.
 
-    Every document is checked before anything is submitted; if a submission is refused part way, the
-    error names the documents that were submitted before it.
+    Every document is checked before anything is submitted (its fields, and whether any registered
+    pool could ever run it); if a submission is refused part way, the error names the documents that
+    were submitted before it.
 
     Example: fabric submit -f examples/workload.yaml --wait
     """
     from inferofabric.cli import render
     from inferofabric.config_file import load_documents, parse
     from inferofabric.models.workload import WorkloadSpec
-    from inferofabric.sdk.errors import FabricError, NoAnswer
+    from inferofabric.sdk.errors import FabricError, InvalidInput, NoAnswer
 
     documents = load_documents(file)
     specs = [parse(WorkloadSpec, d, f"{file}" + (f" (document {i + 1})" if len(documents) > 1 else ""))
              for i, d in enumerate(documents)]
 
+    if if_impossible not in ("reject", "warn"):
+        fail(f"--if-impossible {if_impossible!r}: one of reject, warn", 2)
+
     async def go(client: Any) -> list[Any]:
+        if if_impossible == "reject":
+            for spec in specs:
+                problems = await client.problems_of(spec)
+                if problems:
+                    raise InvalidInput(f"{spec.name or 'the workload'}: {'; '.join(problems)} (nothing submitted; "
+                                       "--if-impossible warn queues it anyway, to wait for a pool that fits)")
         handles = []
         for spec in specs:
             try:
-                handles.append(await client.submit(spec))
+                handles.append(await client.submit(spec, if_impossible=if_impossible))
+                for problem in handles[-1].warnings:
+                    print_warning(f"{handles[-1].id}: {problem}; it waits until a pool that fits is registered")
             except FabricError as error:
                 if handles:
                     done = ", ".join(h.id for h in handles)

@@ -49,6 +49,7 @@ from inferofabric.workflows.workload_visibility import initial_search_attributes
 
 QUERY_TIMEOUT = timedelta(seconds=10)
 CONTROL_TIMEOUT = timedelta(minutes=2)
+POOLS_SEEN_FOR = 5.0  # seconds a submit's feasibility check reuses the registered pools it saw
 NO_WORKER_CHECK_AFTER = timedelta(seconds=2)  # a control call not answered by then: is any worker there?
 
 
@@ -66,6 +67,8 @@ class FabricClient:
         self.temporal = with_token(client, self._current_token)
         self.task_queue = task_queue or default_task_queue()
         self.store_url = store_url
+        self._pools_seen: tuple[float, list[PoolStatus]] | None = None  # for the door's checks
+        self._pools_loading: asyncio.Future[list[PoolStatus]] | None = None
 
     def _current_token(self) -> str | None:
         if self._token is None:
@@ -190,13 +193,15 @@ class FabricClient:
         """Change the priority class of a waiting workload."""
         return await self.get(workload_id).set_priority(priority_class)
 
-    async def set_policy(self, policy: PlacementPolicy | dict[str, Any] | str) -> int:
-        """Set the active policy (a model, a dict or YAML text); returns its version."""
+    async def set_policy(self, policy: PlacementPolicy | dict[str, Any] | str, *, force: bool = False) -> int:
+        """Set the active policy (a model, a dict or YAML text); returns its version. A placement target
+        or region that names no location, registered pool or region is refused unless `force`."""
         if isinstance(policy, str):
             policy = PlacementPolicy.from_yaml(policy)
         elif isinstance(policy, dict):
             policy = PlacementPolicy.model_validate(policy)
-        return int(await self._control("set_policy", policy=policy.model_dump(mode="json", exclude_none=True)))
+        return int(await self._control("set_policy", policy=policy.model_dump(mode="json", exclude_none=True),
+                                       force=force))
 
     async def policy(self) -> dict[str, Any]:
         """{"version": int | None, "default": bool, "policy": {...}}"""
@@ -251,11 +256,22 @@ class FabricClient:
         return list(await self._control("list_secrets"))
 
     # -- workloads ----------------------------------------------------------------------------------
-    async def submit(self, spec: WorkloadSpec | dict[str, Any], *, max_attempts: int = 5) -> WorkloadHandle:
+    async def submit(self, spec: WorkloadSpec | dict[str, Any], *, max_attempts: int = 5,
+                     if_impossible: str = "reject") -> WorkloadHandle:
+        """Start the workload. Before it is started it is checked against the registered pools: work no
+        pool could ever run (a GPU type nobody has, a type in the wrong case, more GPUs than the largest
+        pool) is refused with the reason (`if_impossible="reject"`), or started anyway with the reason
+        in `handle.warnings` (`"warn"`: it waits until a pool that fits is registered)."""
+        if if_impossible not in ("reject", "warn"):
+            raise InvalidInput(f"if_impossible must be 'reject' or 'warn', not {if_impossible!r}")
         workload = spec if isinstance(spec, WorkloadSpec) else WorkloadSpec.model_validate(spec)
         if workload.name is None:
             workload = workload.model_copy(update={"name": f"{workload.team}-{uuid.uuid4().hex[:10]}"})
         assert workload.name is not None
+        problems = await self.problems_of(workload)
+        if problems and if_impossible == "reject":
+            raise InvalidInput(f"{workload.name}: {'; '.join(problems)} (submit with --if-impossible warn to "
+                               "queue it anyway: it waits until a pool that fits is registered)")
         request = WorkloadRequest(spec=workload, max_attempts=max_attempts)
         gpus = f"{workload.gpu_count} x {'/'.join(workload.gpu_types)}" if workload.gpu_count else "no GPU"
         try:
@@ -276,7 +292,38 @@ class FabricClient:
             if type(error).__name__ == "WorkflowAlreadyStartedError":
                 raise WorkloadExists(f"a workload named {workload.name!r} already exists") from None
             raise
-        return WorkloadHandle(self, workload.name)
+        handle = WorkloadHandle(self, workload.name)
+        handle.warnings = problems
+        return handle
+
+    async def problems_of(self, workload: WorkloadSpec) -> list[str]:
+        """Why no registered pool could ever run the workload (empty: some pool could)."""
+        from inferofabric.policies.feasibility import known_pools, workload_problems
+
+        def check(pools: list[PoolStatus]) -> list[str]:
+            return workload_problems(workload.gpu_types, workload.total_gpus, known_pools(pools))
+
+        if not workload.total_gpus:
+            return []
+        try:
+            problems = check(await self._registered_pools(fresh=False))
+        except NoAnswer:
+            return []  # nothing answers for the pools now: the workload's own wait will say why
+        # A pool registered since the last look (by anyone) must not be missed: look again first.
+        return check(await self._registered_pools(fresh=True)) if problems else []
+
+    async def _registered_pools(self, fresh: bool) -> list[PoolStatus]:
+        """The registered pools, looked up at most every few seconds by concurrent submits (one lookup
+        shared by all of them), or now when `fresh`."""
+        loop = asyncio.get_running_loop()
+        if not fresh and self._pools_seen is not None and loop.time() - self._pools_seen[0] < POOLS_SEEN_FOR:
+            return self._pools_seen[1]
+        if self._pools_loading is None or self._pools_loading.done():
+            self._pools_loading = asyncio.ensure_future(self.pools())
+        loading = self._pools_loading
+        pools = await asyncio.shield(loading)
+        self._pools_seen = (loop.time(), pools)
+        return pools
 
     async def schedule(self, schedule_id: str, spec: WorkloadSpec | dict[str, Any], cron: str) -> None:
         """Run a workload on a Temporal Schedule (a training pipeline every night, say); each run is a
@@ -336,6 +383,7 @@ class WorkloadHandle:
     def __init__(self, fabric: FabricClient, workload_id: str) -> None:
         self.fabric = fabric
         self.id = workload_id
+        self.warnings: list[str] = []  # set by submit(if_impossible="warn"): why it may never run
         self._handle: WorkflowHandle[Any, WorkloadStatus] = fabric.temporal.get_workflow_handle(
             workload_id, result_type=WorkloadStatus)
 

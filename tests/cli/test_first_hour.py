@@ -3,6 +3,7 @@ and an answer within seconds; nothing hangs, nothing is half done without saying
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -140,3 +141,63 @@ async def test_a_workload_naming_a_missing_secret_ends_and_holds_nothing(fabric:
     assert {p["name"]: p["used"] for p in json.loads(out)}["wedge-dc"] in ({}, {"A100": 0})
     code, out, err = await fabric_cli(fabric, "pool", "remove", "wedge-dc")
     assert code == 0 and "removed pool wedge-dc" in out, err
+
+
+async def test_impossible_work_is_refused_or_queued_with_a_warning(fabric: Any, tmp_path: Path) -> None:
+    pools = tmp_path / "pool.yaml"
+    pools.write_text("name: door-dc\nlocation: on-prem\nbackend: simulated\nregion: dc1\ngpus: {A100: 8}\n")
+    assert (await fabric_cli(fabric, "pool", "add", "-f", str(pools)))[0] == 0
+    cases = {"a100": (1, "GPU type 'a100' is not known: did you mean 'A100'?"),
+             "T4": (1, "no registered pool has GPU type 'T4' (known: A100)"),
+             "A100": (9, "needs 9 x A100 on one pool, but the largest pool with it has 8 (door-dc)")}
+    for gpu_type, (count, message) in cases.items():
+        job = tmp_path / "job.yaml"
+        job.write_text(f"name: door-{gpu_type.lower()}-{count}\nteam: vision\nimage: busybox\n"
+                       f"resources: {{gpu: {{type: {gpu_type}, count: {count}}}}}\n")
+        code, _, err = await fabric_cli(fabric, "submit", "-f", str(job))
+        assert code == 2 and message in err and "nothing submitted" in err and one_line(err), err
+        code, _, _ = await fabric_cli(fabric, "status", f"door-{gpu_type.lower()}-{count}")
+        assert code == 3
+
+    job = tmp_path / "job.yaml"
+    job.write_text("name: door-later\nteam: vision\nimage: busybox\nresources: {gpu: {type: T4, count: 1}}\n")
+    code, _, err = await fabric_cli(fabric, "submit", "-f", str(job), "--if-impossible", "warn")
+    assert code == 0 and err.startswith("warning: door-later: no registered pool has GPU type 'T4'"), err
+
+    async def says_never() -> str | None:
+        code, out, _ = await fabric_cli(fabric, "status", "door-later", "--json")
+        reason = json.loads(out).get("reason") or "" if code == 0 else ""
+        return reason if "cannot run on any registered pool" in reason else None
+
+    reason = await _eventually(says_never)
+    assert "no registered pool has GPU type 'T4'" in reason  # and it keeps saying so while it waits
+    code, out, _ = await fabric_cli(fabric, "queue", "--json")
+    assert any("cannot run on any registered pool" in e["reason"] for e in json.loads(out) if e["id"] == "door-later")
+    await fabric.client.get("door-later").cancel()
+
+
+async def test_policy_targets_that_name_nothing(fabric: Any, tmp_path: Path) -> None:
+    pools = tmp_path / "pool.yaml"
+    pools.write_text("name: tgt-dc\nlocation: on-prem\nbackend: simulated\nregion: dc1\ngpus: {A100: 8}\n")
+    assert (await fabric_cli(fabric, "pool", "add", "-f", str(pools)))[0] == 0
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("placement:\n  default: onprem\n  burst: {when: 'on_prem_utilization > 0.85', target: clouds}\n")
+    code, _, err = await fabric_cli(fabric, "policy", "check", "-f", str(policy))
+    assert code == 2 and "target 'onprem' is not a location (on-prem, cloud): did you mean 'on-prem'?" in err, err
+    code, _, err = await fabric_cli(fabric, "policy", "set", "-f", str(policy))
+    assert code == 2 and "target 'clouds' names no location (on-prem, cloud) and no registered pool" in err, err
+    assert "nothing changed" in err and one_line(err)
+    code, out, _ = await fabric_cli(fabric, "policy", "show", "--json")
+    assert json.loads(out)["default"] is True  # still the built-in default
+    code, _, err = await fabric_cli(fabric, "policy", "set", "-f", str(policy), "--force")
+    assert code == 0, err
+
+
+async def _eventually(check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.3)
