@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 __all__ = [
     "DataClassification", "FabricClient", "Health", "Location", "PlacementPolicy", "PoolSpec", "SyncFabricClient",
-    "WorkloadHandle", "WorkloadSpec", "WorkloadState", "WorkloadStatus", "__version__",
+    "WorkloadHandle", "WorkloadSpec", "WorkloadState", "WorkloadStatus", "__version__", "run",
 ]
 
 
@@ -22,6 +22,10 @@ def __getattr__(name: str) -> object:
         from inferofabric.sdk import client
 
         return getattr(client, name)
+    if name == "run":
+        from inferofabric.sdk.script import run
+
+        return run
     if name == "SyncFabricClient":
         from inferofabric.sdk.sync import SyncFabricClient
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -16,6 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio.client import Client
@@ -24,8 +27,10 @@ from inferofabric.config_file import FabricConfig, default_fabric_config, load_f
 from inferofabric.connection import FabricUnreachable, connect, ensure_search_attributes
 from inferofabric.models.messages import SEARCH_ATTRIBUTES
 from inferofabric.sdk.client import FabricClient
-from inferofabric.settings import STACK_FILE, database_url
-from inferofabric.store.db import get_store
+from inferofabric.settings import STACK_FILE, database_url, task_queue
+from inferofabric.stack_guard import ensure_port_free, ensure_queue_is_ours, hold_home
+from inferofabric.store.db import Store, get_store
+from inferofabric.store.meta import APPLIED_CONFIG, get_meta, instance_id, set_meta
 from inferofabric.worker.main import build_worker
 
 PR_SET_PDEATHSIG = 1
@@ -55,6 +60,7 @@ class Stack:
     ui_url: str
     home: Path
     config: FabricConfig
+    config_source: str = "built-in default"
 
 
 def _stop_stale_server(pid_file: Path) -> None:
@@ -77,7 +83,6 @@ def _stop_stale_server(pid_file: Path) -> None:
 
 def start_dev_server(home: Path, port: int, ui_port: int, log: Callable[[str], None]) -> subprocess.Popen[bytes]:
     pid_file = home / "temporal.pid"
-    _stop_stale_server(pid_file)
     args = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
             "--ui-port", str(ui_port), "--db-filename", str(home / "temporal.db"), "--log-level", "error",
             "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
@@ -119,17 +124,24 @@ async def apply_config(fabric: FabricClient, config: FabricConfig) -> None:
             await fabric.set_policy(config.policy)
 
 
-def read_config(config_path: Path | None) -> FabricConfig:
-    if config_path is not None and config_path.exists():
-        return load_fabric_config(config_path)
-    return default_fabric_config()
+def read_config(config_path: Path | None, look_here: bool = True) -> tuple[FabricConfig, str]:
+    """The configuration and where it came from. A path given explicitly must exist (no silent
+    fall-back to the default); without one, ./fabric.yaml when present, else the built-in default."""
+    from inferofabric.config_file import FileError
+
+    if config_path is not None:
+        if not config_path.exists():
+            raise FileError(f"{config_path}: no such file (leave out --config to use ./fabric.yaml or the default)")
+        return load_fabric_config(config_path), str(config_path)
+    local = Path("fabric.yaml")
+    if look_here and local.exists():
+        return load_fabric_config(local), str(local)
+    return default_fabric_config(), "built-in default"
 
 
 def _write_stack_file(home: Path, address: str, store_url: str) -> None:
     """Tell CLI calls on this host where to read (settings.read_store_url): no workflow per read."""
-    import json
-
-    from inferofabric.settings import task_queue, temporal_namespace
+    from inferofabric.settings import temporal_namespace
 
     (home / STACK_FILE).write_text(json.dumps({"address": address, "namespace": temporal_namespace(),
                                                "task_queue": task_queue(), "store_url": store_url}))
@@ -137,31 +149,73 @@ def _write_stack_file(home: Path, address: str, store_url: str) -> None:
 
 @contextlib.asynccontextmanager
 async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, config_path: Path | None = None,
-                         log: Callable[[str], None] = print) -> AsyncIterator[Stack]:
-    """Start everything, apply the configuration, yield; stop everything on exit."""
-    config = read_config(config_path)
-    os.environ["FABRIC_HOME"] = str(home)
+                         log: Callable[[str], None] = print, reapply: bool = False,
+                         look_here: bool = True) -> AsyncIterator[Stack]:
+    """Start everything, apply the configuration (first start, or `reapply`), yield; stop everything
+    on exit. Refuses (StackConflict) to start beside a stack it would break."""
+    config, source = read_config(config_path, look_here)
     address = f"127.0.0.1:{port}"
-    log(f"starting Temporal dev server on {address} (Web UI http://127.0.0.1:{ui_port}, data {home})")
-    process = start_dev_server(home, port, ui_port, log)
-    try:
-        client = await wait_for_server(address, process)
-        await ensure_search_attributes(client)
-        store_url = database_url()
-        await asyncio.to_thread(get_store, store_url)
-        worker = build_worker(client, home=home, store_url=store_url)
-        async with worker:
-            fabric = FabricClient(client, store_url=store_url)
-            await apply_config(fabric, config)
-            _write_stack_file(home, address, store_url)
-            yield Stack(client=client, fabric=fabric, address=address, ui_url=f"http://127.0.0.1:{ui_port}",
-                        home=home, config=config)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        (home / "temporal.pid").unlink(missing_ok=True)
-        (home / STACK_FILE).unlink(missing_ok=True)
+    with hold_home(home, address=address, ui_port=ui_port):
+        os.environ["FABRIC_HOME"] = str(home)
+        _stop_stale_server(home / "temporal.pid")  # we hold FABRIC_HOME: a server left there is stale
+        ensure_port_free(port, "--port")
+        ensure_port_free(ui_port, "--ui-port")
+        log(f"starting Temporal dev server on {address} (Web UI http://127.0.0.1:{ui_port}, data {home})")
+        process = start_dev_server(home, port, ui_port, log)
+        try:
+            client = await wait_for_server(address, process)
+            await ensure_search_attributes(client)
+            store_url = database_url()
+            store = await asyncio.to_thread(get_store, store_url)
+            await ensure_queue_is_ours(client, task_queue(), await asyncio.to_thread(instance_id, store))
+            worker = build_worker(client, home=home, store_url=store_url)
+            async with worker:
+                fabric = FabricClient(client, store_url=store_url)
+                await configure(fabric, store, config, source, reapply, log)
+                _write_stack_file(home, address, store_url)
+                yield Stack(client=client, fabric=fabric, address=address, ui_url=f"http://127.0.0.1:{ui_port}",
+                            home=home, config=config, config_source=source)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            (home / "temporal.pid").unlink(missing_ok=True)
+            (home / STACK_FILE).unlink(missing_ok=True)
+
+
+async def configure(fabric: FabricClient, store: Store, config: FabricConfig, source: str, reapply: bool,
+                    log: Callable[[str], None]) -> None:
+    """The store holds what the user set: the configuration is applied on the first start (an empty
+    store) or when asked (`--apply-config`); any other start keeps the store's pools and policy and
+    says so, noting when the file has changed since it was applied."""
+    digest = config_digest(config)
+    applied = await asyncio.to_thread(get_meta, store, APPLIED_CONFIG)
+    pools = await fabric.pools()
+    policy = await fabric.policy()
+    configured_before = bool(pools) or not policy["default"]
+    if reapply or (applied is None and not configured_before):
+        await apply_config(fabric, config)
+        await asyncio.to_thread(set_meta, store, APPLIED_CONFIG,
+                                {"source": source, "digest": digest, "at": datetime.now(UTC).isoformat()})
+        if configured_before:
+            log(f"applied {source} again (--apply-config): pools {', '.join(p.name for p in config.pools) or '-'}"
+                + (", and its policy" if config.policy is not None else ""))
+        return
+    if applied is None:  # a store configured before its configuration was recorded: it stands
+        applied = {"source": "an earlier start", "digest": None, "at": None}
+        await asyncio.to_thread(set_meta, store, APPLIED_CONFIG, applied)
+    version = "the built-in default policy" if policy["default"] else f"policy version {policy['version']}"
+    log(f"kept what the store holds: {version}, pools {', '.join(p.name for p in pools) or '-'} "
+        f"(configuration first applied from {applied['source']}"
+        + (f" at {applied['at'][:19].replace('T', ' ')} UTC)" if applied.get("at") else ")"))
+    if applied.get("digest") not in (None, digest):
+        log(f"note: {source} differs from what was applied then; `fabric up --apply-config` applies it "
+            "(registers its pools, sets its policy), or change things with `fabric pool add` / `fabric policy set`")
+
+
+def config_digest(config: FabricConfig) -> str:
+    text = json.dumps(config.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -67,7 +67,6 @@ def target_problems(policy: PlacementPolicy, pools: Iterable[KnownPool] | None) 
     known = list(pools) if pools is not None else None
     locations = [loc.value for loc in Location]
     names = {p.name for p in known} if known is not None else set()
-    regions = {p.region for p in known} if known is not None else set()
     placement = policy.placement
     rules: list[tuple[str, list[str], list[str]]] = [("default", placement.default, [])]
     rules += [(label, rule.target, rule.regions) for label, rule in (("burst", placement.burst),
@@ -85,12 +84,15 @@ def target_problems(policy: PlacementPolicy, pools: Iterable[KnownPool] | None) 
             else:
                 problems.append(f"placement.{label}: target {target!r} names no location (on-prem, cloud) and no "
                                 f"registered pool{hint}")
-        if known is not None:
+        # A region listed ahead of its pools is fine while another listed region has one; when none
+        # of the target's registered pools is in any of them, the rule can never place anything. A
+        # target with no registered pool yet (no cloud pool so far) is not judged.
+        in_target = {p.region for p in known or [] if p.location in targets or p.name in targets}
+        if known is not None and wanted_regions and in_target and not set(wanted_regions) & in_target:
             for region in wanted_regions:
-                if region not in regions:
-                    close = difflib.get_close_matches(region, sorted(regions), n=1, cutoff=0.6)
-                    hint = f": did you mean {close[0]!r}?" if close else ""
-                    problems.append(f"placement.{label}: region {region!r} is no registered pool's region{hint}")
+                close = difflib.get_close_matches(region, sorted(in_target), n=1, cutoff=0.6)
+                hint = f": did you mean {close[0]!r}?" if close else ""
+                problems.append(f"placement.{label}: region {region!r} is no registered pool's region{hint}")
     return problems
 
 

@@ -32,7 +32,9 @@ from inferofabric.auth.client import find_token, with_token
 from inferofabric.auth.gate import AuthGate
 from inferofabric.auth.tokens import SYSTEM, create_token, ensure_admin_token, signing_key
 from inferofabric.settings import fabric_home, task_queue, workflow_cache_size
+from inferofabric.stack_guard import worker_identity
 from inferofabric.store.db import get_store
+from inferofabric.store.meta import instance_id
 from inferofabric.workflows.admission import AdmissionWorkflow
 from inferofabric.workflows.control import ControlWorkflow
 from inferofabric.workflows.monitor import PoolMonitorWorkflow
@@ -117,7 +119,9 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     key = signing_key(home)
     ensure_admin_token(home, time.time())  # the local operator's first token (`fabric up`, tests)
     client = with_token(client, SystemToken(key))
-    sink = AuditSink(get_store(store_url))
+    store = get_store(store_url)
+    sink = AuditSink(store)
+    identity = worker_identity(instance_id(store))  # names its store: see stack_guard
     placement = PlacementActivities(store_url)
     control = ControlActivities(home, store_url)
     admission = AdmissionActivities(store_url)
@@ -129,10 +133,10 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
         client, task_queue=queue, workflows=WORKFLOWS, activities=activities,
         workflow_runner=workflow_runner(), interceptors=[AuthGate(key, sink)],
         max_concurrent_activities=max_concurrent_activities, max_concurrent_local_activities=200,
-        max_cached_workflows=workflow_cache_size(),
+        max_cached_workflows=workflow_cache_size(), identity=identity,
     )
     monitors = Worker(client, task_queue=f"{queue}.monitor", activities=monitor_activities(home, store_url, True),
-                      max_concurrent_activities=MONITOR_SLOTS)
+                      max_concurrent_activities=MONITOR_SLOTS, identity=identity)
     fabric_worker = FabricWorker([main, monitors])
     fabric_worker.on_close.append(sink.close)
     return fabric_worker

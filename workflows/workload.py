@@ -516,17 +516,17 @@ class WorkloadWorkflow:
         assert self._status is not None
         where = f" on {self._status.pool}" if self._status.pool else ""
         reason = f"attempt {attempt}{where} could not go on: {cause_message(error)}"
-        try:
-            if self._status.state == WorkloadState.QUEUED:
-                await self._dequeue(workload_id, attempt)
-            else:
-                await self._cleanup_attempt(workload_id, attempt, best_effort=True)
-                self._history_end("failed")
-            await self._release_unreleased(workload_id)
-            await self._drain_background()
-        except (ActivityError, ApplicationError) as cleanup:
-            self._event(f"clean-up after the failure did not finish ({cause_message(cleanup)}); the pool's "
-                        "reconciler releases what is left")
+        if self._status.state != WorkloadState.QUEUED:
+            self._history_end("failed")
+        steps = [lambda: self._dequeue(workload_id, attempt)] if self._status.state == WorkloadState.QUEUED else [
+            lambda: self._cleanup_attempt(workload_id, attempt, best_effort=True)]
+        steps += [lambda: self._release_unreleased(workload_id), self._drain_background]
+        for step in steps:  # each on its own: one that fails does not skip the others
+            try:
+                await step()
+            except (ActivityError, ApplicationError) as cleanup:
+                self._event(f"clean-up after the failure did not finish ({cause_message(cleanup)}); the pool's "
+                            "reconciler releases what is left")
         return await self._finish(WorkloadState.FAILED, reason)
 
     async def _cancel_attempt(self, workload_id: str, attempt: int) -> WorkloadStatus:

@@ -79,7 +79,8 @@ async def run_demo(keep: bool) -> None:
     home.mkdir(parents=True)
     port, ui_port = _free_port(7233), _free_port(8233)
     console.rule("[bold]InferoFabric demo[/]")
-    async with embedded_stack(home, port, ui_port, None, log=lambda m: console.print(f"[dim]{m}[/]")) as stack:
+    async with embedded_stack(home, port, ui_port, None, log=lambda m: console.print(f"[dim]{m}[/]"),
+                              look_here=False) as stack:
         fabric = stack.fabric
         console.print(render.pools_table(await fabric.pools()))
         policy = (await fabric.policy())["policy"]

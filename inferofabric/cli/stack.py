@@ -17,17 +17,18 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def serve(home: Path, port: int, ui_port: int, config: Path) -> None:
+async def serve(home: Path, port: int, ui_port: int, config: Path | None, reapply: bool) -> None:
     from inferofabric.embedded import embedded_stack
 
     stop = _stop_on_signals()
-    source = str(config) if config.exists() else "built-in default (no fabric.yaml here)"
-    async with embedded_stack(home, port, ui_port, config, log=lambda m: render.console.print(m)) as stack:
+    async with embedded_stack(home, port, ui_port, config, log=lambda m: render.console.print(m),
+                              reapply=reapply) as stack:
+        source = stack.config_source
         render.console.print(render.pools_table(await stack.fabric.pools()))
         render.console.print(
             f"\n[bold green]fabric is up[/]  Temporal {stack.address}  "
             f"Web UI [link={stack.ui_url}]{stack.ui_url}[/link]"
-            f"\n  config: {source}\n  state:  {home}\n"
+            f"\n  config: {source}\n  state:  {home}\n  log:    {home / 'logs' / 'fabric.log'}\n"
             f"  try: fabric submit -f workload.yaml --wait   (export FABRIC_TEMPORAL_ADDRESS={stack.address})\n"
             "  Ctrl-C stops everything; state survives restarts.")
         await stop.wait()
@@ -36,13 +37,16 @@ async def serve(home: Path, port: int, ui_port: int, config: Path) -> None:
 
 async def run_worker(address: str | None, task_queue: str) -> None:
     from inferofabric.connection import connect, ensure_search_attributes
+    from inferofabric.stack_guard import ensure_queue_is_ours
     from inferofabric.store.db import get_store
+    from inferofabric.store.meta import instance_id
     from inferofabric.worker.main import build_worker
 
     stop = _stop_on_signals()
     client = await connect(address)
     await ensure_search_attributes(client)
-    await asyncio.to_thread(get_store)
+    store = await asyncio.to_thread(get_store)
+    await ensure_queue_is_ours(client, task_queue, await asyncio.to_thread(instance_id, store))
     worker = build_worker(client, queue=task_queue)
     render.console.print(f"worker polling task queue {task_queue} on {address or 'the default address'}")
     async with worker:

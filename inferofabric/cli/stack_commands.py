@@ -10,6 +10,8 @@ import typer
 
 from inferofabric.cli.common import AddressOpt, HomeOpt, console, fabric_home, run
 
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Full tracebacks on the terminal too (always in the log).")]
+
 
 def register(app: typer.Typer) -> None:
     app.command()(up)
@@ -21,43 +23,64 @@ def register(app: typer.Typer) -> None:
 def up(
     port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
-    config: Annotated[Path, typer.Option("--config", "-c", help="Pools and policy to apply.")] = Path("fabric.yaml"),
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Pools and policy to apply on the first start [default: ./fabric.yaml, else "
+                               "the built-in default]")] = None,
+    apply_config: Annotated[bool, typer.Option(
+        "--apply-config", help="Apply the configuration again now (its pools and policy replace the store's).")]
+    = False,
     home: HomeOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
     """Run the embedded fabric in the foreground: Temporal dev server + Web UI, store, worker, pools and policy.
 
-    Reads ./fabric.yaml when present, else a documented default (a simulated on-prem pool and simulated
-    cloud pools in two regions). Ctrl-C stops everything; state survives restarts under FABRIC_HOME.
+    The first start applies ./fabric.yaml (or --config FILE), else a documented default (a simulated
+    on-prem pool and simulated cloud pools in two regions). Later starts keep what the store holds —
+    pools added and policies set since stand — and say so; --apply-config applies the file again.
+    One stack per FABRIC_HOME and per port: a second one refuses instead of breaking the first.
+    Ctrl-C stops everything; state survives restarts under FABRIC_HOME.
 
     Example: fabric up --port 7233 --ui-port 8233
     """
     from inferofabric.cli.stack import serve
+    from inferofabric.logs import setup_logging
 
     home_dir = fabric_home(home)
     home_dir.mkdir(parents=True, exist_ok=True)
-    run(serve(home_dir, port, ui_port, config))
+    setup_logging(home_dir, debug)
+    run(serve(home_dir, port, ui_port, config, apply_config))
 
 
 def worker(
     address: AddressOpt = None,
     task_queue: Annotated[str, typer.Option(envvar="FABRIC_TASK_QUEUE")] = "fabric",
+    debug: DebugOpt = False,
 ) -> None:
-    """Run a control-plane worker alone against FABRIC_TEMPORAL_ADDRESS (store from FABRIC_DATABASE_URL)."""
-    from inferofabric.cli.stack import run_worker
+    """Run a control-plane worker alone against FABRIC_TEMPORAL_ADDRESS (store from FABRIC_DATABASE_URL).
 
+    Logs one line per event here and everything in FABRIC_HOME/logs/fabric.log."""
+    from inferofabric.cli.stack import run_worker
+    from inferofabric.logs import setup_logging
+
+    setup_logging(fabric_home(None), debug)
     run(run_worker(address, task_queue))
 
 
 def agent(
     pool: Annotated[str, typer.Option("--pool", envvar="FABRIC_POOL", help="The pool this agent serves.")],
     address: AddressOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
     """Run a pool agent (e.g. inside a Kubernetes cluster): polls task queue pool.<name>, dials out only.
+
+    Logs one line per event here and everything in FABRIC_HOME/logs/fabric.log.
 
     Example: FABRIC_TOKEN=... fabric agent --pool onprem-a --address fabric.example.com:7233
     """
     from inferofabric.agent import run_agent
+    from inferofabric.logs import setup_logging
 
+    setup_logging(fabric_home(None), debug)
     console().print(f"agent for pool [bold]{pool}[/] polling task queue pool.{pool}")
     run(run_agent(pool, address))
 

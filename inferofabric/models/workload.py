@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from inferofabric.models.common import DataClassification, Location, Name, StrictModel, memory_bytes
+from inferofabric.models.common import (
+    DataClassification,
+    Location,
+    Name,
+    StrictModel,
+    duration_seconds,
+    memory_bytes,
+)
 
 SIM_DURATION_ANNOTATION = "sim.inferofabric.io/duration"
 SIM_OUTCOME_ANNOTATION = "sim.inferofabric.io/outcome"
 SIM_PENDING_ANNOTATION = "sim.inferofabric.io/pending"  # stays pending this long before it runs
 SIM_LAUNCH_DELAY_ANNOTATION = "sim.inferofabric.io/launch-delay"  # the launch call itself takes this long
+SIM_ANNOTATIONS = [SIM_DURATION_ANNOTATION, SIM_OUTCOME_ANNOTATION, SIM_PENDING_ANNOTATION,
+                   SIM_LAUNCH_DELAY_ANNOTATION]
+SIM_OUTCOMES = ("succeeded", "failed", "reclaimed")
+OWN_PREFIXES = ("sim.inferofabric.io/", "inferofabric.io/")  # the fabric's own: checked, never ignored
 
 
 class GpuRequest(StrictModel):
@@ -84,6 +96,28 @@ class WorkloadSpec(StrictModel):
                                                description="move a job pending longer (default: the pool's)")
     replicas: int = Field(default=1, ge=1, le=64, description="a gang: replicas admitted all-or-nothing on one "
                           "pool and launched as one job group (multi-node training); GPUs are per replica")
+
+    @field_validator("annotations")
+    @classmethod
+    def _own_annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        """The fabric's own annotations are checked here, at submit: a typo in a key or a value such as
+        `5 minutes` would otherwise be ignored, or fail only at launch."""
+        for key, text in value.items():
+            if not key.startswith(OWN_PREFIXES):
+                continue
+            if key not in SIM_ANNOTATIONS:
+                close = difflib.get_close_matches(key, SIM_ANNOTATIONS, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"unknown fabric annotation {key!r}: {hint}known: {', '.join(SIM_ANNOTATIONS)}")
+            if key == SIM_OUTCOME_ANNOTATION:
+                if text not in SIM_OUTCOMES:
+                    raise ValueError(f"{key}: {text!r} is not one of {', '.join(SIM_OUTCOMES)}")
+            else:
+                try:
+                    duration_seconds(text)
+                except ValueError as error:
+                    raise ValueError(f"{key}: {error}") from None
+        return value
 
     @field_validator("command", "args", mode="before")
     @classmethod

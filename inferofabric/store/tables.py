@@ -132,3 +132,13 @@ class AuditRow(SQLModel, table=True):
     result: str = Field(max_length=16)  # ok | refused
     detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     dedupe: str = Field(max_length=255, unique=True)  # one row per decision, whatever retries happen
+
+
+class MetaRow(SQLModel, table=True):
+    """Facts about the store itself: its identity (which workers serve it) and what configuration was
+    applied to it (so a restart keeps what the user set since)."""
+
+    __tablename__ = "fabric_meta"
+    key: str = Field(primary_key=True, max_length=63)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)

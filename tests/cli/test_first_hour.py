@@ -201,3 +201,37 @@ async def _eventually(check: Any, timeout: float = 30.0) -> Any:
             return value
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.3)
+
+
+EVERY_COMMAND_MISTAKE = [
+    # (arguments, exit code the README documents, words of the one-line message)
+    (["status", "ghost"], 3, "no workload named 'ghost'"),
+    (["explain", "ghost"], 3, "no workload named 'ghost'"),
+    (["cancel", "ghost"], 3, "no workload named 'ghost'"),
+    (["logs", "ghost"], 3, "no workload named 'ghost'"),
+    (["priority", "ghost", "production"], 3, "no workload named 'ghost'"),
+    (["pool", "remove", "ghost"], 3, "no pool named 'ghost'"),
+    (["pool", "cordon", "ghost"], 3, "no pool named 'ghost'"),
+    (["pool", "uncordon", "ghost"], 3, "no pool named 'ghost'"),
+    (["pool", "drain", "ghost"], 3, "no pool named 'ghost'"),
+    (["pool", "fail", "ghost"], 3, "no pool named 'ghost'"),
+    (["pool", "restore", "ghost"], 3, "no pool named 'ghost'"),
+    (["pool", "reclaim", "ghost"], 3, "no pool named 'ghost'"),
+    (["pool", "reconcile", "ghost"], 3, "no pool named 'ghost'"),
+    (["pool", "add", "-f", "/nonexistent.yaml"], 2, "no such file"),
+    (["policy", "set", "-f", "/nonexistent.yaml"], 2, "no such file"),
+    (["policy", "simulate", "-f", "/nonexistent.yaml", "--trace", "/nonexistent.csv"], 2, "no such file"),
+    (["submit", "-f", "/nonexistent.yaml"], 2, "no such file"),
+    (["schedule", "add", "s", "-f", "/nonexistent.yaml", "--cron", "0 2 * * *"], 2, "no such file"),
+    (["schedule", "remove", "ghost"], 3, "no schedule named 'ghost'"),
+    (["list", "--state", "finished"], 2, "unknown state 'finished'"),
+    (["token", "create", "--role", "root"], 2, "unknown role 'root'"),
+    (["secret", "set", "s", "--from-env", "FABRIC_NO_SUCH_VARIABLE"], 2, "FABRIC_NO_SUCH_VARIABLE is not set"),
+    (["up", "-c", "/nonexistent.yaml", "--port", "1"], 2, "no such file"),
+]
+
+
+async def test_every_command_answers_a_mistake_with_its_documented_exit_code(fabric: Any) -> None:
+    for args, expected, words in EVERY_COMMAND_MISTAKE:
+        code, _, err = await fabric_cli(fabric, *args)
+        assert code == expected and words in err and one_line(err), (args, code, err)

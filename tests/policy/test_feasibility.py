@@ -35,17 +35,21 @@ def policy(placement: str) -> PlacementPolicy:
 
 
 def test_targets_checked_against_the_registered_pools() -> None:
-    good = policy("  default: on-prem\n  burst: {when: 'true', target: cloud, regions: [us-east-1]}\n")
+    good = policy("  default: on-prem\n  burst: {when: 'true', target: cloud, regions: [us-east-1, eu-west-1]}\n")
     assert target_problems(good, POOLS) == []
     by_name = policy("  default: dc1\n  burst: {when: 'true', target: [cloud-use1]}\n")
     assert target_problems(by_name, POOLS) == []
-    bad = policy("  default: onprem\n  burst: {when: 'true', target: clouds, regions: [us-east1]}\n")
+    bad = policy("  default: onprem\n  burst: {when: 'true', target: clouds}\n"
+                 "  failover: {when: 'true', target: cloud, regions: [us-east1]}\n")
     assert target_problems(bad, POOLS) == [
         "placement.default: target 'onprem' names no location (on-prem, cloud) and no registered pool: "
         "did you mean 'on-prem'?",
         "placement.burst: target 'clouds' names no location (on-prem, cloud) and no registered pool: "
         "did you mean 'cloud'?",
-        "placement.burst: region 'us-east1' is no registered pool's region: did you mean 'us-east-1'?"]
+        "placement.failover: region 'us-east1' is no registered pool's region: did you mean 'us-east-1'?"]
+    # Regions of a target that has no registered pool yet are not judged (its pools come later).
+    early = policy("  default: on-prem\n  burst: {when: 'true', target: cloud, regions: [eu-west-1]}\n")
+    assert target_problems(early, POOLS[:1]) == []
 
 
 def test_offline_only_a_mistyped_location_is_a_problem() -> None:
