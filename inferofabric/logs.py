@@ -54,7 +54,7 @@ def setup_logging(home: Path, debug: bool = False) -> Path:
         if getattr(handler, "_fabric", False):
             root.removeHandler(handler)
     for handler in (to_file, terminal):
-        handler._fabric = True  # type: ignore[attr-defined]
+        setattr(handler, "_fabric", True)  # noqa: B010 - a mark for the next setup_logging to find
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     return path
