@@ -80,3 +80,50 @@ async def test_the_readme_runs_as_written(tmp_path: Path) -> None:
         code, out = await shell(f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}", env)
         assert code == 0, f"README SDK snippet failed:\n{out}"
         assert "state=" in out and "decisions=" in out, out
+
+
+def transcript(text: str, start: str) -> list[str]:
+    """The `$ command` lines of the console transcript that contains `start` (comments dropped)."""
+    (block,) = [b for b in re.findall(r"```\w*\n(.*?)```", text, re.DOTALL) if start in b]
+    return [line[2:].split("  #")[0].strip() for line in block.splitlines() if line.startswith("$ ")]
+
+
+async def test_the_docs_commands_run_as_written(tmp_path: Path) -> None:
+    """docs/admission.md's walk-through (a quota borrowed, a preemption, an 8-GPU job's turn), its
+    what-if commands, and docs/security.md's token commands."""
+    admission = (ROOT / "docs" / "admission.md").read_text()
+    port = free_port()
+    env = {**stack_env(tmp_path, port),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    async with fabric_up(tmp_path, port):
+        walk = transcript(admission, "fabric policy set -f examples/admission-policy.yaml")
+        assert len(walk) >= 8
+        for command in walk:
+            if "..." in command:  # the doc's shorthand for the clean-up
+                continue
+            if command == "fabric queue":
+                await _until_queued(env, "ads-big")
+            code, out = await shell(command, env)
+            assert code == 0, f"docs/admission.md: `{command}` exited {code}:\n{out}"
+            if command.startswith("fabric list --team vision"):
+                assert out.count("vision-batch-") >= 7, out
+        for command in commands(block_with(admission, "fabric policy simulate")):
+            code, out = await shell(command, env)
+            assert code == 0 and out.strip(), f"docs/admission.md: `{command}` exited {code}:\n{out}"
+
+        security = (ROOT / "docs" / "security.md").read_text()
+        for command in commands(block_with(security, "fabric token create --role admin")):
+            if "<" in command:  # export FABRIC_TOKEN=<the printed text>
+                continue
+            code, out = await shell(command, env)
+            assert code == 0 and out.strip().count(".") == 2, f"docs/security.md: `{command}`:\n{out}"  # a JWT
+
+
+async def _until_queued(env: dict[str, str], workload: str, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        code, out = await shell("fabric queue --json", env)
+        if code == 0 and workload in out:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{workload} never joined the queue")
