@@ -200,8 +200,17 @@ class ControlActivities:
 
         return await in_store(snapshot, self.store, team, workload_id)
 
+    @activity.defn(name="control_cost")
+    @typed_errors
+    async def cost(self, by: str | None = None, start: str | None = None, end: str | None = None,
+                   step: str | None = None, workload_id: str | None = None) -> dict[str, Any]:
+        """Cost report rows or one workload's ledger lines, for clients without the store."""
+        from inferofabric.store.ledger import cost_view
+
+        return await in_store(cost_view, self.store, by or "team", start, end, step, workload_id)
+
     def all(self) -> list[Callable[..., Any]]:
-        return [self.register_pool, self.remove_pool, self.list_pools, self.pool_spec, self.set_policy,
+        return [self.cost, self.register_pool, self.remove_pool, self.list_pools, self.pool_spec, self.set_policy,
                 self.get_policy, self.cordon, self.simulate, self.record_health, self.workloads_on_pool,
                 self.relocate, self.move_off, self.reconcile, self.audit,
                 self.put_secret, self.list_secrets, self.decisions, self.queue]

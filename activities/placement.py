@@ -10,7 +10,7 @@ from temporalio import activity
 
 from inferofabric.activities.admission import wake_from_activity
 from inferofabric.activities.errors import typed_errors
-from inferofabric.models.messages import ReleaseInput
+from inferofabric.models.messages import ReleaseInput, StartedInput
 from inferofabric.models.workload import SecretRef, WorkloadSpec
 from inferofabric.secrets import seal, unseal
 from inferofabric.store.db import Store, get_store
@@ -29,10 +29,17 @@ class PlacementActivities:
     @typed_errors
     async def release_capacity(self, request: ReleaseInput) -> int:
         """Give the attempt's GPUs back and wake the admission loop (freed GPUs go to the queue's head)."""
-        released = await in_store(self.store.release, request.workload_id, request.attempt)
+        released = await in_store(self.store.release, request.workload_id, request.attempt, request.ended_at,
+                                  request.started_at)
         if released:
             await wake_from_activity(f"released {request.workload_id}")
         return released
+
+    @activity.defn(name="ledger_started")
+    @typed_errors
+    async def ledger_started(self, request: StartedInput) -> None:
+        """Record when the back end started the attempt's job (cost accrues from then, not admission)."""
+        await in_store(self.store.ledger_started, request.workload_id, request.attempt, request.started_at)
 
     @activity.defn(name="seal_secrets")
     @typed_errors

@@ -126,7 +126,7 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     control = ControlActivities(home, store_url)
     admission = AdmissionActivities(store_url)
     activities: list[Callable[..., Any]] = [
-        placement.release_capacity, placement.seal_secrets, *admission.all(), *control.all(),
+        placement.release_capacity, placement.seal_secrets, placement.ledger_started, *admission.all(), *control.all(),
         *job_activities(home, store_url, store=True),
     ]
     main = Worker(

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         PreemptSignal,
         ReleaseInput,
         RelocateSignal,
+        StartedInput,
         WaitingSignal,
         WorkloadRequest,
     )
@@ -407,6 +408,13 @@ class WorkloadWorkflow:
         assert self._job is not None
         status = self._job
         self._set(state=WorkloadState.RUNNING, message=status.message or f"running on {pool.name}")
+        if not status.state.terminal:
+            # The ledger charges from the back end's start, not from admission (launch-pending time
+            # is kept apart); a job already over by now gets its start with its end, in the release.
+            await workflow.execute_local_activity(
+                "ledger_started", StartedInput(workload_id=workload_id, attempt=attempt,
+                                               started_at=status.started_at or workflow.now()),
+                start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
         if self._status is not None and self._status.history:
             self._status.history[-1].outcome = "running"
         if not status.state.terminal:
@@ -420,7 +428,7 @@ class WorkloadWorkflow:
             # A spot reclaim says nothing bad about the pool (the next instance may be fine): no
             # exclusion; a lost node or a vanished job keeps the pool out for a short while.
             raise _Moved(f"job {why} on {pool.name}: {status.message}", Health.HEALTHY, recorded=why == "reclaimed")
-        await self._cleanup_attempt(workload_id, attempt, best_effort=False, cancel_job=False)
+        await self._cleanup_attempt(workload_id, attempt, best_effort=False, cancel_job=False, ended=status)
         self._history_end(status.state.value)
         await self._drain_background()
         if status.state == JobState.SUCCEEDED:
@@ -535,7 +543,7 @@ class WorkloadWorkflow:
         return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
 
     async def _cleanup_attempt(self, workload_id: str, attempt: int, best_effort: bool,
-                               cancel_job: bool = True, release: bool = True) -> None:
+                               cancel_job: bool = True, release: bool = True, ended: JobStatus | None = None) -> None:
         """Stop the attempt's job (if asked) and release its GPUs (unless the caller releases them
         with the next enqueue).
 
@@ -550,12 +558,15 @@ class WorkloadWorkflow:
             else:
                 await cancel
         if release:
-            await self._release(workload_id, attempt)
+            await self._release(workload_id, attempt, ended)
         self._pool = None
 
-    async def _release(self, workload_id: str, attempt: int) -> None:
+    async def _release(self, workload_id: str, attempt: int, ended: JobStatus | None = None) -> None:
+        """Give the attempt's GPUs back; its ledger line ends at the back end's end when `ended` says."""
         await workflow.execute_local_activity(
-            "release_capacity", ReleaseInput(workload_id=workload_id, attempt=attempt),
+            "release_capacity", ReleaseInput(workload_id=workload_id, attempt=attempt,
+                                             ended_at=ended.finished_at if ended else None,
+                                             started_at=ended.started_at if ended else None),
             start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
 
     async def _release_unreleased(self, workload_id: str) -> None:

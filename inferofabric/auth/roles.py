@@ -15,7 +15,7 @@ from inferofabric.auth.tokens import SYSTEM, AuthError, Identity
 
 ADMIN_OPS = {"register_pool", "remove_pool", "set_policy", "put_secret"}
 OPERATOR_OPS = {"cordon", "drain", "simulate", "reconcile", "audit"}
-READ_OPS = {"list_pools", "pool_spec", "get_policy", "list_secrets", "decisions", "queue", "logs"}
+READ_OPS = {"list_pools", "pool_spec", "get_policy", "list_secrets", "decisions", "queue", "logs", "cost"}
 UNAUDITED_OPS = READ_OPS | {"audit"}  # reads: not written to the audit log
 INTERNAL_WORKFLOWS = {"PoolMonitorWorkflow", "PoolWatcherWorkflow", "AdmissionWorkflow"}
 INTERNAL_SIGNALS = {"relocate", "admitted", "preempt", "waiting", "job_state"}

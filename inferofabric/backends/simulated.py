@@ -154,7 +154,8 @@ class SimulatedBackend(Backend):
         if record is None:
             return JobStatus(job_id=job_id, state=JobState.LOST, message=f"{SIMULATED_TAG} no such job",
                              details={"class": LOST_GONE})
-        started = datetime.fromtimestamp(record["started_at"], UTC)
+        # The container starts once the launch-pending time (an image pull) is over.
+        started = datetime.fromtimestamp(record["started_at"] + record.get("pending", 0), UTC)
         if record.get("cancelled"):
             return JobStatus(job_id=job_id, state=JobState.CANCELLED, started_at=started,
                              message=f"{SIMULATED_TAG} cancelled")

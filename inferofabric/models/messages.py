@@ -6,6 +6,7 @@ Nothing here carries a secret value: workload env entries that reference secrets
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -93,6 +94,16 @@ class JobUpdate(BaseModel):
 class ReleaseInput(BaseModel):
     workload_id: str
     attempt: int | None = None
+    ended_at: datetime | None = None  # the back end's end of the job, for the ledger (else: now)
+    started_at: datetime | None = None  # the back end's start, when the ledger has none yet
+
+
+class StartedInput(BaseModel):
+    """The back end runs an attempt's job since `started_at` (its ledger line accrues from then)."""
+
+    workload_id: str
+    attempt: int
+    started_at: datetime
 
 
 class ControlRequest(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -232,6 +232,29 @@ class FabricClient:
 
             return await asyncio.to_thread(audit_entries, self._store(), limit, identity)
         return list(await self._control("audit", limit=limit, identity=identity))
+
+    async def cost(self, by: str = "team", start: datetime | None = None, end: datetime | None = None,
+                   step: str | None = None) -> list[dict[str, Any]]:
+        """Cost rows per team/project/pool/location/region/workload (GPU-hours and USD, on-prem and
+        cloud apart), over [start, end) (default: everything to now), per day or week with `step`."""
+        view = await self._cost_view(by=by, start=start.isoformat() if start else None,
+                                     end=end.isoformat() if end else None, step=step)
+        return list(view["rows"])
+
+    async def cost_lines(self, workload_id: str) -> dict[str, Any]:
+        """One workload's ledger lines (one per attempt: pool, interval, GPUs, price, cost) and total."""
+        return await self._cost_view(workload_id=workload_id)
+
+    async def _cost_view(self, **args: Any) -> dict[str, Any]:
+        if self.store_url:
+            from inferofabric.store.ledger import cost_view
+
+            try:
+                return await asyncio.to_thread(cost_view, self._store(), args.get("by") or "team", args.get("start"),
+                                               args.get("end"), args.get("step"), args.get("workload_id"))
+            except ValueError as error:
+                raise InvalidInput(str(error)) from None
+        return dict(await self._control("cost", **args))
 
     async def reclaim_pool(self, pool: str) -> str:
         """Simulated pools only: take back every job running there now, as a spot reclaim would."""

@@ -24,10 +24,11 @@ from inferofabric.models.status import Decision, PoolView
 from inferofabric.policies.admission import CyclePlan, Held
 from inferofabric.policies.fairshare import accrue
 from inferofabric.store.db import Store, as_utc, release_attempt_in
-from inferofabric.store.tables import PlacementRow, QueueRow, ReservationRow, TeamUsageRow, utcnow
+from inferofabric.store.tables import LedgerRow, PlacementRow, QueueRow, ReservationRow, TeamUsageRow, utcnow
 
 _Q = QueueRow.__table__  # type: ignore[attr-defined]
 _R = ReservationRow.__table__  # type: ignore[attr-defined]
+_L = LedgerRow.__table__  # type: ignore[attr-defined]
 _U = TeamUsageRow.__table__  # type: ignore[attr-defined]
 _P = PlacementRow.__table__  # type: ignore[attr-defined]
 WAITING, ADMITTED = "waiting", "admitted"
@@ -280,6 +281,12 @@ def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool
                 location=str(decision.location or ""), priority_class=entry.priority_class,
                 class_value=entry.class_value, priority=entry.spec.priority, borrowing=decision.borrowing,
                 expected_end=now + timedelta(seconds=runtime) if runtime else None, preempting=False))
+            s.execute(_L.insert().values(
+                workload_id=entry.workload_id, attempt=entry.attempt, team=entry.team, project=entry.spec.project,
+                pool=decision.pool, location=str(decision.location or ""), region=decision.region or "",
+                gpu_type=decision.gpu_type, gpus=decision.gpus, reason=decision.mode[:32], admitted_at=now,
+                price_per_gpu_hour=(decision.price_per_hour or 0.0) / decision.gpus if decision.gpus else 0.0,
+                started_at=None, ended_at=None))
             document = decision.model_dump_json()
             s.execute(_P.insert().values(workload_id=entry.workload_id, attempt=entry.attempt, pool=decision.pool,
                                          decision=document, created_at=now))

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Engine, bindparam, event, text
+from sqlalchemy import CursorResult, DateTime, Engine, bindparam, event, text
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, create_engine, func, select
 
@@ -30,6 +30,7 @@ from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import Decision, HealthEvent, PoolStatus, PoolView
 from inferofabric.store.tables import (
     HealthEventRow,
+    LedgerRow,
     PlacementRow,
     PolicyRow,
     PoolRow,
@@ -77,11 +78,34 @@ _RELEASE_ALL = (
     .values(active=False, released_at=bindparam("now"))
 )
 _RELEASE_ATTEMPT = _RELEASE_ALL.where(_RESERVATIONS.c.attempt == bindparam("a"))
+_LEDGER = LedgerRow.__table__  # type: ignore[attr-defined]
+# The ledger line ends with its GPUs (at the back end's end when the caller knows it); a line whose
+# job never started gets no start, so it costs nothing.
+_CLOSE_ALL = (
+    _LEDGER.update()
+    .where(_LEDGER.c.workload_id == bindparam("w"), _LEDGER.c.ended_at.is_(None))
+    .values(ended_at=bindparam("ended"),
+            started_at=func.coalesce(_LEDGER.c.started_at, bindparam("started", type_=DateTime(timezone=True))))
+)
+_STARTED = (
+    _LEDGER.update()
+    .where(_LEDGER.c.workload_id == bindparam("w"), _LEDGER.c.attempt == bindparam("a"),
+           _LEDGER.c.started_at.is_(None), _LEDGER.c.ended_at.is_(None))
+    .values(started_at=bindparam("started"))
+)
+_CLOSE_ATTEMPT = _CLOSE_ALL.where(_LEDGER.c.attempt == bindparam("a"))
 
 
-def release_attempt_in(session: Any, workload_id: str, attempt: int) -> int:
-    """Release one attempt's active reservations inside the caller's transaction. Returns how many."""
-    result = session.execute(_RELEASE_ATTEMPT, {"w": workload_id, "a": attempt, "now": utcnow()})
+def release_attempt_in(session: Any, workload_id: str, attempt: int, ended_at: datetime | None = None,
+                       started_at: datetime | None = None) -> int:
+    """Release one attempt's active reservations inside the caller's transaction, and end its ledger
+    line (`started_at`: the back end's start, for a job whose start was not recorded yet). Returns how
+    many reservations were released."""
+    now = utcnow()
+    result = session.execute(_RELEASE_ATTEMPT, {"w": workload_id, "a": attempt, "now": now})
+    ended = min(as_utc(ended_at) if ended_at else now, now)
+    session.execute(_CLOSE_ATTEMPT, {"w": workload_id, "a": attempt, "ended": ended,
+                                     "started": min(as_utc(started_at), ended) if started_at else None})
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -367,16 +391,26 @@ class Store:
             s.commit()
             return decision
 
-    def release(self, workload_id: str, attempt: int | None = None) -> int:
-        """Release the workload's active reservations (one attempt, or all). Returns how many."""
+    def release(self, workload_id: str, attempt: int | None = None, ended_at: datetime | None = None,
+                started_at: datetime | None = None) -> int:
+        """Release the workload's active reservations (one attempt, or all) and end their ledger lines
+        (at `ended_at`, the back end's end, when known). Returns how many were released."""
         with self.session(write=True) as s:
             if attempt is None:
-                result = s.execute(_RELEASE_ALL, {"w": workload_id, "now": utcnow()})
+                now = utcnow()
+                result = s.execute(_RELEASE_ALL, {"w": workload_id, "now": now})
+                s.execute(_CLOSE_ALL, {"w": workload_id, "ended": now, "started": None})
                 released = cast("CursorResult[Any]", result).rowcount
             else:
-                released = release_attempt_in(s, workload_id, attempt)
+                released = release_attempt_in(s, workload_id, attempt, ended_at, started_at)
             s.commit()
             return int(released or 0)
+
+    def ledger_started(self, workload_id: str, attempt: int, started_at: datetime) -> None:
+        """The back end runs the attempt's job since `started_at`: its cost accrues from then."""
+        with self.session(write=True) as s:
+            s.execute(_STARTED, {"w": workload_id, "a": attempt, "started": min(as_utc(started_at), utcnow())})
+            s.commit()
 
     def active_reservations(self, pool: str | None = None) -> list[ReservationRow]:
         with self.session() as s:

@@ -142,3 +142,27 @@ class MetaRow(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=63)
     value: str = Field(sa_column=Column(Text, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class LedgerRow(SQLModel, table=True):
+    """What one attempt held and what it cost: written with its reservation (admission), its start
+    when the back end says it runs, its end when its GPUs are released. Cost = held hours x GPUs x
+    the price per GPU-hour of its pool when it was placed (on-prem: the owned cost the pool declares)."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (UniqueConstraint("workload_id", "attempt", name="uq_ledger_attempt"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workload_id: str = Field(index=True, max_length=255)
+    attempt: int
+    team: str = Field(default="", max_length=63, index=True)
+    project: str = Field(default="", max_length=63)
+    pool: str = Field(max_length=63)
+    location: str = Field(default="", max_length=16)
+    region: str = Field(default="", max_length=63)
+    gpu_type: str | None = Field(default=None, max_length=64)
+    gpus: int = 0
+    price_per_gpu_hour: float = 0.0
+    reason: str = Field(default="", max_length=32)  # default | burst | failover | fallback
+    admitted_at: datetime = Field(default_factory=utcnow, index=True)
+    started_at: datetime | None = None  # the back end's start: before it, launch-pending time (not charged)
+    ended_at: datetime | None = Field(default=None, index=True)  # None: running, accruing cost to date

@@ -356,7 +356,8 @@ class WorkloadStubs:
             # The workflow's own look while the (absent) watcher has said nothing: still running.
             return JobStatus(job_id=request.job_id, state=JobState.RUNNING)
 
-        return [*self.admission.all(), self.placement.release_capacity, launch_job, cancel_job, job_status]
+        return [*self.admission.all(), self.placement.release_capacity, self.placement.ledger_started, launch_job,
+                cancel_job, job_status]
 
     def worker(self, queue: str) -> Worker:
         return Worker(self.env.client, task_queue=queue, workflows=[WorkloadWorkflow, AdmissionWorkflow],

@@ -1,0 +1,154 @@
+"""Cost reports over the ledger (table `ledger`, written by admission, the job's start and release).
+
+A line costs `held hours x GPUs x price per GPU-hour`, where held = from the back end's start to its
+end (or to now while it runs: cost to date), clipped to the report's window. Launch-pending time
+(admission to start) is kept apart and not charged. A moved or preempted attempt keeps its own line.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from inferofabric.store.db import Store, as_utc
+from inferofabric.store.tables import LedgerRow, utcnow
+
+_L = LedgerRow.__table__  # type: ignore[attr-defined]
+GROUPS = ("team", "project", "pool", "location", "region", "workload")
+STEPS = ("day", "week")
+
+
+@dataclass
+class CostLine:
+    """One attempt's line, clipped to a window: what the CLI's `--explain` shows."""
+
+    workload_id: str
+    attempt: int
+    team: str
+    project: str
+    pool: str
+    location: str
+    region: str
+    gpu_type: str | None
+    gpus: int
+    price_per_gpu_hour: float
+    reason: str
+    admitted_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    gpu_hours: float
+    cost: float
+    pending_seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        for key in ("admitted_at", "started_at", "ended_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        out["gpu_hours"], out["cost"] = round(self.gpu_hours, 6), round(self.cost, 6)
+        return out
+
+
+def lines(store: Store, start: datetime | None, end: datetime | None, workload_id: str | None = None,
+          now: datetime | None = None) -> list[CostLine]:
+    """The ledger lines that held GPUs inside [start, end), each clipped to it."""
+    now = now or utcnow()
+    end = min(end or now, now)
+    query = select(_L)
+    if workload_id is not None:
+        query = query.where(_L.c.workload_id == workload_id)
+    if start is not None:
+        query = query.where(or_(_L.c.ended_at.is_(None), _L.c.ended_at > start))
+    query = query.where(_L.c.admitted_at < end).order_by(_L.c.admitted_at, _L.c.workload_id, _L.c.attempt)
+    with store.session() as s:
+        rows = s.execute(query).all()
+    return [line for line in (_clip(row, start, end) for row in rows) if line is not None]
+
+
+def _clip(row: Any, start: datetime | None, end: datetime) -> CostLine | None:
+    began = as_utc(row.started_at) if row.started_at else None
+    finished = as_utc(row.ended_at) if row.ended_at else end
+    admitted = as_utc(row.admitted_at)
+    hours = 0.0
+    if began is not None:
+        lo, hi = max(began, start) if start else began, min(finished, end)
+        hours = max(0.0, (hi - lo).total_seconds() / 3600)
+    pending = ((began or finished) - admitted).total_seconds()
+    return CostLine(
+        workload_id=row.workload_id, attempt=row.attempt, team=row.team, project=row.project, pool=row.pool,
+        location=row.location, region=row.region, gpu_type=row.gpu_type, gpus=row.gpus,
+        price_per_gpu_hour=row.price_per_gpu_hour, reason=row.reason, admitted_at=admitted, started_at=began,
+        ended_at=as_utc(row.ended_at) if row.ended_at else None, gpu_hours=hours * row.gpus,
+        cost=hours * row.gpus * row.price_per_gpu_hour, pending_seconds=max(0.0, pending))
+
+
+def report(store: Store, by: str = "team", start: datetime | None = None, end: datetime | None = None,
+           step: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Rows of GPU-hours and cost, on-prem and cloud apart, per `by` key (and per period with `step`)."""
+    if by not in GROUPS:
+        raise ValueError(f"--by {by!r}: one of {', '.join(GROUPS)}")
+    if step is not None and step not in STEPS:
+        raise ValueError(f"--step {step!r}: one of {', '.join(STEPS)}")
+    now = now or utcnow()
+    found = lines(store, start, end, now=now)
+    return summarize(found, by, step, start, min(end or now, now))
+
+
+def summarize(found: Iterable[CostLine], by: str, step: str | None, start: datetime | None,
+              end: datetime) -> list[dict[str, Any]]:
+    totals: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {
+        "gpu_hours_on_prem": 0.0, "gpu_hours_cloud": 0.0, "cost_on_prem": 0.0, "cost_cloud": 0.0})
+    extra: dict[tuple[str, str], dict[str, str]] = {}
+    for line in found:
+        key = line.workload_id if by == "workload" else str(getattr(line, by))
+        for period, hours in _by_period(line, step, start, end):
+            row = totals[(period, key)]
+            where = "cloud" if line.location == "cloud" else "on_prem"
+            row[f"gpu_hours_{where}"] += hours * line.gpus
+            row[f"cost_{where}"] += hours * line.gpus * line.price_per_gpu_hour
+            if by == "workload":
+                extra[(period, key)] = {"pool": line.pool, "team": line.team}
+    out = []
+    for (period, key), row in sorted(totals.items()):
+        item: dict[str, Any] = {"key": key} if step is None else {"period": period, "key": key}
+        item.update({name: round(value, 6) for name, value in row.items()})
+        item["cost_total"] = round(row["cost_on_prem"] + row["cost_cloud"], 6)
+        item.update(extra.get((period, key), {}))
+        out.append(item)
+    return out
+
+
+def _by_period(line: CostLine, step: str | None, start: datetime | None, end: datetime) -> list[tuple[str, float]]:
+    """The line's held hours, split at day or week boundaries (UTC) when `step` asks."""
+    if line.started_at is None:
+        return [("", 0.0)] if step is None else []
+    lo = max(line.started_at, start) if start else line.started_at
+    hi = min(line.ended_at or end, end)
+    if step is None:
+        return [("", max(0.0, (hi - lo).total_seconds() / 3600))]
+    out = []
+    cursor = lo
+    while cursor < hi:
+        day = datetime(cursor.year, cursor.month, cursor.day, tzinfo=UTC)
+        begin = day - timedelta(days=day.weekday()) if step == "week" else day
+        boundary = begin + timedelta(days=7 if step == "week" else 1)
+        upto = min(boundary, hi)
+        out.append((begin.date().isoformat(), (upto - cursor).total_seconds() / 3600))
+        cursor = upto
+    return out
+
+
+def cost_view(store: Store, by: str = "team", start: str | None = None, end: str | None = None,
+              step: str | None = None, workload_id: str | None = None) -> dict[str, Any]:
+    """What `fabric cost` shows, as JSON: report rows, or one workload's lines (`workload_id`)."""
+    begin = datetime.fromisoformat(start) if start else None
+    until = datetime.fromisoformat(end) if end else None
+    if workload_id is not None:
+        found = lines(store, begin, until, workload_id=workload_id)
+        return {"workload": workload_id, "lines": [line.as_json() for line in found],
+                "cost_total": round(sum(line.cost for line in found), 6)}
+    return {"by": by, "step": step, "from": start, "to": end, "rows": report(store, by, begin, until, step)}
