@@ -123,6 +123,15 @@ async def run_demo(keep: bool) -> None:
             console.rule(f"4. Why did {first_burst} burst?  (fabric explain {first_burst})")
             console.print(render.explanation_text(await fabric.get(first_burst).explain()), highlight=False)
 
+        console.rule("5. What it cost so far  (fabric cost: on-prem vs burst per team, from the ledger)")
+        await asyncio.sleep(2)  # let the jobs run a moment: cost accrues from each job's own start
+        rows = await fabric.cost(by="team")
+        if rows:
+            from inferofabric.cli.cost import _table
+
+            console.print(_table(rows, "team", False))
+        console.print("Running work accrues cost to date; `fabric cost --by workload`, `--explain ID`, `--step day`.")
+
         console.rule("Explore")
         console.print(
             f"Web UI:  [link={stack.ui_url}]{stack.ui_url}[/link]  (search attributes FabricPool, FabricLocation, "
