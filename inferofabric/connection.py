@@ -49,3 +49,22 @@ async def ensure_search_attributes(client: Client) -> None:
     kinds = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT}
     await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
         namespace=client.namespace, search_attributes={n: kinds[k] for n, k in missing.items()}))  # type: ignore[misc]
+
+
+async def task_queue_pollers(client: Client, queue: str) -> list[str] | None:
+    """The identities of the workers polling `queue` for workflow tasks now (Temporal's own poller
+    list), or None when the server cannot tell (an RPC error or no answer within 5 s)."""
+    from datetime import timedelta
+
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+    from temporalio.service import RPCError
+
+    try:
+        described = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+            namespace=client.namespace, task_queue=TaskQueue(name=queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW), timeout=timedelta(seconds=5))
+    except RPCError:
+        return None
+    return [poller.identity for poller in described.pollers]

@@ -91,18 +91,12 @@ def other_stores(poller_identities: list[str], store_id: str) -> list[str]:
 
 async def ensure_queue_is_ours(client: Any, queue: str, store_id: str) -> None:
     """Refuse to serve a task queue that workers of another store already poll."""
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-    from temporalio.service import RPCError
+    from inferofabric.connection import task_queue_pollers
 
-    try:
-        described = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-            namespace=client.namespace, task_queue=TaskQueue(name=queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW))
-    except RPCError:
+    pollers = await task_queue_pollers(client, queue)
+    if pollers is None:
         return  # cannot tell: the worker's own checks and logs take over
-    others = other_stores([p.identity for p in described.pollers], store_id)
+    others = other_stores(pollers, store_id)
     if others:
         raise StackConflict(
             f"task queue {queue!r} (namespace {client.namespace!r}) is already served by the workers of another "

@@ -408,6 +408,8 @@ class WorkloadWorkflow:
         assert self._job is not None
         status = self._job
         self._set(state=WorkloadState.RUNNING, message=status.message or f"running on {pool.name}")
+        if self._status is not None and self._status.history:
+            self._status.history[-1].outcome = "running"
         if not status.state.terminal:
             # The ledger charges from the back end's start, not from admission (launch-pending time
             # is kept apart); a job already over by now gets its start with its end, in the release.
@@ -415,9 +417,6 @@ class WorkloadWorkflow:
                 "ledger_started", StartedInput(workload_id=workload_id, attempt=attempt,
                                                started_at=status.started_at or workflow.now()),
                 start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
-        if self._status is not None and self._status.history:
-            self._status.history[-1].outcome = "running"
-        if not status.state.terminal:
             self._upsert(state=WorkloadState.RUNNING)
             followed = await self._follow(pool, lambda job: job.state.terminal, None)
             if followed is None:
@@ -524,12 +523,13 @@ class WorkloadWorkflow:
         assert self._status is not None
         where = f" on {self._status.pool}" if self._status.pool else ""
         reason = f"attempt {attempt}{where} could not go on: {cause_message(error)}"
-        if self._status.state != WorkloadState.QUEUED:
+        queued = self._status.state == WorkloadState.QUEUED
+        if not queued:
             self._history_end("failed")
-        steps = [lambda: self._dequeue(workload_id, attempt)] if self._status.state == WorkloadState.QUEUED else [
-            lambda: self._cleanup_attempt(workload_id, attempt, best_effort=True)]
-        steps += [lambda: self._release_unreleased(workload_id), self._drain_background]
-        for step in steps:  # each on its own: one that fails does not skip the others
+        leave = (lambda: self._dequeue(workload_id, attempt)) if queued else (
+            lambda: self._cleanup_attempt(workload_id, attempt, best_effort=True))
+        for step in (leave, lambda: self._release_unreleased(workload_id), self._drain_background):
+            # each on its own: one that fails does not skip the others
             try:
                 await step()
             except (ActivityError, ApplicationError) as cleanup:

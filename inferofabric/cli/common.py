@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -70,7 +69,3 @@ def console() -> Any:
     from inferofabric.cli import render
 
     return render.console
-
-
-def is_tty() -> bool:
-    return sys.stdin.isatty()

@@ -26,7 +26,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
 from inferofabric.auth.client import find_token, with_token
-from inferofabric.connection import connect
+from inferofabric.connection import connect, task_queue_pollers
 from inferofabric.models.common import Health, Location, WorkloadState
 from inferofabric.models.messages import ControlRequest, MonitorSettings, ReconcileReport, WorkloadRequest
 from inferofabric.models.policy import PlacementPolicy
@@ -139,17 +139,8 @@ class FabricClient:
 
     async def worker_polls(self) -> bool:
         """Whether a fabric worker polls this client's task queue now (Temporal's own poller list)."""
-        from temporalio.api.enums.v1 import TaskQueueType
-        from temporalio.api.taskqueue.v1 import TaskQueue
-        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-
-        try:
-            described = await self.temporal.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-                namespace=self.temporal.namespace, task_queue=TaskQueue(name=self.task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW), timeout=timedelta(seconds=5))
-        except RPCError:
-            return True  # cannot tell: keep waiting rather than claim something untrue
-        return bool(described.pollers)
+        pollers = await task_queue_pollers(self.temporal, self.task_queue)
+        return pollers is None or bool(pollers)  # cannot tell: keep waiting rather than claim something untrue
 
     def _refused(self, error: RPCError, op: str) -> FabricError:
         """What a refusal by the Temporal server means for a fabric user."""
@@ -463,9 +454,8 @@ class WorkloadHandle:
         except RPCError:
             return
         closed = description.status
-        if closed is None or closed in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
-            return
-        if closed == WorkflowExecutionStatus.COMPLETED:
+        if closed is None or closed in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW,
+                                        WorkflowExecutionStatus.COMPLETED):
             return
         how = {WorkflowExecutionStatus.FAILED: "failed", WorkflowExecutionStatus.TIMED_OUT: "timed out",
                WorkflowExecutionStatus.CANCELED: "was cancelled"}.get(closed, f"was {closed.name.lower()}")
@@ -476,8 +466,8 @@ class WorkloadHandle:
                 await self._handle.result()
             except WorkflowFailureError as failure:
                 reason = f": {_root_message(failure)}"
-            except Exception:
-                reason = ""
+            except Exception:  # the reason is a courtesy; the state above is what matters
+                pass
         status.message = f"the workflow {how} in Temporal{reason}"
         status.reason = None
 

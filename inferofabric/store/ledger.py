@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,9 +44,11 @@ class CostLine:
     gpu_hours: float
     cost: float
     pending_seconds: float
+    held: tuple[datetime, datetime] | None = field(default=None, repr=False)  # clipped to the window
 
     def as_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
+        del out["held"]
         for key in ("admitted_at", "started_at", "ended_at"):
             out[key] = out[key].isoformat() if out[key] else None
         out["gpu_hours"], out["cost"] = round(self.gpu_hours, 6), round(self.cost, 6)
@@ -66,24 +68,24 @@ def lines(store: Store, start: datetime | None, end: datetime | None, workload_i
     query = query.where(_L.c.admitted_at < end).order_by(_L.c.admitted_at, _L.c.workload_id, _L.c.attempt)
     with store.session() as s:
         rows = s.execute(query).all()
-    return [line for line in (_clip(row, start, end) for row in rows) if line is not None]
+    return [_clip(row, start, end) for row in rows]
 
 
-def _clip(row: Any, start: datetime | None, end: datetime) -> CostLine | None:
+def _clip(row: Any, start: datetime | None, end: datetime) -> CostLine:
     began = as_utc(row.started_at) if row.started_at else None
     finished = as_utc(row.ended_at) if row.ended_at else end
     admitted = as_utc(row.admitted_at)
-    hours = 0.0
+    hours, held = 0.0, None
     if began is not None:
         lo, hi = max(began, start) if start else began, min(finished, end)
-        hours = max(0.0, (hi - lo).total_seconds() / 3600)
+        hours, held = max(0.0, (hi - lo).total_seconds() / 3600), (lo, hi)
     pending = ((began or finished) - admitted).total_seconds()
     return CostLine(
         workload_id=row.workload_id, attempt=row.attempt, team=row.team, project=row.project, pool=row.pool,
         location=row.location, region=row.region, gpu_type=row.gpu_type, gpus=row.gpus,
         price_per_gpu_hour=row.price_per_gpu_hour, reason=row.reason, admitted_at=admitted, started_at=began,
         ended_at=as_utc(row.ended_at) if row.ended_at else None, gpu_hours=hours * row.gpus,
-        cost=hours * row.gpus * row.price_per_gpu_hour, pending_seconds=max(0.0, pending))
+        cost=hours * row.gpus * row.price_per_gpu_hour, pending_seconds=max(0.0, pending), held=held)
 
 
 def report(store: Store, by: str = "team", start: datetime | None = None, end: datetime | None = None,
@@ -93,19 +95,16 @@ def report(store: Store, by: str = "team", start: datetime | None = None, end: d
         raise ValueError(f"--by {by!r}: one of {', '.join(GROUPS)}")
     if step is not None and step not in STEPS:
         raise ValueError(f"--step {step!r}: one of {', '.join(STEPS)}")
-    now = now or utcnow()
-    found = lines(store, start, end, now=now)
-    return summarize(found, by, step, start, min(end or now, now))
+    return summarize(lines(store, start, end, now=now), by, step)
 
 
-def summarize(found: Iterable[CostLine], by: str, step: str | None, start: datetime | None,
-              end: datetime) -> list[dict[str, Any]]:
+def summarize(found: Iterable[CostLine], by: str, step: str | None) -> list[dict[str, Any]]:
     totals: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {
         "gpu_hours_on_prem": 0.0, "gpu_hours_cloud": 0.0, "cost_on_prem": 0.0, "cost_cloud": 0.0})
     extra: dict[tuple[str, str], dict[str, str]] = {}
     for line in found:
         key = line.workload_id if by == "workload" else str(getattr(line, by))
-        for period, hours in _by_period(line, step, start, end):
+        for period, hours in _by_period(line, step):
             row = totals[(period, key)]
             where = "cloud" if line.location == "cloud" else "on_prem"
             row[f"gpu_hours_{where}"] += hours * line.gpus
@@ -122,16 +121,14 @@ def summarize(found: Iterable[CostLine], by: str, step: str | None, start: datet
     return out
 
 
-def _by_period(line: CostLine, step: str | None, start: datetime | None, end: datetime) -> list[tuple[str, float]]:
-    """The line's held hours, split at day or week boundaries (UTC) when `step` asks."""
-    if line.started_at is None:
-        return [("", 0.0)] if step is None else []
-    lo = max(line.started_at, start) if start else line.started_at
-    hi = min(line.ended_at or end, end)
+def _by_period(line: CostLine, step: str | None) -> list[tuple[str, float]]:
+    """The line's held hours (in its window), split at day or week boundaries (UTC) when `step` asks."""
     if step is None:
-        return [("", max(0.0, (hi - lo).total_seconds() / 3600))]
+        return [("", line.gpu_hours / line.gpus if line.gpus else 0.0)]
+    if line.held is None:
+        return []
     out = []
-    cursor = lo
+    cursor, hi = line.held
     while cursor < hi:
         day = datetime(cursor.year, cursor.month, cursor.day, tzinfo=UTC)
         begin = day - timedelta(days=day.weekday()) if step == "week" else day
