@@ -33,6 +33,7 @@ from inferofabric.models.pool import PoolSpec
 from inferofabric.policies.admission import CyclePlan
 from inferofabric.queue import SpecCache, compiled_policy, make_planner
 from inferofabric.store import admission as queue_store
+from inferofabric.store.budget import post_alerts
 from inferofabric.store.db import Store, get_store
 from inferofabric.threads import in_store
 
@@ -207,6 +208,20 @@ class AdmissionActivities:
             await wake_from_activity(f"priority of {workload_id}")
         return changed
 
+    @activity.defn(name="set_approval")
+    @typed_errors
+    async def set_approval(self, workload_id: str, answer: str) -> bool:
+        """A person's answer to a placement that waits for approval; False when it does not wait for one."""
+        from inferofabric.store.budget import approval_of, set_approval
+
+        found = await in_store(approval_of, self.store, workload_id)
+        if found is None or found[1] is None:
+            return False
+        changed = await in_store(set_approval, self.store, workload_id, answer)
+        if changed:
+            await wake_from_activity(f"approval of {workload_id}")
+        return changed
+
     @activity.defn(name="admission_cycle")
     @typed_errors
     async def admission_cycle(self, clock: float | None = None) -> CycleSummary:
@@ -219,6 +234,7 @@ class AdmissionActivities:
         outcome = await in_store(queue_store.run_cycle, store, planner, half_life, False, clock,
                                           self._cache.rows)
         plan = outcome.plan
+        post_alerts(policy.policy.cost.alert_webhook, outcome.alerts)
         client = activity.client()
         specs: dict[str, PoolSpec] = {}
         for name in {w.decision.pool for w in outcome.wake if w.decision.pool}:
@@ -283,4 +299,5 @@ class AdmissionActivities:
         await in_store(queue_store.record_reasons, self.store, {w.workload_id: w.reason for w in changed})
 
     def all(self) -> list[Any]:
-        return [self.enqueue_workload, self.dequeue_workload, self.set_priority_class, self.admission_cycle]
+        return [self.enqueue_workload, self.dequeue_workload, self.set_priority_class, self.set_approval,
+                self.admission_cycle]

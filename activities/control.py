@@ -209,8 +209,18 @@ class ControlActivities:
 
         return await in_store(cost_view, self.store, by or "team", start, end, step, workload_id)
 
+    @activity.defn(name="control_budgets")
+    @typed_errors
+    async def budgets(self) -> list[dict[str, Any]]:
+        """Every budget's limit, spent, reserved and remaining (`fabric budget list`)."""
+        from inferofabric.queue import compiled_policy
+        from inferofabric.store.budget import budget_view
+
+        policy = await in_store(compiled_policy, self.store)
+        return await in_store(budget_view, self.store, policy.policy)
+
     def all(self) -> list[Callable[..., Any]]:
-        return [self.cost, self.register_pool, self.remove_pool, self.list_pools, self.pool_spec, self.set_policy,
-                self.get_policy, self.cordon, self.simulate, self.record_health, self.workloads_on_pool,
-                self.relocate, self.move_off, self.reconcile, self.audit,
+        return [self.cost, self.budgets, self.register_pool, self.remove_pool, self.list_pools, self.pool_spec,
+                self.set_policy, self.get_policy, self.cordon, self.simulate, self.record_health,
+                self.workloads_on_pool, self.relocate, self.move_off, self.reconcile, self.audit,
                 self.put_secret, self.list_secrets, self.decisions, self.queue]

@@ -17,6 +17,7 @@ from inferofabric.models.workload import WorkloadSpec
 from inferofabric.policies.admission import CyclePlan, Held, Pending, plan_cycle, resolve_class
 from inferofabric.policies.engine import CompiledPolicy, default_policy
 from inferofabric.store import admission as queue_store
+from inferofabric.store.budget import budget_states
 from inferofabric.store.db import Store
 
 _compiled: dict[tuple[str, int | None], CompiledPolicy] = {}
@@ -87,7 +88,8 @@ class SpecCache:
                 if cached is None:
                     continue  # removed between the two reads
                 entry = cached[1]
-                if entry.attempt != item.attempt or entry.exclude != item.exclude:
+                if (entry.attempt, entry.exclude, entry.approval, entry.approval_asked_at) != (
+                        item.attempt, item.exclude, item.approval, item.approval_asked_at):
                     entry = _entry(item, entry.spec, policy)
                     self._entries[item.workload_id] = (marks[item.workload_id], entry)
             else:
@@ -105,7 +107,8 @@ def _entry(item: queue_store.QueueItem, spec: WorkloadSpec, policy: CompiledPoli
     name, value, preemption = resolve_class(policy, spec, item.priority_class)
     health = Health(item.failed_pool_health) if item.failed_pool_health else None
     return Pending(item.workload_id, item.attempt, item.seq, item.team, spec, name, value, preemption,
-                   exclude=item.exclude, failed_pool_health=health)
+                   exclude=item.exclude, failed_pool_health=health, approval=item.approval,
+                   approval_asked_at=item.approval_asked_at)
 
 
 def make_planner(cache: SpecCache, policy: CompiledPolicy, explain: int | bool):  # type: ignore[no-untyped-def]
@@ -114,7 +117,8 @@ def make_planner(cache: SpecCache, policy: CompiledPolicy, explain: int | bool):
     def planner(session: Any, items: list[queue_store.QueueItem], current: list[Held], pools: list[PoolView],
                 usage: dict[str, float], now: datetime) -> CyclePlan:
         pending = cache.pending(session, items, policy)
-        return plan_cycle(pending, current, pools, policy, usage, now.timestamp(), explain=explain)
+        budgets = budget_states(session, policy.policy, now)
+        return plan_cycle(pending, current, pools, policy, usage, now.timestamp(), explain=explain, budgets=budgets)
 
     return planner
 

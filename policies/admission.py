@@ -15,7 +15,12 @@ simulate` (policies/simulation.py) both call `plan_cycle`; docs/admission.md des
 4. **Preemption.** A workload whose class allows it (`lower_priority`, `reclaim_borrowed`) and that
    does not fit picks victims on one pool it may use: borrowing work first, then the lowest
    priority, then the most recently started; only as many as free the GPUs it needs.
-5. **Skip known misfits.** Capacity only shrinks inside a cycle, so once a shape (GPU request,
+5. **Budgets and approvals.** Work placed on a pool a budget counts reserves its estimated cost
+   there (policies/budget.py); a pool whose budget it would cross is rejected with the budget's
+   standing as the reason. A burst the policy asks a person to approve is not admitted until
+   `approval` says so (or the approval's timeout takes its default); a denied burst is placed as
+   if the burst target did not exist.
+6. **Skip known misfits.** Capacity only shrinks inside a cycle, so once a shape (GPU request,
    classification, labels, hints) failed for a team, later workloads of that shape are not
    evaluated again in the same cycle.
 """
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 from inferofabric.models.common import Health
 from inferofabric.models.status import Decision, PoolView, Rejection
 from inferofabric.models.workload import WorkloadSpec
+from inferofabric.policies.budget import BudgetBook, BudgetState, estimate
 from inferofabric.policies.engine import IN_SERVICE as IN_SERVICE_HEALTH
 from inferofabric.policies.engine import CompiledPolicy, PlacementRequest
 from inferofabric.policies.fairshare import FairShares
@@ -56,6 +62,8 @@ class Pending:
     exclude: dict[str, str] = field(default_factory=dict)
     failed_pool_health: Health | None = None
     shape: Hashable | None = None  # filled by `shape_key` when absent
+    approval: str | None = None  # "approved" | "denied" (by whom, in words) | None: not decided
+    approval_asked_at: float | None = None  # when admission first asked for it (epoch s)
 
     @property
     def gpus(self) -> int:
@@ -120,6 +128,9 @@ class CyclePlan:
     waiting_total: int = 0  # every workload left waiting (`waiting` may hold only the first ones)
     evaluations: int = 0  # policy-engine decisions made (the rest were skipped as known misfits)
     skipped: int = 0
+    approvals: list[Admission] = field(default_factory=list)  # placements waiting for a person's approval
+    budgets: list[BudgetState] = field(default_factory=list)  # each budget after this cycle's reservations
+    next_deadline: float | None = None  # the earliest approval timeout (the loop looks again then)
 
 
 def _need(spec: WorkloadSpec) -> str:
@@ -242,10 +253,12 @@ class _Capacity:
 
 class _Planner:
     def __init__(self, held: Sequence[Held], pools: Sequence[PoolView], policy: CompiledPolicy,
-                 usage: Mapping[str, float], now: float) -> None:
+                 usage: Mapping[str, float], now: float, budgets: Sequence[BudgetState] = ()) -> None:
         self.policy = policy
         document = policy.policy
         self.now = now
+        self.budgets = BudgetBook(budgets)
+        self.default_runtime_s = document.cost.default_runtime_seconds
         self.held = list(held)
         self.capacity = _Capacity(pools)
         self.quota = QuotaBook(document.teams)
@@ -309,6 +322,7 @@ class _Planner:
         teams = {e.team for e in pending} | {h.team for h in self.held}
         self.plan.shares = {team: self.shares.describe(team) for team in sorted(teams)}
         self.plan.quotas = {team: q for team in sorted(teams) if (q := self.quota.summary(team))}
+        self.plan.budgets = self.budgets.states
         return self.plan
 
     def _exhausted(self) -> bool:
@@ -325,9 +339,9 @@ class _Planner:
     def visit(self, entry: Pending) -> tuple[bool, str]:
         if entry.shape is None:
             entry.shape = shape_key(entry.spec, entry.workload_id, self.by_id)
-        claims = bool(self.capacity.claims)
+        claims = bool(self.capacity.claims) or self.budgets.limited
         key = (entry.team, entry.shape, entry.runtime_s if claims else None,
-               tuple(sorted(entry.exclude)), entry.failed_pool_health)
+               tuple(sorted(entry.exclude)), entry.failed_pool_health, entry.approval)
         known = self.misfits.get(key)
         if known is not None:
             self.plan.skipped += 1
@@ -351,12 +365,12 @@ class _Planner:
                 self.misfits[key] = reason
                 self.plan.skipped += 1
                 return False, reason
-        self.plan.evaluations += 1
-        decision = self.policy.decide(PlacementRequest(
-            workload_id=entry.workload_id, attempt=entry.attempt, spec=entry.spec, pools=views,
-            exclude=entry.exclude, failed_pool_health=entry.failed_pool_health,
-            admissible=self._admissible(entry.team) if self.quota.limited else None,
-        ))
+        decision = self._decide(entry, views, entry.approval if _denied(entry.approval) else None)
+        if decision.placed and decision.approval and entry.approval != "approved":
+            waiting = self._approval(entry, decision, views)
+            if isinstance(waiting, str):
+                return False, waiting
+            decision = waiting
         if decision.placed:
             assert decision.pool is not None
             location = self.locations[decision.pool]
@@ -367,6 +381,7 @@ class _Planner:
                 decision.reason += f"; borrows quota from cohort {self.quota.cohort_of(entry.team)}"
             self.capacity.take(decision.pool, decision.gpu_type, entry.gpus)
             self.quota.charge(entry.team, location, decision.gpu_type, entry.gpus)
+            self.budgets.charge(entry.team, entry.spec.project, location, decision.estimated_cost or 0.0)
             self.shares.add(entry.team, decision.gpu_type, entry.gpus)
             self.held.append(Held(entry.workload_id, entry.attempt, entry.team, decision.pool, location,
                                   decision.gpu_type, entry.gpus, entry.class_value, entry.priority_class,
@@ -375,6 +390,8 @@ class _Planner:
             self.plan.admitted.append(Admission(entry, decision))
             return True, decision.reason
         reason = self._wait_reason(entry, decision)
+        if decision.mode == "wait" and "denied" in decision.reason.split(";")[0]:
+            reason = f"{decision.reason.split(';')[0].removeprefix('waiting: ')}; {reason}"
         preempted = self._preempt(entry, decision) if entry.preemption != NEVER else ""
         if preempted:
             return False, f"{reason}; {preempted}"
@@ -382,12 +399,58 @@ class _Planner:
         self.misfits[key] = reason
         return False, f"{reason}; {claimed}" if claimed else reason
 
-    def _admissible(self, team: str):  # type: ignore[no-untyped-def]
-        quota, locations = self.quota, self.locations
+    def _decide(self, entry: Pending, views: list[PoolView], burst_denied: str | None) -> Decision:
+        self.plan.evaluations += 1
+        budgets = self.budgets
+        return self.policy.decide(PlacementRequest(
+            workload_id=entry.workload_id, attempt=entry.attempt, spec=entry.spec, pools=views,
+            exclude=entry.exclude, failed_pool_health=entry.failed_pool_health,
+            admissible=self._admissible(entry) if self.quota.limited or budgets.limited else None,
+            runtime_s=self._runtime(entry), burst_denied=burst_denied,
+            team_vars={"budget_remaining": budgets.remaining(entry.team)} if budgets.limited else None,
+        ))
+
+    def _runtime(self, entry: Pending) -> float:
+        return entry.runtime_s or self.default_runtime_s
+
+    def _approval(self, entry: Pending, decision: Decision, views: list[PoolView]) -> Decision | str:
+        """A placement the policy asks a person to approve: wait for them, or after the approval's
+        timeout take its default. Returns the decision to go on with, or the reason it waits."""
+        placement = self.policy.policy.placement
+        rule = placement.burst if decision.mode == "burst" else placement.failover
+        approval = rule.approval if rule is not None else None
+        asked = entry.approval_asked_at if entry.approval_asked_at is not None else self.now
+        if approval is not None and self.now >= asked + approval.timeout_seconds:
+            if approval.default == "approve":
+                decision.reason += f"; approved by default: nobody answered within {approval.timeout}"
+                return decision
+            denied = f"{decision.mode} denied by default: nobody approved it within {approval.timeout}"
+            return self._decide(entry, views, denied)
+        deadline = asked + (approval.timeout_seconds if approval else 0)
+        if self.plan.next_deadline is None or deadline < self.plan.next_deadline:
+            self.plan.next_deadline = deadline
+        self.plan.approvals.append(Admission(entry, decision))
+        cost = f"estimated ${decision.estimated_cost:,.2f}" if decision.estimated_cost is not None else "no estimate"
+        left = max(0.0, deadline - self.now)
+        then = approval.default if approval else "deny"
+        return (f"waiting for approval to {decision.mode} to {decision.pool} ({cost}; the policy asks when "
+                f"{approval.when if approval else 'true'}): fabric approve {entry.workload_id} or fabric deny "
+                f"{entry.workload_id}; {then} in {left:.0f}s if nobody answers")
+
+    def _admissible(self, entry: Pending):  # type: ignore[no-untyped-def]
+        quota, locations, budgets = self.quota, self.locations, self.budgets
+        team, project, runtime_s = entry.team, entry.spec.project, self._runtime(entry)
 
         def check(pool: PoolView, gpu_type: str, gpus: int) -> str | None:
-            verdict = quota.check(team, locations.get(pool.name, str(pool.location)), gpu_type, gpus)
-            return None if verdict.allowed else verdict.reason
+            location = locations.get(pool.name, str(pool.location))
+            if quota.limited:
+                verdict = quota.check(team, location, gpu_type, gpus)
+                if not verdict.allowed:
+                    return verdict.reason
+            if budgets.limited:
+                cost = estimate(gpus, pool.price_per_gpu_hour.get(gpu_type), runtime_s)
+                return budgets.check(team, project, location, cost)
+            return None
 
         return check
 
@@ -409,7 +472,7 @@ class _Planner:
                 text += f" ({held} held for work ordered before it)"
             free_parts.append(text)
         parts += free_parts
-        quota = next((r.reason for r in decision.rejected if r.reason.startswith("team ")), None)
+        quota = next((r.reason for r in decision.rejected if r.reason.startswith(("team ", "project "))), None)
         if quota is None:
             capacity = self._capacity_rejections(decision)
             quota = self._quota_note(entry, capacity[0]) if capacity else None
@@ -417,7 +480,7 @@ class _Planner:
             parts.append(quota)
         others: dict[str, list[str]] = {}
         for rejection in decision.rejected:
-            if not rejection.reason.startswith((_CAPACITY, "team ")):
+            if not rejection.reason.startswith((_CAPACITY, "team ", "project ")):
                 others.setdefault(rejection.reason, []).append(rejection.pool)
         for why, names in list(others.items())[:2]:
             if why.startswith(("denied by ", "not allowed by ")) and "constraint #" not in why:
@@ -564,13 +627,18 @@ class _Planner:
         return f"preempted by {entry.workload_id} on {victim.pool}: {why}"
 
 
+def _denied(approval: str | None) -> bool:
+    return bool(approval) and approval != "approved"
+
+
 def plan_cycle(pending: Sequence[Pending], held: Sequence[Held], pools: Sequence[PoolView],
                policy: CompiledPolicy, usage: Mapping[str, float], now: float,
-               explain: int | bool = False) -> CyclePlan:
+               explain: int | bool = False, budgets: Sequence[BudgetState] = ()) -> CyclePlan:
     """Decide one admission cycle. `pools` carry their reservations in `used`; `held` lists those
     reservations with their owners; `usage` is each team's decayed GPU-seconds; `now` in seconds;
-    `explain`: record position and reason of the first N waiting workloads (True: all)."""
-    return _Planner(held, pools, policy, usage, now).walk(pending, explain)
+    `explain`: record position and reason of the first N waiting workloads (True: all); `budgets`:
+    each budget's standing before the cycle (it is updated with the cycle's reservations)."""
+    return _Planner(held, pools, policy, usage, now, budgets).walk(pending, explain)
 
 
 def resolve_class(policy: CompiledPolicy, spec: WorkloadSpec, override: str | None = None) -> tuple[str, int, str]:

@@ -27,6 +27,7 @@ from inferofabric.models.common import Health, Location
 from inferofabric.models.policy import Constraint, PlacementPolicy, PoolSelector, Rule
 from inferofabric.models.status import Decision, PoolView, Rejection
 from inferofabric.models.workload import WorkloadSpec
+from inferofabric.policies.budget import estimate
 from inferofabric.policies.expressions import Expression, compile_expression
 
 IN_SERVICE = (Health.HEALTHY, Health.DEGRADED)
@@ -44,8 +45,12 @@ class PlacementRequest:
     pools: Sequence[PoolView]
     exclude: Mapping[str, str] = field(default_factory=dict)  # pool -> why (e.g. failed in attempt 1)
     failed_pool_health: Health | None = None  # set when re-placing off a pool that failed
-    # Admission's quota check: (pool, GPU type, count) -> why that type may not be taken there, or None.
+    # Admission's quota and budget check: (pool, GPU type, count) -> why that type may not be taken
+    # there, or None.
     admissible: Callable[[PoolView, str, int], str | None] | None = None
+    runtime_s: float | None = None  # what cost estimates assume (max_runtime_seconds or the policy's default)
+    team_vars: Mapping[str, Any] | None = None  # `team.*` in conditions (budget_remaining)
+    burst_denied: str | None = None  # an approver (or the approval's timeout) said no: why
 
 
 @dataclass
@@ -179,6 +184,12 @@ class CompiledPolicy:
         ]
         self._rules = [_Rule(index, c, expression) for index, c, expression in self._constraints]
         self._default_target = frozenset(placement.default)
+        self._approvals = {id(rule): (rule.approval, compile_expression(rule.approval.when, where="approval.when"))
+                           for rule in (placement.burst, placement.failover)
+                           if rule is not None and rule.approval is not None}
+        texts = [c.when or "" for c in policy.constraints]
+        texts += [r.when for r in (placement.burst, placement.failover) if r is not None]
+        self._reads_estimate = any("estimated_cost" in t for t in texts)
         self._targets = {id(rule): (frozenset(rule.target), frozenset(rule.regions))
                          for rule in (placement.burst, placement.failover) if rule is not None}
 
@@ -190,6 +201,9 @@ class CompiledPolicy:
         pools = list(request.pools)
         placement = self.policy.placement
         workload = _workload_vars(request.spec, request.workload_id)
+        runtime_s = request.runtime_s or self.policy.cost.default_runtime_seconds
+        if self._reads_estimate:
+            workload["estimated_cost"] = self._burst_estimate(pools, request.spec, runtime_s)
         on_prem, cloud, default_health = self._survey(pools)
         variables: dict[str, Any] = {
             "on_prem_utilization": on_prem,
@@ -197,6 +211,7 @@ class CompiledPolicy:
             "pool_health": (request.failed_pool_health or default_health).value,
             "attempt": request.attempt,
             "workload": workload,
+            "team": dict(request.team_vars) if request.team_vars is not None else {"budget_remaining": math.inf},
         }
         inputs: dict[str, float | str] = {
             "on_prem_utilization": round(on_prem, 4),
@@ -232,7 +247,9 @@ class CompiledPolicy:
                 if error:
                     notes.append(f"burst condition: {error}")
                 inputs["burst_condition"] = str(burst_on).lower()
-            if self._burst is not None and (burst_on or not default_fit):
+            if self._burst is not None and request.burst_denied and (burst_on or not default_fit):
+                tiers.append(("default", default_fit, f"{request.burst_denied}; stays with the default target"))
+            elif self._burst is not None and (burst_on or not default_fit):
                 rule = self._burst[0]
                 why = (f"burst: {rule.when} is true (on_prem_utilization={on_prem:.3f})" if burst_on
                        else "burst: no pool in the default target fits")
@@ -266,6 +283,8 @@ class CompiledPolicy:
             decision.mode = mode
             decision.reason = (f"{why}; chose {chosen.pool.name}: "
                                f"{self._rank_reason(request.spec, chosen, ranked)}")
+            decision.estimated_cost = round(estimate(request.spec.total_gpus, chosen.price, runtime_s), 6)
+            self._ask_approval(decision, mode, variables, workload, notes)
             for other in ranked[1:]:
                 rejected.append(Rejection(pool=other.pool.name,
                                           reason=self._lower_rank_reason(chosen, other)))
@@ -285,6 +304,30 @@ class CompiledPolicy:
             decision.reason += " [" + "; ".join(notes) + "]"
         decision.rejected = sorted(rejected, key=_by_pool)
         return decision
+
+    def _ask_approval(self, decision: Decision, mode: str, variables: dict[str, Any], workload: dict[str, Any],
+                      notes: list[str]) -> None:
+        """Mark a burst (or failover) that the rule's `approval.when` says a person must approve."""
+        placement = self.policy.placement
+        rule = placement.burst if mode == "burst" else placement.failover if mode == "failover" else None
+        found = self._approvals.get(id(rule)) if rule is not None else None
+        if found is None:
+            return
+        approval, expression = found
+        needed, error = expression.evaluate({**variables, "workload": {**workload,
+                                                                     "estimated_cost": decision.estimated_cost}})
+        if error:
+            notes.append(f"approval condition: {error}")
+        if needed:
+            decision.approval = f"{approval.when} (timeout {approval.timeout}, then {approval.default})"
+
+    @staticmethod
+    def _burst_estimate(pools: Sequence[PoolView], spec: WorkloadSpec, runtime_s: float) -> float:
+        """`workload.estimated_cost` in the burst condition: its cost on the cheapest cloud pool that
+        offers its GPUs (0 when none does)."""
+        prices = [price for pool in pools if pool.location == _CLOUD for t in spec.gpu_types
+                  if pool.gpus.get(t, 0) and (price := pool.price_per_gpu_hour.get(t)) is not None]
+        return round(estimate(spec.total_gpus, min(prices), runtime_s), 6) if prices else 0.0
 
     def eligible(self, request: PlacementRequest) -> list[str]:
         """Pools the workload may use whatever their free capacity (health, exclusions, constraints,

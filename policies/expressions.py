@@ -1,8 +1,9 @@
 """Policy conditions as CEL expressions (cel-python), compiled once and evaluated safely (no `eval`).
 
 Conditions read `on_prem_utilization`, `cloud_utilization`, `pool_health`, `attempt`, `workload.*`
-and `pool.*`. The health names (`healthy`, `degraded`, `unhealthy`, `cordoned`) are bound as
-constants, so `pool_health != healthy` reads as written in a policy file.
+(with `workload.estimated_cost`), `team.*` (`team.budget_remaining`) and `pool.*`. The health
+names (`healthy`, `degraded`, `unhealthy`, `cordoned`) are bound as constants, so
+`pool_health != healthy` reads as written in a policy file.
 
 Evaluation is memoized on the values an expression actually reads: placement evaluates the same
 rules for many pools and workloads whose relevant fields repeat, and a CEL program is a pure
@@ -22,7 +23,7 @@ from celpy import celtypes
 from celpy.evaluation import CELEvalError, bool_eq, bool_ne
 
 HEALTH_CONSTANTS = ("healthy", "degraded", "unhealthy", "cordoned")
-KNOWN_ROOTS = {"on_prem_utilization", "cloud_utilization", "pool_health", "attempt", "workload", "pool",
+KNOWN_ROOTS = {"on_prem_utilization", "cloud_utilization", "pool_health", "attempt", "workload", "pool", "team",
                *HEALTH_CONSTANTS}
 _CEL_KEYWORDS = {"true", "false", "null", "in", "has", "size", "int", "uint", "double", "string", "bool",
                  "bytes", "list", "map", "type", "duration", "timestamp", "matches", "exists", "all",

@@ -50,6 +50,7 @@ OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "queue": ("control_queue", ("team", "workload_id")),
     "audit": ("control_audit", ("limit", "identity")),
     "cost": ("control_cost", ("by", "start", "end", "step", "workload_id")),
+    "budgets": ("control_budgets", ()),
 }
 
 

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.models.common import Health, WorkloadState
     from inferofabric.models.messages import (
         AdmittedSignal,
+        ApprovalAnswer,
         EnqueueInput,
         JobInput,
         JobUpdate,
@@ -173,6 +174,29 @@ class WorkloadWorkflow:
     def _validate_priority(self, priority_class: str) -> None:
         if not isinstance(priority_class, str) or not priority_class:
             raise ValueError("a priority class name is required")
+
+    @workflow.update(name="approve")
+    async def approve(self, answer: ApprovalAnswer) -> WorkloadStatus:
+        """`fabric approve ID` / `fabric deny ID`: answer a burst the policy asks a person to approve."""
+        assert self._status is not None
+        if self._status.state != WorkloadState.QUEUED or self._admitted is not None:
+            raise ApplicationError(f"workload {self._status.id!r} is {self._status.state.value}: nothing to approve",
+                                   type="InvalidInput", non_retryable=True)
+        words = "approved" if answer.approve else "denied"
+        text = "approved" if answer.approve else f"burst denied by {answer.by or 'someone'}"
+        changed = await workflow.execute_local_activity(
+            "set_approval", args=[self._status.id, text], result_type=bool,
+            start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
+        if not changed:
+            raise ApplicationError(f"workload {self._status.id!r} is not waiting for an approval",
+                                   type="InvalidInput", non_retryable=True)
+        self._event(f"attempt {self._attempt}: {words} by {answer.by or 'someone'}"
+                    + (f": {answer.note}" if answer.note else ""))
+        return self._status
+
+    @approve.validator
+    def _validate_approve(self, answer: ApprovalAnswer) -> None:
+        """Checked by the auth gate too: only operators and admins answer, in their own name."""
 
     @workflow.update(name="cancel")
     async def cancel(self) -> WorkloadStatus:

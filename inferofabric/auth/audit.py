@@ -24,7 +24,7 @@ FLUSH_SECONDS = 0.2
 
 # Actions as people say them (the audit log's `action` column).
 NAMES = {"start:WorkloadWorkflow": "submit", "update:cancel": "cancel", "signal:request_cancel": "cancel",
-         "update:set_priority": "priority"}
+         "update:set_priority": "priority", "update:approve": "approve"}
 
 
 def action_name(action: str) -> str:

@@ -130,9 +130,21 @@ class _Inbound(WorkflowInboundInterceptor):
             self._audit(getattr(error, "identity", None), request, "refused", str(error), request_id=input.id)
             raise ApplicationError(f"permission denied: {error}", type="PermissionDenied",
                                    non_retryable=True) from None
-        if request.action in TEAM_ACTIONS:
+        if input.update == "approve":
+            answer = input.args[0] if input.args else None
+            by = answer.get("by") if isinstance(answer, dict) else getattr(answer, "by", None)
+            if by != identity.subject:  # who approved is the token's subject, never a claim of the caller's
+                message = f"an approval must name its sender ({identity.subject}), not {by!r}"
+                self._audit(identity, request, "refused", message, request_id=input.id)
+                raise ApplicationError(f"permission denied: {message}", type="PermissionDenied", non_retryable=True)
+            self._audit(identity, request, "ok", "approved" if _approves(answer) else "denied", request_id=input.id)
+        elif request.action in TEAM_ACTIONS:
             self._audit(identity, request, "ok", request_id=input.id)
         super().handle_update_validator(input)
+
+
+def _approves(answer: Any) -> bool:
+    return bool(answer.get("approve") if isinstance(answer, dict) else getattr(answer, "approve", False))
 
 
 def _start_request(workflow_type: str, workflow_id: str, args: Any) -> Request:

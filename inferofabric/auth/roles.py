@@ -15,7 +15,8 @@ from inferofabric.auth.tokens import SYSTEM, AuthError, Identity
 
 ADMIN_OPS = {"register_pool", "remove_pool", "set_policy", "put_secret"}
 OPERATOR_OPS = {"cordon", "drain", "simulate", "reconcile", "audit"}
-READ_OPS = {"list_pools", "pool_spec", "get_policy", "list_secrets", "decisions", "queue", "logs", "cost"}
+READ_OPS = {"list_pools", "pool_spec", "get_policy", "list_secrets", "decisions", "queue", "logs", "cost",
+            "budgets"}
 UNAUDITED_OPS = READ_OPS | {"audit"}  # reads: not written to the audit log
 INTERNAL_WORKFLOWS = {"PoolMonitorWorkflow", "PoolWatcherWorkflow", "AdmissionWorkflow"}
 INTERNAL_SIGNALS = {"relocate", "admitted", "preempt", "waiting", "job_state"}
@@ -53,7 +54,7 @@ def authorize(identity: Identity, request: Request) -> None:
         if role == "member" and identity.team == request.team:
             return
         raise AuthError(f"{identity.describe()} may not submit work for team {request.team!r}")
-    if action == "signal:reconcile" and role == "operator":
+    if action in ("signal:reconcile", "update:approve") and role == "operator":
         return
     if action in TEAM_ACTIONS:
         if role == "operator" or (role == "member" and identity.team == request.team):

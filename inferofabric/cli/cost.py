@@ -12,8 +12,72 @@ from inferofabric.cli.common import AddressOpt, JsonOpt, console, fail, with_cli
 COLUMNS = ("key", "gpu_hours_on_prem", "gpu_hours_cloud", "cost_on_prem", "cost_cloud", "cost_total")
 
 
+budget_app = typer.Typer(help="Budgets: what each team and project may spend, and where they stand.",
+                         no_args_is_help=True, epilog="Example: fabric budget list --json")
+BUDGET_COLUMNS = ("owner", "scope", "period", "limit", "spent", "reserved", "remaining")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(cost)
+    app.command()(approve)
+    app.command()(deny)
+    app.add_typer(budget_app, name="budget")
+
+
+@budget_app.command("list")
+def budget_list(address: AddressOpt = None, json_out: JsonOpt = False) -> None:
+    """Every budget the policy sets (teams.T.budget, projects.P.budget): limit, spent in the current
+    period, reserved by running and launching work (its estimate not yet spent), remaining (USD).
+
+    Example: fabric budget list
+    """
+    from rich.table import Table
+
+    from inferofabric.cli import render
+
+    rows = with_client(address, lambda c: c.budgets())
+    if json_out:
+        render.print_json(rows)
+        return
+    if not rows:
+        console().print("no budgets: set them in the policy (teams: {T: {budget: {cloud: {monthly: 500}}}})")
+        return
+    table = Table(*BUDGET_COLUMNS)
+    for row in rows:
+        owner = f"{row['kind']} {row.get('team') or row.get('project')}"
+        table.add_row(owner, row["scope"], row["period"],
+                      *(f"${row[k]:,.2f}" for k in ("limit", "spent", "reserved", "remaining")))
+    console().print(table)
+
+
+def approve(workload_id: str, note: Annotated[str, typer.Option(help="Why (kept in the workload's events).")] = "",
+            address: AddressOpt = None, json_out: JsonOpt = False) -> None:
+    """Approve the burst a waiting workload asks for (operator or admin; recorded in the audit log).
+
+    Example: fabric approve train-7 --note "deadline on Friday"
+    """
+    _answer(workload_id, True, note, address, json_out)
+
+
+def deny(workload_id: str, note: Annotated[str, typer.Option(help="Why (kept in the workload's events).")] = "",
+         address: AddressOpt = None, json_out: JsonOpt = False) -> None:
+    """Deny the burst a waiting workload asks for: it stays queued for the default target (on-prem).
+
+    Example: fabric deny train-7
+    """
+    _answer(workload_id, False, note, address, json_out)
+
+
+def _answer(workload_id: str, yes: bool, note: str, address: str | None, json_out: bool) -> None:
+    from inferofabric.cli import render
+
+    status = with_client(address, lambda c: (c.approve if yes else c.deny)(workload_id, note))
+    if json_out:
+        render.print_json(status)
+    else:
+        outcome = ("approved: it is admitted at the next cycle" if yes
+                   else "denied: it stays queued for the default target")
+        console().print(f"{workload_id}: {outcome}")
 
 
 def cost(

@@ -181,6 +181,15 @@ class PreemptSignal(BaseModel):
     by: str = ""
 
 
+class ApprovalAnswer(BaseModel):
+    """`fabric approve ID` / `fabric deny ID`: a person's answer to a burst that needs approval. `by`
+    must be the sender's token subject (the auth gate checks it)."""
+
+    approve: bool
+    by: str = ""
+    note: str = ""
+
+
 class WaitingSignal(BaseModel):
     """From the admission loop: why the workload still waits (sent when the reason changes)."""
 

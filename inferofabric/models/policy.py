@@ -41,12 +41,33 @@ class PoolSelector(StrictModel):
         return "; ".join(parts) or "any pool"
 
 
+class Approval(StrictModel):
+    """A person must approve a move to the rule's target when `when` holds (evaluated for the chosen
+    pool, with `workload.estimated_cost` at its price); after `timeout` the `default` is taken."""
+
+    when: str = "true"
+    timeout: str = "1h"
+    default: Literal["deny", "approve"] = "deny"
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if duration_seconds(value) <= 0:
+            raise ValueError("approval.timeout must be a positive duration (examples: 1h, 30m)")
+        return value
+
+    @property
+    def timeout_seconds(self) -> float:
+        return duration_seconds(self.timeout)
+
+
 class Rule(StrictModel):
     """A conditional move to a target (a location such as `cloud`, or pool names) in optional regions."""
 
     when: str = Field(min_length=1)
     target: list[str] = Field(min_length=1)
     regions: list[str] = Field(default_factory=list)
+    approval: Approval | None = None
 
     _lists = field_validator("target", "regions", mode="before")(classmethod(lambda cls, v: _as_list(v)))
 
@@ -133,8 +154,73 @@ class QuotaLimit(StrictModel):
         return self
 
 
+PERIODS = ("weekly", "monthly", "total")
+
+
+class BudgetLimit(StrictModel):
+    """A spending limit in USD per calendar period (UTC weeks from Monday, calendar months) or in all
+    (`total`), with the shares of it at which an alert is raised (`alert_at: [0.5, 0.9]`)."""
+
+    weekly: float | None = Field(default=None, ge=0)
+    monthly: float | None = Field(default=None, ge=0)
+    total: float | None = Field(default=None, ge=0)
+    alert_at: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetLimit:
+        if self.weekly is None and self.monthly is None and self.total is None:
+            raise ValueError("a budget needs at least one of weekly:, monthly: or total: (USD)")
+        for share in self.alert_at:
+            if not 0 < share <= 1:
+                raise ValueError(f"alert_at: {share} is not a share of the budget (give 0.5 for 50%)")
+        return self
+
+    def periods(self) -> list[tuple[str, float]]:
+        return [(name, limit) for name in PERIODS if (limit := getattr(self, name)) is not None]
+
+
+class Budget(StrictModel):
+    """What a team or project may spend: `cloud` counts burst (cloud pools) only, `all` every pool
+    (on-prem at its declared owned cost too). Enforced at admission (docs/cost.md)."""
+
+    cloud: BudgetLimit | None = None
+    all: BudgetLimit | None = None
+
+    def scopes(self) -> list[tuple[str, BudgetLimit]]:
+        return [(name, limit) for name in ("cloud", "all") if (limit := getattr(self, name)) is not None]
+
+
+class ProjectPolicy(StrictModel):
+    """A project's budget (projects cross teams: a workload's `project` field)."""
+
+    budget: Budget | None = None
+
+
+class CostPolicy(StrictModel):
+    """How cost is estimated and shared (docs/cost.md)."""
+
+    # A burst reserves max_runtime_seconds x price against its budget; work without a runtime limit
+    # reserves this much runtime instead.
+    default_runtime: str = "1h"
+    # Owned on-prem GPUs that sat idle: charged to the teams in proportion to their on-prem use.
+    share_idle: bool = False
+    # Budget alerts are also POSTed here as JSON (besides the audit log).
+    alert_webhook: str | None = None
+
+    @field_validator("default_runtime")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if duration_seconds(value) <= 0:
+            raise ValueError("cost.default_runtime must be a positive duration (examples: 1h, 30m)")
+        return value
+
+    @property
+    def default_runtime_seconds(self) -> float:
+        return duration_seconds(self.default_runtime)
+
+
 class TeamPolicy(StrictModel):
-    """A team's fair-share weight, cohort and GPU quota.
+    """A team's fair-share weight, cohort, GPU quota and budget.
 
     `quota` is keyed by GPU type (counts every location) or by a location (`on-prem`, `cloud`)
     holding GPU types: `{A100: {nominal: 8}, cloud: {A100: {nominal: 4}}}`.
@@ -143,6 +229,7 @@ class TeamPolicy(StrictModel):
     weight: float = Field(default=1.0, gt=0)
     cohort: Name | None = None
     quota: dict[str, QuotaLimit | dict[str, QuotaLimit]] = Field(default_factory=dict)
+    budget: Budget | None = None
 
     @model_validator(mode="after")
     def _locations_hold_types(self) -> TeamPolicy:
@@ -173,6 +260,8 @@ class PlacementPolicy(StrictModel):
     priority_classes: list[PriorityClass] = Field(default_factory=default_priority_classes)
     fair_share: FairShare = Field(default_factory=lambda: FairShare())
     teams: dict[str, TeamPolicy] = Field(default_factory=dict)
+    projects: dict[str, ProjectPolicy] = Field(default_factory=dict)
+    cost: CostPolicy = Field(default_factory=lambda: CostPolicy())
 
     @model_validator(mode="after")
     def _one_default_class(self) -> PlacementPolicy:
@@ -199,6 +288,18 @@ class PlacementPolicy(StrictModel):
         known = ", ".join(c.name for c in self.priority_classes)
         raise ValueError(f"unknown priority class {name!r} (the policy declares: {known})")
 
+    def budgets(self) -> list[tuple[str, str, str, str, float, list[float]]]:
+        """Every budget the policy sets: (kind team|project, name, scope cloud|all, period, limit USD,
+        alert shares)."""
+        out = []
+        owners: list[tuple[str, str, Budget | None]] = [("team", n, t.budget) for n, t in self.teams.items()]
+        owners += [("project", n, p.budget) for n, p in self.projects.items()]
+        for kind, name, budget in owners:
+            for scope, limit in budget.scopes() if budget else ():
+                for period, amount in limit.periods():
+                    out.append((kind, name, scope, period, amount, list(limit.alert_at)))
+        return out
+
     def team(self, name: str) -> TeamPolicy:
         return self.teams.get(name) or TeamPolicy()
 
@@ -212,6 +313,8 @@ class PlacementPolicy(StrictModel):
         for where, rule in rules:
             if rule is not None:
                 compile_expression(rule.when, where=where)
+                if rule.approval is not None:
+                    compile_expression(rule.approval.when, where=where.replace(".when", ".approval.when"))
         for index, constraint in enumerate(self.constraints):
             if constraint.when:
                 compile_expression(constraint.when, where=f"constraints[{index}].when")

@@ -60,6 +60,8 @@ class Decision(BaseModel):
     # Set by admission: the class the workload was admitted with, and whether it borrows cohort quota.
     priority_class: str | None = None
     borrowing: bool = False
+    estimated_cost: float | None = None  # runtime (max_runtime_seconds or the policy's default) x GPUs x price
+    approval: str | None = None  # set when the policy asks a person to approve this placement: the rule
 
     @property
     def placed(self) -> bool:

@@ -232,6 +232,35 @@ class FabricClient:
                                      end=end.isoformat() if end else None, step=step)
         return list(view["rows"])
 
+    async def approve(self, workload_id: str, note: str = "") -> WorkloadStatus:
+        """Approve the burst a waiting workload asks for (operator or admin); it is admitted next cycle."""
+        return await self.get(workload_id).answer(True, self._subject(), note)
+
+    async def deny(self, workload_id: str, note: str = "") -> WorkloadStatus:
+        """Deny it: the workload stays queued for the default target (on-prem)."""
+        return await self.get(workload_id).answer(False, self._subject(), note)
+
+    def _subject(self) -> str:
+        token = self._current_token()
+        if not token:
+            return ""
+        from inferofabric.auth.tokens import token_claims
+
+        try:
+            return str(token_claims(token).get("sub", ""))
+        except Exception:  # a malformed token: the gate refuses it with its own message
+            return ""
+
+    async def budgets(self) -> list[dict[str, Any]]:
+        """Every budget the policy sets: team or project, scope, period, limit, spent, reserved, remaining (USD)."""
+        if self.store_url:
+            from inferofabric.queue import compiled_policy
+            from inferofabric.store.budget import budget_view
+
+            store = self._store()
+            return await asyncio.to_thread(lambda: budget_view(store, compiled_policy(store).policy))
+        return list(await self._control("budgets"))
+
     async def cost_lines(self, workload_id: str) -> dict[str, Any]:
         """One workload's ledger lines (one per attempt: pool, interval, GPUs, price, cost) and total."""
         return await self._cost_view(workload_id=workload_id)
@@ -490,6 +519,21 @@ class WorkloadHandle:
                 raise WorkloadNotFound(f"no workload named {self.id!r}") from None
             raise FabricError(f"workload {self.id!r}: {error.message}") from None
         except Exception as error:  # WorkflowUpdateFailedError: refused, not waiting, unknown class
+            _raise_if_denied(error)
+            raise InvalidInput(_root_message(error)) from None
+
+    async def answer(self, approve: bool, by: str, note: str = "") -> WorkloadStatus:
+        """Approve or deny the burst this workload waits for (FabricClient.approve/deny)."""
+        from inferofabric.models.messages import ApprovalAnswer
+
+        try:
+            return await self._handle.execute_update(  # type: ignore[no-any-return]
+                "approve", ApprovalAnswer(approve=approve, by=by, note=note), result_type=WorkloadStatus)
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise WorkloadNotFound(f"no workload named {self.id!r}") from None
+            raise FabricError(f"workload {self.id!r}: {error.message}") from None
+        except Exception as error:  # refused, not waiting for an approval
             _raise_if_denied(error)
             raise InvalidInput(_root_message(error)) from None
 

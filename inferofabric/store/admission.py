@@ -23,6 +23,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from inferofabric.models.status import Decision, PoolView
 from inferofabric.policies.admission import CyclePlan, Held
 from inferofabric.policies.fairshare import accrue
+from inferofabric.store.budget import raise_alerts
 from inferofabric.store.db import Store, as_utc, release_attempt_in
 from inferofabric.store.tables import LedgerRow, PlacementRow, QueueRow, ReservationRow, TeamUsageRow, utcnow
 
@@ -46,6 +47,8 @@ class QueueItem:
     priority_class: str | None
     exclude: dict[str, str]
     failed_pool_health: str | None
+    approval: str | None = None
+    approval_asked_at: float | None = None
 
 
 @dataclass
@@ -59,7 +62,8 @@ class Wake:
 class CycleOutcome:
     plan: CyclePlan
     wake: list[Wake] = field(default_factory=list)  # admitted now or earlier and not yet woken
-    next_expiry: float | None = None  # the earliest pool exclusion still in force ends then
+    next_expiry: float | None = None  # the earliest pool exclusion (or approval timeout) ends then
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # budget alerts raised by this cycle
 
 
 @dataclass
@@ -116,6 +120,7 @@ def _enqueue_one(s: Any, item: Enqueue) -> bool:
     row.exclude = json.dumps(item.exclude or {}, sort_keys=True)
     row.failed_pool_health = item.failed_pool_health
     row.state, row.decision, row.reason = WAITING, None, ""
+    row.approval, row.approval_asked_at = None, None  # a new attempt is a new question
     row.version = (row.version or 0) + 1
     row.enqueued_at = utcnow()
     s.add(row)
@@ -146,8 +151,17 @@ def set_priority_class(store: Store, workload_id: str, priority_class: str) -> b
         return True
 
 
-_ITEMS_SQL = ("SELECT workload_id, attempt, seq, version, team, priority_class, exclude, failed_pool_health "
-              "FROM queue WHERE state = 'waiting'")
+_ITEMS_SQL = ("SELECT workload_id, attempt, seq, version, team, priority_class, exclude, failed_pool_health, "
+              "approval, approval_asked_at FROM queue WHERE state = 'waiting'")
+
+
+def _epoch(value: Any) -> float | None:
+    """A timestamp column read through the driver (SQLite hands back text) as epoch seconds."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return as_utc(value).timestamp()
 
 
 def queue_items(session: Any, clock: float | None = None,
@@ -160,7 +174,7 @@ def queue_items(session: Any, clock: float | None = None,
     items = []
     next_expiry: float | None = None
     for row in rows:
-        workload_id, attempt, seq, version, team, priority_class, exclude_text, failed = row
+        workload_id, attempt, seq, version, team, priority_class, exclude_text, failed, approval, asked = row
         plain = not exclude_text or exclude_text == "{}"
         if memo is not None and plain:
             hit = memo.get(workload_id)
@@ -174,7 +188,8 @@ def queue_items(session: Any, clock: float | None = None,
                     exclude[pool] = why
                     if until is not None:
                         next_expiry = until if next_expiry is None else min(next_expiry, until)
-        item = QueueItem(workload_id, attempt, int(seq), version, team, priority_class, exclude, failed)
+        item = QueueItem(workload_id, attempt, int(seq), version, team, priority_class, exclude, failed,
+                         approval, _epoch(asked))
         items.append(item)
         if memo is not None and plain:
             memo[workload_id] = (row, item)
@@ -286,19 +301,25 @@ def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool
                 pool=decision.pool, location=str(decision.location or ""), region=decision.region or "",
                 gpu_type=decision.gpu_type, gpus=decision.gpus, reason=decision.mode[:32], admitted_at=now,
                 price_per_gpu_hour=(decision.price_per_hour or 0.0) / decision.gpus if decision.gpus else 0.0,
-                started_at=None, ended_at=None))
+                started_at=None, ended_at=None, estimated_cost=decision.estimated_cost or 0.0))
             document = decision.model_dump_json()
             s.execute(_P.insert().values(workload_id=entry.workload_id, attempt=entry.attempt, pool=decision.pool,
                                          decision=document, created_at=now))
             s.execute(update(_Q).where(_Q.c.workload_id == entry.workload_id, _Q.c.attempt == entry.attempt)
                       .values(state=ADMITTED, decision=document))
             wake.append(Wake(entry.workload_id, entry.attempt, decision))
+        for asked in plan.approvals:
+            s.execute(update(_Q).where(_Q.c.workload_id == asked.pending.workload_id,
+                                       _Q.c.approval_asked_at.is_(None)).values(approval_asked_at=now))
+        alerts = raise_alerts(s, plan.budgets, now) if plan.budgets else []
+        if plan.next_deadline is not None:
+            next_expiry = plan.next_deadline if next_expiry is None else min(next_expiry, plan.next_deadline)
         for preemption in plan.preemptions:
             victim = preemption.victim
             s.execute(update(_R).where(_R.c.workload_id == victim.workload_id, _R.c.attempt == victim.attempt,
                                        _R.c.active.is_(True)).values(preempting=True))
         s.commit()
-        return CycleOutcome(plan=plan, wake=wake, next_expiry=next_expiry)
+        return CycleOutcome(plan=plan, wake=wake, next_expiry=next_expiry, alerts=alerts)
 
 
 def woken(store: Store, done: Sequence[tuple[str, int]]) -> None:

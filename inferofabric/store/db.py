@@ -79,13 +79,16 @@ _RELEASE_ALL = (
 )
 _RELEASE_ATTEMPT = _RELEASE_ALL.where(_RESERVATIONS.c.attempt == bindparam("a"))
 _LEDGER = LedgerRow.__table__  # type: ignore[attr-defined]
-# The ledger line ends with its GPUs (at the back end's end when the caller knows it); a line whose
-# job never started gets no start, so it costs nothing.
-_CLOSE_ALL = (
-    _LEDGER.update()
+# The ledger line ends with its GPUs (at the back end's end when the caller knows it) and commits its
+# cost; a line whose job never started gets no start, so it costs nothing.
+_OPEN_LINES = (
+    select(_LEDGER.c.id, _LEDGER.c.started_at, _LEDGER.c.gpus, _LEDGER.c.price_per_gpu_hour)
     .where(_LEDGER.c.workload_id == bindparam("w"), _LEDGER.c.ended_at.is_(None))
-    .values(ended_at=bindparam("ended"),
-            started_at=func.coalesce(_LEDGER.c.started_at, bindparam("started", type_=DateTime(timezone=True))))
+)
+_END_LINE = (
+    _LEDGER.update().where(_LEDGER.c.id == bindparam("line"))
+    .values(ended_at=bindparam("ended"), started_at=bindparam("began", type_=DateTime(timezone=True)),
+            gpu_hours=bindparam("hours"), cost=bindparam("cost"))
 )
 _STARTED = (
     _LEDGER.update()
@@ -93,7 +96,18 @@ _STARTED = (
            _LEDGER.c.started_at.is_(None), _LEDGER.c.ended_at.is_(None))
     .values(started_at=bindparam("started"))
 )
-_CLOSE_ATTEMPT = _CLOSE_ALL.where(_LEDGER.c.attempt == bindparam("a"))
+
+
+def end_lines_in(session: Any, workload_id: str, attempt: int | None, ended: datetime,
+                 started_at: datetime | None = None) -> None:
+    """End the open ledger lines of one attempt (or all) at `ended`, committing what each cost."""
+    query = _OPEN_LINES if attempt is None else _OPEN_LINES.where(_LEDGER.c.attempt == attempt)
+    for line in session.execute(query, {"w": workload_id}).all():
+        began = as_utc(line.started_at) if line.started_at else (min(as_utc(started_at), ended)
+                                                                 if started_at else None)
+        hours = max(0.0, (ended - began).total_seconds() / 3600) * line.gpus if began else 0.0
+        session.execute(_END_LINE, {"line": line.id, "ended": ended, "began": began, "hours": hours,
+                                    "cost": hours * line.price_per_gpu_hour})
 
 
 def release_attempt_in(session: Any, workload_id: str, attempt: int, ended_at: datetime | None = None,
@@ -104,8 +118,7 @@ def release_attempt_in(session: Any, workload_id: str, attempt: int, ended_at: d
     now = utcnow()
     result = session.execute(_RELEASE_ATTEMPT, {"w": workload_id, "a": attempt, "now": now})
     ended = min(as_utc(ended_at) if ended_at else now, now)
-    session.execute(_CLOSE_ATTEMPT, {"w": workload_id, "a": attempt, "ended": ended,
-                                     "started": min(as_utc(started_at), ended) if started_at else None})
+    end_lines_in(session, workload_id, attempt, ended, started_at)
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -399,7 +412,7 @@ class Store:
             if attempt is None:
                 now = utcnow()
                 result = s.execute(_RELEASE_ALL, {"w": workload_id, "now": now})
-                s.execute(_CLOSE_ALL, {"w": workload_id, "ended": now, "started": None})
+                end_lines_in(s, workload_id, None, now)
                 released = cast("CursorResult[Any]", result).rowcount
             else:
                 released = release_attempt_in(s, workload_id, attempt, ended_at, started_at)

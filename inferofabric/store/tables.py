@@ -89,6 +89,8 @@ class QueueRow(SQLModel, table=True):
     decision: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     enqueued_at: datetime = Field(default_factory=utcnow)
+    approval: str | None = Field(default=None, max_length=255)  # "approved" | "<mode> denied by <who>"
+    approval_asked_at: datetime | None = None  # when admission first asked a person (the timeout runs from it)
 
 
 class TeamUsageRow(SQLModel, table=True):
@@ -166,3 +168,19 @@ class LedgerRow(SQLModel, table=True):
     admitted_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = None  # the back end's start: before it, launch-pending time (not charged)
     ended_at: datetime | None = Field(default=None, index=True)  # None: running, accruing cost to date
+    estimated_cost: float = 0.0  # reserved against budgets at admission (runtime x GPUs x price)
+    cost: float | None = None  # committed when the line ends
+    gpu_hours: float | None = None  # committed when the line ends
+
+
+class BudgetAlertRow(SQLModel, table=True):
+    """A budget alert raised once per budget, period and share (the audit log holds the event)."""
+
+    __tablename__ = "budget_alerts"
+    __table_args__ = (UniqueConstraint("budget", "period_start", "share", name="uq_budget_alert"),)
+    id: int | None = Field(default=None, primary_key=True)
+    budget: str = Field(max_length=255)
+    period_start: str = Field(max_length=32)
+    share: float
+    raised_at: datetime = Field(default_factory=utcnow)
+    spent: float
