@@ -24,7 +24,7 @@ from inferofabric.models.status import Decision, PoolView
 from inferofabric.policies.admission import CyclePlan, Held
 from inferofabric.policies.fairshare import accrue
 from inferofabric.store.budget import raise_alerts
-from inferofabric.store.db import Store, as_utc, release_attempt_in
+from inferofabric.store.db import Store, as_utc, ledger_on, release_attempt_in
 from inferofabric.store.tables import LedgerRow, PlacementRow, QueueRow, ReservationRow, TeamUsageRow, utcnow
 
 _Q = QueueRow.__table__  # type: ignore[attr-defined]
@@ -286,6 +286,7 @@ def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool
         wake = [Wake(r.workload_id, r.attempt, Decision.model_validate_json(r.decision))
                 for r in s.execute(select(_Q.c.workload_id, _Q.c.attempt, _Q.c.decision)
                                    .where(_Q.c.state == ADMITTED))]
+        ledger = ledger_on()
         for admission in plan.admitted:
             entry, decision = admission.pending, admission.decision
             decision.decided_at = now
@@ -296,12 +297,14 @@ def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool
                 location=str(decision.location or ""), priority_class=entry.priority_class,
                 class_value=entry.class_value, priority=entry.spec.priority, borrowing=decision.borrowing,
                 expected_end=now + timedelta(seconds=runtime) if runtime else None, preempting=False))
-            s.execute(_L.insert().values(
-                workload_id=entry.workload_id, attempt=entry.attempt, team=entry.team, project=entry.spec.project,
-                pool=decision.pool, location=str(decision.location or ""), region=decision.region or "",
-                gpu_type=decision.gpu_type, gpus=decision.gpus, reason=decision.mode[:32], admitted_at=now,
-                price_per_gpu_hour=(decision.price_per_hour or 0.0) / decision.gpus if decision.gpus else 0.0,
-                started_at=None, ended_at=None, estimated_cost=decision.estimated_cost or 0.0))
+            if ledger:
+                s.execute(_L.insert().values(
+                    workload_id=entry.workload_id, attempt=entry.attempt, team=entry.team,
+                    project=entry.spec.project, pool=decision.pool, location=str(decision.location or ""),
+                    region=decision.region or "", gpu_type=decision.gpu_type, gpus=decision.gpus,
+                    reason=decision.mode[:32], admitted_at=now,
+                    price_per_gpu_hour=(decision.price_per_hour or 0.0) / decision.gpus if decision.gpus else 0.0,
+                    started_at=None, ended_at=None, estimated_cost=decision.estimated_cost or 0.0))
             document = decision.model_dump_json()
             s.execute(_P.insert().values(workload_id=entry.workload_id, attempt=entry.attempt, pool=decision.pool,
                                          decision=document, created_at=now))

@@ -1,9 +1,10 @@
 """Budgets' standing from the ledger, the alerts they raise, and approvals on queue rows.
 
 Read inside the admission cycle's transaction (so the standing it judges is the one it commits
-against) and by `fabric budget list`. A budget's period counts the ended lines that ended in it
-(their committed cost) and the running lines' cost since the period began; what a running or
-launching line may still cost (its estimate minus its cost to date) is `reserved`.
+against) and by `fabric budget list`. A budget's period counts what ended lines held inside it
+(from the daily sums, `ledger_days`: periods begin at midnight UTC) and the running lines' cost
+since it began; what a running or launching line may still cost (its estimate minus its cost to
+date) is `reserved`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from sqlalchemy import func, select, update
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.policies.budget import BudgetState, crossed, period_start
 from inferofabric.store.db import Store, as_utc
-from inferofabric.store.tables import AuditRow, BudgetAlertRow, LedgerRow, QueueRow, utcnow
+from inferofabric.store.tables import AuditRow, BudgetAlertRow, LedgerDayRow, LedgerRow, QueueRow, utcnow
 
 log = logging.getLogger(__name__)
 _L = LedgerRow.__table__  # type: ignore[attr-defined]
+_D = LedgerDayRow.__table__  # type: ignore[attr-defined]
 _Q = QueueRow.__table__  # type: ignore[attr-defined]
 _A = BudgetAlertRow.__table__  # type: ignore[attr-defined]
 _AUDIT = AuditRow.__table__  # type: ignore[attr-defined]
@@ -41,11 +43,12 @@ def budget_states(session: Any, policy: PlacementPolicy, now: datetime) -> list[
     projects = sorted({s.name for s in states if s.kind == "project"})
     owned = _L.c.team.in_(teams) | _L.c.project.in_(projects)
     ended: dict[datetime | None, dict[_Owner, float]] = {}
-    for start in {s.period_start for s in states}:
-        query = (select(_L.c.team, _L.c.project, _L.c.location, func.sum(_L.c.cost))
-                 .where(owned, _L.c.ended_at.is_not(None)).group_by(_L.c.team, _L.c.project, _L.c.location))
+    for start in {s.period_start for s in states}:  # periods start at midnight: whole days of daily sums
+        query = (select(_D.c.team, _D.c.project, _D.c.location, func.sum(_D.c.cost))
+                 .where(_D.c.team.in_(teams) | _D.c.project.in_(projects))
+                 .group_by(_D.c.team, _D.c.project, _D.c.location))
         if start is not None:
-            query = query.where(_L.c.ended_at >= start)
+            query = query.where(_D.c.day >= start.date().isoformat())
         sums: dict[_Owner, float] = defaultdict(float)
         for team, project, location, total in session.execute(query):
             sums[(team, project, location == "cloud")] += float(total or 0.0)

@@ -8,6 +8,7 @@ transaction lock on PostgreSQL), which is what keeps concurrent placements from 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -30,6 +31,7 @@ from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import Decision, HealthEvent, PoolStatus, PoolView
 from inferofabric.store.tables import (
     HealthEventRow,
+    LedgerDayRow,
     LedgerRow,
     PlacementRow,
     PolicyRow,
@@ -79,10 +81,12 @@ _RELEASE_ALL = (
 )
 _RELEASE_ATTEMPT = _RELEASE_ALL.where(_RESERVATIONS.c.attempt == bindparam("a"))
 _LEDGER = LedgerRow.__table__  # type: ignore[attr-defined]
+_DAYS = LedgerDayRow.__table__  # type: ignore[attr-defined]
 # The ledger line ends with its GPUs (at the back end's end when the caller knows it) and commits its
 # cost; a line whose job never started gets no start, so it costs nothing.
 _OPEN_LINES = (
-    select(_LEDGER.c.id, _LEDGER.c.started_at, _LEDGER.c.gpus, _LEDGER.c.price_per_gpu_hour)
+    select(_LEDGER.c.id, _LEDGER.c.started_at, _LEDGER.c.gpus, _LEDGER.c.price_per_gpu_hour, _LEDGER.c.team,
+           _LEDGER.c.project, _LEDGER.c.pool, _LEDGER.c.location, _LEDGER.c.region)
     .where(_LEDGER.c.workload_id == bindparam("w"), _LEDGER.c.ended_at.is_(None))
 )
 _END_LINE = (
@@ -98,9 +102,17 @@ _STARTED = (
 )
 
 
+def ledger_on() -> bool:
+    """The cost ledger is always kept, except under FABRIC_LEDGER=off: bench/cost.py measures what
+    keeping it costs the fabric's throughput by turning it off."""
+    return os.environ.get("FABRIC_LEDGER", "on").lower() != "off"
+
+
 def end_lines_in(session: Any, workload_id: str, attempt: int | None, ended: datetime,
                  started_at: datetime | None = None) -> None:
     """End the open ledger lines of one attempt (or all) at `ended`, committing what each cost."""
+    if not ledger_on():
+        return
     query = _OPEN_LINES if attempt is None else _OPEN_LINES.where(_LEDGER.c.attempt == attempt)
     for line in session.execute(query, {"w": workload_id}).all():
         began = as_utc(line.started_at) if line.started_at else (min(as_utc(started_at), ended)
@@ -108,6 +120,40 @@ def end_lines_in(session: Any, workload_id: str, attempt: int | None, ended: dat
         hours = max(0.0, (ended - began).total_seconds() / 3600) * line.gpus if began else 0.0
         session.execute(_END_LINE, {"line": line.id, "ended": ended, "began": began, "hours": hours,
                                     "cost": hours * line.price_per_gpu_hour})
+        if began is not None and hours > 0:
+            add_to_days(session, line, began, ended)
+
+
+def day_spans(began: datetime, ended: datetime) -> list[tuple[str, float]]:
+    """The interval's hours per UTC day: [("2026-12-01", 1.5), ...]."""
+    from datetime import UTC, timedelta
+
+    out = []
+    cursor = as_utc(began)
+    ended = as_utc(ended)
+    while cursor < ended:
+        midnight = datetime(cursor.year, cursor.month, cursor.day, tzinfo=UTC) + timedelta(days=1)
+        upto = min(midnight, ended)
+        out.append((cursor.date().isoformat(), (upto - cursor).total_seconds() / 3600))
+        cursor = upto
+    return out
+
+
+def add_to_days(session: Any, line: Any, began: datetime, ended: datetime) -> None:
+    """Add an ended line's held hours and cost to the daily sums (ledger_days), day by day."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+    for day, hours in day_spans(began, ended):
+        gpu_hours = hours * line.gpus
+        statement = insert(_DAYS).values(day=day, team=line.team, project=line.project, pool=line.pool,
+                                         location=line.location, region=line.region, gpu_hours=gpu_hours,
+                                         cost=gpu_hours * line.price_per_gpu_hour)
+        session.execute(statement.on_conflict_do_update(
+            index_elements=["day", "team", "project", "pool", "location", "region"],
+            set_={"gpu_hours": _DAYS.c.gpu_hours + statement.excluded.gpu_hours,
+                  "cost": _DAYS.c.cost + statement.excluded.cost}))
 
 
 def release_attempt_in(session: Any, workload_id: str, attempt: int, ended_at: datetime | None = None,

@@ -3,6 +3,11 @@
 A line costs `held hours x GPUs x price per GPU-hour`, where held = from the back end's start to its
 end (or to now while it runs: cost to date), clipped to the report's window. Launch-pending time
 (admission to start) is kept apart and not charged. A moved or preempted attempt keeps its own line.
+
+Reports over a million lines: an ended line adds its GPU-hours and cost to daily sums (table
+`ledger_days`, per UTC day and attribution) when it ends, so the whole days inside a window are
+read from those sums; only running lines and the window's partial first and last days are clipped
+here, line by line (bench/cost.py; tests/store/test_ledger_store.py checks both agree).
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, func, or_, select
 
 from inferofabric.store.db import Store, as_utc
-from inferofabric.store.tables import LedgerRow, utcnow
+from inferofabric.store.tables import LedgerDayRow, LedgerRow, utcnow
 
 _L = LedgerRow.__table__  # type: ignore[attr-defined]
+_D = LedgerDayRow.__table__  # type: ignore[attr-defined]
 GROUPS = ("team", "project", "pool", "location", "region", "workload")
 STEPS = ("day", "week")
 
@@ -45,10 +51,11 @@ class CostLine:
     cost: float
     pending_seconds: float
     held: tuple[datetime, datetime] | None = field(default=None, repr=False)  # clipped to the window
+    whole_day: bool = field(default=False, repr=False)  # a database sum of one UTC day's lines
 
     def as_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
-        del out["held"]
+        del out["held"], out["whole_day"]
         for key in ("admitted_at", "started_at", "ended_at"):
             out[key] = out[key].isoformat() if out[key] else None
         out["gpu_hours"], out["cost"] = round(self.gpu_hours, 6), round(self.cost, 6)
@@ -56,11 +63,13 @@ class CostLine:
 
 
 def lines(store: Store, start: datetime | None, end: datetime | None, workload_id: str | None = None,
-          now: datetime | None = None) -> list[CostLine]:
-    """The ledger lines that held GPUs inside [start, end), each clipped to it."""
+          now: datetime | None = None, where: Any = None) -> list[CostLine]:
+    """The ledger lines that held GPUs inside [start, end), each clipped to it (`where`: only those)."""
     now = now or utcnow()
     end = min(end or now, now)
     query = select(_L)
+    if where is not None:
+        query = query.where(where)
     if workload_id is not None:
         query = query.where(_L.c.workload_id == workload_id)
     if start is not None:
@@ -95,7 +104,72 @@ def report(store: Store, by: str = "team", start: datetime | None = None, end: d
         raise ValueError(f"--by {by!r}: one of {', '.join(GROUPS)}")
     if step is not None and step not in STEPS:
         raise ValueError(f"--step {step!r}: one of {', '.join(STEPS)}")
-    return summarize(lines(store, start, end, now=now), by, step)
+    now = now or utcnow()
+    until = min(end or now, now)
+    if by == "workload":  # one row per workload: line by line
+        return summarize(lines(store, start, end, now=now), by, step)
+    # Whole UTC days inside the window come from the daily sums of ended lines; the window's partial
+    # first and last days, and running lines, from the lines themselves.
+    first = _midnight(start) + timedelta(days=1) if start and start != _midnight(start) else start
+    last = _midnight(until)
+    if first is not None and first > last:  # the window lies inside one day
+        edges, days = [(start, until)], False
+    else:
+        edges = [(lo, hi) for lo, hi in ((start, first), (last, until)) if lo is not None and hi is not None
+                 and lo < hi]
+        days = True
+    pieces = _days(store, by, step, first, last) if days else []
+    overlap = [and_(_L.c.ended_at > lo, _L.c.started_at < hi) for lo, hi in edges]
+    query = select(_L).where(or_(_L.c.ended_at.is_(None), *overlap), _L.c.admitted_at < until)
+    with store.session() as s:
+        rows = s.execute(query).all()
+    for row in rows:
+        if row.ended_at is None:
+            pieces.append(_clip(row, start, until))
+            continue
+        for lo, hi in edges:
+            piece = _clip(row, lo, hi)
+            if piece.held is not None and piece.gpu_hours > 0:
+                pieces.append(piece)
+    return summarize(pieces, by, step)
+
+
+def _midnight(value: datetime) -> datetime:
+    value = as_utc(value)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+
+
+def _days(store: Store, by: str, step: str | None, first: datetime | None, last: datetime) -> list[CostLine]:
+    """The daily sums of [first, last) grouped by `by` (and by day with `step`), as CostLines whose
+    figures `summarize` adds as they are."""
+    key = getattr(_D.c, by)
+    groups = [key, _D.c.location] + ([_D.c.day] if step is not None else [])
+    query = (select(*groups, func.sum(_D.c.gpu_hours), func.sum(_D.c.cost)).where(_D.c.day < last.date().isoformat())
+             .group_by(*groups))
+    if first is not None:
+        query = query.where(_D.c.day >= first.date().isoformat())
+    with store.session() as s:
+        rows = s.execute(query).all()
+    out = []
+    for row in rows:
+        values = {"team": "", "project": "", "pool": "", "region": "", by: row[0]}
+        day = _as_day(row[2]) if step is not None else _EPOCH
+        hours, cost = float(row[-2] or 0.0), float(row[-1] or 0.0)
+        out.append(CostLine(
+            workload_id="", attempt=0, team=values["team"], project=values["project"], pool=values["pool"],
+            location=row[1], region=values["region"], gpu_type=None, gpus=1, price_per_gpu_hour=0.0, reason="",
+            admitted_at=_EPOCH, started_at=None, ended_at=None, gpu_hours=hours, cost=cost, pending_seconds=0.0,
+            held=(day, day), whole_day=True))
+    return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _as_day(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
 def summarize(found: Iterable[CostLine], by: str, step: str | None) -> list[dict[str, Any]]:
@@ -107,6 +181,10 @@ def summarize(found: Iterable[CostLine], by: str, step: str | None) -> list[dict
         for period, hours in _by_period(line, step):
             row = totals[(period, key)]
             where = "cloud" if line.location == "cloud" else "on_prem"
+            if line.whole_day:  # summed by the database: its figures as they are
+                row[f"gpu_hours_{where}"] += line.gpu_hours
+                row[f"cost_{where}"] += line.cost
+                continue
             row[f"gpu_hours_{where}"] += hours * line.gpus
             row[f"cost_{where}"] += hours * line.gpus * line.price_per_gpu_hour
             if by == "workload":
@@ -127,6 +205,10 @@ def _by_period(line: CostLine, step: str | None) -> list[tuple[str, float]]:
         return [("", line.gpu_hours / line.gpus if line.gpus else 0.0)]
     if line.held is None:
         return []
+    if line.whole_day:
+        day = line.held[0]
+        begin = day - timedelta(days=day.weekday()) if step == "week" else day
+        return [(begin.date().isoformat(), 0.0)]
     out = []
     cursor, hi = line.held
     while cursor < hi:

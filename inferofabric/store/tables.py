@@ -173,6 +173,24 @@ class LedgerRow(SQLModel, table=True):
     gpu_hours: float | None = None  # committed when the line ends
 
 
+class LedgerDayRow(SQLModel, table=True):
+    """Ended lines summed per UTC day and attribution: what reports over a million lines and the
+    budgets' standing read (a line adds its held hours to each day it spans when it ends)."""
+
+    __tablename__ = "ledger_days"
+    __table_args__ = (UniqueConstraint("day", "team", "project", "pool", "location", "region",
+                                       name="uq_ledger_day"),)
+    id: int | None = Field(default=None, primary_key=True)
+    day: str = Field(max_length=10)  # YYYY-MM-DD (UTC)
+    team: str = Field(max_length=63)
+    project: str = Field(max_length=63)
+    pool: str = Field(max_length=63)
+    location: str = Field(max_length=16)
+    region: str = Field(max_length=63)
+    gpu_hours: float = 0.0
+    cost: float = 0.0
+
+
 class BudgetAlertRow(SQLModel, table=True):
     """A budget alert raised once per budget, period and share (the audit log holds the event)."""
 

@@ -118,7 +118,7 @@ async def test_a_burst_waits_for_approval_then_runs_and_the_audit_log_says_who(f
     assert f"fabric approve {dear.id} or fabric deny {dear.id}" in reason
     assert (await dear.status()).state == WorkloadState.QUEUED
 
-    code, out, err = await cli(fabric, "approve", dear.id, "--note", "deadline friday")
+    code, _, err = await cli(fabric, "approve", dear.id, "--note", "deadline friday")
     assert code == 0, err
     await until(lambda: _on(dear, cloud))
     entries = [e for e in audit_entries(fabric.store, limit=50) if e["action"] == "approve"]
@@ -129,7 +129,7 @@ async def test_a_burst_waits_for_approval_then_runs_and_the_audit_log_says_who(f
 
     denied = await client.submit(job(f"denied-{suffix}", 2, runtime=600))
     await until(lambda: _reason(fabric, denied.id))
-    code, out, err = await cli(fabric, "deny", denied.id)
+    code, _, err = await cli(fabric, "deny", denied.id)
     assert code == 0, err
     reason = await until(lambda: _after_denial(fabric, denied.id))
     assert reason.startswith("burst denied by admin"), reason

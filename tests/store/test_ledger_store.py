@@ -55,3 +55,54 @@ def test_a_move_ends_the_line_in_the_enqueue_and_a_never_started_job_costs_nothi
     assert ledger.lines(store, None, None, workload_id="a")[1].cost == 0
     with pytest.raises(ValueError, match="--by 'color'"):
         ledger.report(store, by="color")
+
+
+def _insert_lines(store: Store, count: int, now: datetime) -> None:
+    """Lines of every kind: ended inside a day, across midnight, running, never started."""
+    import random
+
+    from inferofabric.store.tables import LedgerRow
+
+    table = LedgerRow.__table__  # type: ignore[attr-defined]
+    chance = random.Random(7)
+    rows = []
+    for index in range(count):
+        started = now - timedelta(hours=chance.uniform(1, 24 * 20))
+        length = timedelta(hours=chance.choice([0.2, 1.5, 7.0, 30.0]))
+        ended = started + length if chance.random() < 0.8 and started + length < now else None
+        never = chance.random() < 0.05
+        gpus, price = chance.choice([1, 2, 8]), chance.choice([0.0, 1.25, 4.1])
+        hours = None if ended is None else 0.0 if never else (ended - started).total_seconds() / 3600 * gpus
+        rows.append({"workload_id": f"w{index}", "attempt": 1, "team": chance.choice(["vision", "nlp", "ads"]),
+                     "project": "p", "pool": chance.choice(["dc1", "aws"]),
+                     "location": chance.choice(["on-prem", "cloud"]),
+                     "region": "r", "gpu_type": "A100", "gpus": gpus, "price_per_gpu_hour": price, "reason": "default",
+                     "admitted_at": started - timedelta(minutes=1), "started_at": None if never else started,
+                     "ended_at": ended, "estimated_cost": 0.0, "gpu_hours": hours,
+                     "cost": hours * price if hours is not None else None})
+    from types import SimpleNamespace
+
+    from inferofabric.store.db import add_to_days
+
+    with store.session(write=True) as s:
+        s.execute(table.insert(), rows)
+        for row in rows:  # what the release does when a line ends
+            if row["ended_at"] is not None and row["started_at"] is not None:
+                add_to_days(s, SimpleNamespace(**row), row["started_at"], row["ended_at"])
+        s.commit()
+
+
+@pytest.mark.parametrize(("by", "step", "window"), [
+    ("team", None, None), ("team", "day", None), ("pool", "week", 5), ("workload", None, 3), ("location", "day", 2)])
+def test_the_database_sums_give_the_same_report_as_line_by_line(store: Store, by: str, step: str | None,
+                                                                window: int | None) -> None:
+    now = datetime(2026, 12, 1, 15, 30, tzinfo=UTC)
+    _insert_lines(store, 400, now)
+    start = now - timedelta(days=window) if window else None
+    fast = ledger.report(store, by=by, start=start, step=step, now=now)
+    slow = ledger.summarize(ledger.lines(store, start, None, now=now), by, step)
+    assert len(fast) == len(slow) > 0
+    for a, b in zip(fast, slow, strict=True):
+        assert a.keys() == b.keys() and a["key"] == b["key"] and a.get("period") == b.get("period")
+        for column in ("gpu_hours_on_prem", "gpu_hours_cloud", "cost_on_prem", "cost_cloud", "cost_total"):
+            assert a[column] == pytest.approx(b[column], abs=1e-4), (column, a, b)

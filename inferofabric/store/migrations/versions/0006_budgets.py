@@ -24,6 +24,19 @@ def upgrade() -> None:
         batch.add_column(sa.Column("approval", sa.String(255), nullable=True))
         batch.add_column(sa.Column("approval_asked_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
+        "ledger_days",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("day", sa.String(10), nullable=False),
+        sa.Column("team", sa.String(63), nullable=False),
+        sa.Column("project", sa.String(63), nullable=False),
+        sa.Column("pool", sa.String(63), nullable=False),
+        sa.Column("location", sa.String(16), nullable=False),
+        sa.Column("region", sa.String(63), nullable=False),
+        sa.Column("gpu_hours", sa.Float(), nullable=False),
+        sa.Column("cost", sa.Float(), nullable=False),
+        sa.UniqueConstraint("day", "team", "project", "pool", "location", "region", name="uq_ledger_day"),
+    )
+    op.create_table(
         "budget_alerts",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
         sa.Column("budget", sa.String(255), nullable=False),
@@ -37,6 +50,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("budget_alerts")
+    op.drop_table("ledger_days")
     with op.batch_alter_table("queue") as batch:
         batch.drop_column("approval_asked_at")
         batch.drop_column("approval")
