@@ -29,7 +29,7 @@ space := $(empty) $(empty)
 PYTEST_ARGS ?=
 BENCH ?= $(sort $(wildcard bench/[!_]*.py))
 
-.PHONY: help venv demo test lint ruff mypy up bench clean
+.PHONY: help venv demo test browser lint ruff mypy up bench clean
 
 help:
 	@echo "make demo   the one-minute story on the embedded stack (.venv/bin/fabric demo)"
@@ -53,8 +53,20 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fabric demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The dashboard's browser test needs Debian's chromium and chromedriver (never a browser download).
+# Installed when missing and we may (root, as in CI); otherwise the test says how and is skipped.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "== installing Debian's chromium and chromium-driver (tests/dashboard)"; \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+	     || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null)) \
+	     || echo "warning: could not install chromium; the dashboard's browser test will be skipped"; \
+	  else echo "warning: not root: run 'sudo apt-get install chromium chromium-driver' for the browser test"; fi; \
+	fi
 
 up: $(STAMP)
 	$(BIN)/fabric up

@@ -61,6 +61,7 @@ class Stack:
     home: Path
     config: FabricConfig
     config_source: str = "built-in default"
+    dashboard_url: str | None = None
 
 
 def _stop_stale_server(pid_file: Path) -> None:
@@ -150,9 +151,10 @@ def _write_stack_file(home: Path, address: str, store_url: str) -> None:
 @contextlib.asynccontextmanager
 async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, config_path: Path | None = None,
                          log: Callable[[str], None] = print, reapply: bool = False,
-                         look_here: bool = True) -> AsyncIterator[Stack]:
+                         look_here: bool = True, dashboard_port: int | None = None) -> AsyncIterator[Stack]:
     """Start everything, apply the configuration (first start, or `reapply`), yield; stop everything
-    on exit. Refuses (StackConflict) to start beside a stack it would break."""
+    on exit. Refuses (StackConflict) to start beside a stack it would break. `dashboard_port`: serve
+    the dashboard there (None or 0: not at all)."""
     config, source = read_config(config_path, look_here)
     address = f"127.0.0.1:{port}"
     with hold_home(home, address=address, ui_port=ui_port):
@@ -160,6 +162,8 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
         _stop_stale_server(home / "temporal.pid")  # we hold FABRIC_HOME: a server left there is stale
         ensure_port_free(port, "--port")
         ensure_port_free(ui_port, "--ui-port")
+        if dashboard_port:
+            ensure_port_free(dashboard_port, "--dashboard-port")
         log(f"starting Temporal dev server on {address} (Web UI http://127.0.0.1:{ui_port}, data {home})")
         process = start_dev_server(home, port, ui_port, log)
         try:
@@ -173,8 +177,19 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
                 fabric = FabricClient(client, store_url=store_url)
                 await configure(fabric, store, config, source, reapply, log)
                 _write_stack_file(home, address, store_url)
-                yield Stack(client=client, fabric=fabric, address=address, ui_url=f"http://127.0.0.1:{ui_port}",
-                            home=home, config=config, config_source=source)
+                dashboard = None
+                if dashboard_port:
+                    from inferofabric.dashboard.server import start as start_dashboard
+
+                    dashboard = await start_dashboard(fabric, dashboard_port)
+                try:
+                    yield Stack(client=client, fabric=fabric, address=address,
+                                ui_url=f"http://127.0.0.1:{ui_port}", home=home, config=config,
+                                config_source=source,
+                                dashboard_url=f"http://127.0.0.1:{dashboard_port}/" if dashboard_port else None)
+                finally:
+                    if dashboard is not None:
+                        await dashboard.cleanup()
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -91,6 +92,9 @@ def cost(
     explain: Annotated[str | None, typer.Option("--explain", help="One workload's attempts and cost lines.")]
     = None,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV rows.")] = False,
+    html_out: Annotated[Path | None, typer.Option(
+        "--html", help="Write the dashboard's cost charts and tables to this file (opens offline; mail it).")]
+    = None,
     address: AddressOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -101,9 +105,13 @@ def cost(
     is not charged; a moved or preempted attempt keeps what it cost.
 
     Examples: fabric cost --since 7d · fabric cost --by pool --step day --csv · fabric cost --explain train-7
+    · fabric cost --html report.html
     """
     from inferofabric.cli import render
 
+    if html_out is not None:
+        _write_html(html_out, address)
+        return
     if since and from_:
         fail("give --since or --from, not both", 2)
     start = _start(since, from_)
@@ -124,6 +132,19 @@ def cost(
         console().print("no cost recorded in this window")
     else:
         console().print(_table(rows, by, step is not None))
+
+
+def _write_html(path: Path, address: str | None) -> None:
+    from inferofabric.dashboard.data import summary
+    from inferofabric.dashboard.page import report_page
+
+    gathered = with_client(address, summary)
+    try:
+        path.write_text(report_page(gathered), encoding="utf-8")
+    except OSError as error:
+        fail(f"--html {path}: {error.strerror or error}", 2)
+    console().print(f"wrote {path} ({path.stat().st_size // 1024} KiB): spend by day and team, burst share, "
+                    f"top workloads, budgets; opens offline", soft_wrap=True)
 
 
 def _start(since: str | None, from_: str | None) -> datetime | None:

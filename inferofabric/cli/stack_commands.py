@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
 def up(
     port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
+    dashboard_port: Annotated[int, typer.Option(
+        help="The fabric's dashboard (pools, queue, cost) on 127.0.0.1; 0: none.")] = 8234,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="Pools and policy to apply on the first start [default: ./fabric.yaml, else "
                                "the built-in default]")] = None,
@@ -40,7 +42,7 @@ def up(
     One stack per FABRIC_HOME and per port: a second one refuses instead of breaking the first.
     Ctrl-C stops everything; state survives restarts under FABRIC_HOME.
 
-    Example: fabric up --port 7233 --ui-port 8233
+    Example: fabric up --port 7233 --ui-port 8233 --dashboard-port 8234
     """
     from inferofabric.cli.stack import serve
     from inferofabric.logs import setup_logging
@@ -48,7 +50,7 @@ def up(
     home_dir = fabric_home(home)
     home_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(home_dir, debug)
-    run(serve(home_dir, port, ui_port, config, apply_config))
+    run(serve(home_dir, port, ui_port, config, apply_config, dashboard_port))
 
 
 def worker(

@@ -41,7 +41,6 @@ def budget_states(session: Any, policy: PlacementPolicy, now: datetime) -> list[
         return []
     teams = sorted({s.name for s in states if s.kind == "team"})
     projects = sorted({s.name for s in states if s.kind == "project"})
-    owned = _L.c.team.in_(teams) | _L.c.project.in_(projects)
     ended: dict[datetime | None, dict[_Owner, float]] = {}
     for start in {s.period_start for s in states}:  # periods start at midnight: whole days of daily sums
         query = (select(_D.c.team, _D.c.project, _D.c.location, func.sum(_D.c.cost))
@@ -53,21 +52,30 @@ def budget_states(session: Any, policy: PlacementPolicy, now: datetime) -> list[
         for team, project, location, total in session.execute(query):
             sums[(team, project, location == "cloud")] += float(total or 0.0)
         ended[start] = sums
-    running = session.execute(select(_L.c.team, _L.c.project, _L.c.location, _L.c.started_at, _L.c.gpus,
-                                     _L.c.price_per_gpu_hour, _L.c.estimated_cost)
-                              .where(owned, _L.c.ended_at.is_(None))).all()
+    # Running lines (the ended_at index), folded per owner and period start before the budgets read them.
+    running: dict[_Owner, dict[datetime | None, list[float]]] = defaultdict(
+        lambda: {start: [0.0, 0.0] for start in ended})
+    wanted_teams, wanted_projects = set(teams), set(projects)
+    for line in session.execute(select(_L.c.team, _L.c.project, _L.c.location, _L.c.started_at, _L.c.gpus,
+                                       _L.c.price_per_gpu_hour, _L.c.estimated_cost)
+                                .where(_L.c.ended_at.is_(None))):
+        if line.team not in wanted_teams and line.project not in wanted_projects:
+            continue
+        began = as_utc(line.started_at) if line.started_at else None
+        rate = line.gpus * line.price_per_gpu_hour
+        left = max(0.0, line.estimated_cost - _hours(began, now) * rate)
+        for start, figures in running[(line.team, line.project, line.location == "cloud")].items():
+            since = max(began, start) if began and start else began
+            figures[0] += _hours(since, now) * rate
+            figures[1] += left
     for state in states:
         for (team, project, cloud), total in ended[state.period_start].items():
             if _owns(state, team, project) and state.counts("cloud" if cloud else "on-prem"):
                 state.spent += total
-        for line in running:
-            if not _owns(state, line.team, line.project) or not state.counts(line.location):
-                continue
-            began = as_utc(line.started_at) if line.started_at else None
-            to_date = _hours(began, now) * line.gpus * line.price_per_gpu_hour
-            since = max(began, state.period_start) if began and state.period_start else began
-            state.spent += _hours(since, now) * line.gpus * line.price_per_gpu_hour
-            state.reserved += max(0.0, line.estimated_cost - to_date)
+        for (team, project, cloud), periods in running.items():
+            if _owns(state, team, project) and state.counts("cloud" if cloud else "on-prem"):
+                state.spent += periods[state.period_start][0]
+                state.reserved += periods[state.period_start][1]
     return states
 
 

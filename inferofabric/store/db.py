@@ -85,7 +85,7 @@ _DAYS = LedgerDayRow.__table__  # type: ignore[attr-defined]
 # The ledger line ends with its GPUs (at the back end's end when the caller knows it) and commits its
 # cost; a line whose job never started gets no start, so it costs nothing.
 _OPEN_LINES = (
-    select(_LEDGER.c.id, _LEDGER.c.started_at, _LEDGER.c.gpus, _LEDGER.c.price_per_gpu_hour, _LEDGER.c.team,
+    sa_select(_LEDGER.c.id, _LEDGER.c.started_at, _LEDGER.c.gpus, _LEDGER.c.price_per_gpu_hour, _LEDGER.c.team,
            _LEDGER.c.project, _LEDGER.c.pool, _LEDGER.c.location, _LEDGER.c.region)
     .where(_LEDGER.c.workload_id == bindparam("w"), _LEDGER.c.ended_at.is_(None))
 )

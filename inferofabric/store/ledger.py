@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, or_, select
 
 from inferofabric.store.db import Store, as_utc
 from inferofabric.store.tables import LedgerDayRow, LedgerRow, utcnow
@@ -119,11 +119,16 @@ def report(store: Store, by: str = "team", start: datetime | None = None, end: d
                  and lo < hi]
         days = True
     pieces = _days(store, by, step, first, last) if days else []
-    overlap = [and_(_L.c.ended_at > lo, _L.c.started_at < hi) for lo, hi in edges]
-    query = select(_L).where(or_(_L.c.ended_at.is_(None), *overlap), _L.c.admitted_at < until)
+    # Each query can use the index on ended_at (an OR of them would scan the table).
+    queries = [select(_L).where(_L.c.ended_at.is_(None))]
+    queries += [select(_L).where(_L.c.ended_at > lo, _L.c.started_at < hi) for lo, hi in edges]
+    seen: set[int] = set()
     with store.session() as s:
-        rows = s.execute(query).all()
+        rows = [row for query in queries for row in s.execute(query).all()
+                if row.id not in seen and not seen.add(row.id)]  # type: ignore[func-returns-value]
     for row in rows:
+        if as_utc(row.admitted_at) >= until:
+            continue
         if row.ended_at is None:
             pieces.append(_clip(row, start, until))
             continue
