@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from inferofabric.models.common import Health
 from inferofabric.models.status import Decision, PoolView, Rejection
 from inferofabric.models.workload import WorkloadSpec
-from inferofabric.policies.budget import BudgetBook, BudgetState, estimate
+from inferofabric.policies.budget import BudgetBook, BudgetState, estimate, hourly_rate
 from inferofabric.policies.engine import IN_SERVICE as IN_SERVICE_HEALTH
 from inferofabric.policies.engine import CompiledPolicy, PlacementRequest
 from inferofabric.policies.fairshare import FairShares
@@ -448,7 +448,7 @@ class _Planner:
                 if not verdict.allowed:
                     return verdict.reason
             if budgets.limited:
-                cost = estimate(gpus, pool.price_per_gpu_hour.get(gpu_type), runtime_s)
+                cost = estimate(hourly_rate(pool, gpu_type, entry.spec), runtime_s)
                 return budgets.check(team, project, location, cost)
             return None
 

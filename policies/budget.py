@@ -25,6 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from inferofabric.models.status import PoolView
+from inferofabric.models.workload import WorkloadSpec
+
 CLOUD = "cloud"
 
 
@@ -70,11 +73,23 @@ def period_start(period: str, now: datetime) -> datetime | None:
     return None
 
 
-def estimate(gpus: int, price_per_gpu_hour: float | None, runtime_s: float) -> float:
-    """What an attempt is expected to cost: runtime x GPUs x price (0 for a pool without a price)."""
-    if not gpus or price_per_gpu_hour is None or math.isinf(price_per_gpu_hour):
-        return 0.0
-    return runtime_s / 3600 * gpus * price_per_gpu_hour
+def hourly_rate(pool: PoolView, gpu_type: str | None, spec: WorkloadSpec) -> float:
+    """What the work costs per hour it holds the pool: its GPUs at the pool's price for the type,
+    plus its CPUs and memory (every replica's) where the pool prices them."""
+    rate = 0.0
+    price = pool.price_per_gpu_hour.get(gpu_type) if gpu_type else None
+    if price is not None and not math.isinf(price):
+        rate += spec.total_gpus * price
+    if pool.price_per_cpu_hour:
+        rate += spec.replicas * spec.resources.cpu * pool.price_per_cpu_hour
+    if pool.price_per_gib_hour:
+        rate += spec.replicas * spec.resources.memory_bytes / 2**30 * pool.price_per_gib_hour
+    return rate
+
+
+def estimate(rate_per_hour: float, runtime_s: float) -> float:
+    """What an attempt is expected to cost: its runtime at its hourly rate."""
+    return runtime_s / 3600 * rate_per_hour
 
 
 class BudgetBook:

@@ -27,7 +27,7 @@ from inferofabric.models.common import Health, Location
 from inferofabric.models.policy import Constraint, PlacementPolicy, PoolSelector, Rule
 from inferofabric.models.status import Decision, PoolView, Rejection
 from inferofabric.models.workload import WorkloadSpec
-from inferofabric.policies.budget import estimate
+from inferofabric.policies.budget import estimate, hourly_rate
 from inferofabric.policies.expressions import Expression, compile_expression
 
 IN_SERVICE = (Health.HEALTHY, Health.DEGRADED)
@@ -283,7 +283,8 @@ class CompiledPolicy:
             decision.mode = mode
             decision.reason = (f"{why}; chose {chosen.pool.name}: "
                                f"{self._rank_reason(request.spec, chosen, ranked)}")
-            decision.estimated_cost = round(estimate(request.spec.total_gpus, chosen.price, runtime_s), 6)
+            decision.estimated_cost = round(estimate(hourly_rate(chosen.pool, chosen.gpu_type, request.spec),
+                                                     runtime_s), 6)
             self._ask_approval(decision, mode, variables, workload, notes)
             for other in ranked[1:]:
                 rejected.append(Rejection(pool=other.pool.name,
@@ -325,9 +326,9 @@ class CompiledPolicy:
     def _burst_estimate(pools: Sequence[PoolView], spec: WorkloadSpec, runtime_s: float) -> float:
         """`workload.estimated_cost` in the burst condition: its cost on the cheapest cloud pool that
         offers its GPUs (0 when none does)."""
-        prices = [price for pool in pools if pool.location == _CLOUD for t in spec.gpu_types
-                  if pool.gpus.get(t, 0) and (price := pool.price_per_gpu_hour.get(t)) is not None]
-        return round(estimate(spec.total_gpus, min(prices), runtime_s), 6) if prices else 0.0
+        rates = [hourly_rate(pool, t, spec) for pool in pools if pool.location == _CLOUD for t in spec.gpu_types
+                 if pool.gpus.get(t, 0)]
+        return round(estimate(min(rates), runtime_s), 6) if rates else 0.0
 
     def eligible(self, request: PlacementRequest) -> list[str]:
         """Pools the workload may use whatever their free capacity (health, exclusions, constraints,

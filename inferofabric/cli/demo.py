@@ -77,10 +77,10 @@ async def run_demo(keep: bool) -> None:
     home = fabric_home() / "demo"
     shutil.rmtree(home, ignore_errors=True)  # a fresh story every time
     home.mkdir(parents=True)
-    port, ui_port = _free_port(7233), _free_port(8233)
+    port, ui_port, dashboard_port = _free_port(7233), _free_port(8233), _free_port(8234)
     console.rule("[bold]InferoFabric demo[/]")
     async with embedded_stack(home, port, ui_port, None, log=lambda m: console.print(f"[dim]{m}[/]"),
-                              look_here=False) as stack:
+                              look_here=False, dashboard_port=dashboard_port) as stack:
         fabric = stack.fabric
         console.print(render.pools_table(await fabric.pools()))
         policy = (await fabric.policy())["policy"]
@@ -131,9 +131,19 @@ async def run_demo(keep: bool) -> None:
 
             console.print(_table(rows, "team", False))
         console.print("Running work accrues cost to date; `fabric cost --by workload`, `--explain ID`, `--step day`.")
+        from inferofabric.dashboard.data import summary
+        from inferofabric.dashboard.page import report_page
+
+        report = home / "cost-report.html"
+        report.write_text(report_page(await summary(fabric)), encoding="utf-8")
+        console.print(f"Dashboard: [link={stack.dashboard_url}]{stack.dashboard_url}[/link]  (pools, queue, "
+                      "daily spend on-prem vs burst, budgets; live while the stack runs: `fabric demo --keep`)\n"
+                      f"Report:    {report}  (the same charts in one file that opens offline: "
+                      "`fabric cost --html FILE`)", highlight=False)
 
         console.rule("Explore")
         console.print(
+            f"Dashboard: [link={stack.dashboard_url}]{stack.dashboard_url}[/link]\n"
             f"Web UI:  [link={stack.ui_url}]{stack.ui_url}[/link]  (search attributes FabricPool, FabricLocation, "
             "FabricTeam, FabricState, FabricGpuType, FabricGpus)\n"
             f"CLI:     temporal workflow list --address {stack.address} --query \"FabricLocation='cloud'\"\n"

@@ -34,6 +34,8 @@ class PoolSpec(StrictModel):
     region: str = Field(default="local", min_length=1)
     gpus: dict[str, int] = Field(default_factory=dict, description="GPU inventory the fabric may use, by type")
     price_per_gpu_hour: dict[str, float] = Field(default_factory=dict)
+    price_per_cpu_hour: float | None = Field(default=None, ge=0, description="USD per CPU-hour a job requests")
+    price_per_gib_hour: float | None = Field(default=None, ge=0, description="USD per GiB-hour of memory requested")
     labels: dict[str, str] = Field(default_factory=dict)
     spot: bool = Field(default=False, description="spot/preemptible capacity: cheaper, may be reclaimed")
     launch_timeout_seconds: int = Field(default=900, gt=0, description="a job pending longer than this moves")

@@ -21,6 +21,8 @@ class PoolView(BaseModel):
     price_per_gpu_hour: dict[str, float] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     health: Health = Health.HEALTHY
+    price_per_cpu_hour: float | None = None
+    price_per_gib_hour: float | None = None
 
     def free(self, gpu_type: str) -> int:
         return self.gpus.get(gpu_type, 0) - self.used.get(gpu_type, 0)

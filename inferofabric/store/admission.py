@@ -22,6 +22,7 @@ from sqlalchemy import and_, delete, or_, select, update
 
 from inferofabric.models.status import Decision, PoolView
 from inferofabric.policies.admission import CyclePlan, Held
+from inferofabric.policies.budget import hourly_rate
 from inferofabric.policies.fairshare import accrue
 from inferofabric.store.budget import raise_alerts
 from inferofabric.store.db import Store, as_utc, ledger_on, release_attempt_in
@@ -279,7 +280,9 @@ def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool
         now = utcnow()  # so a reservation never starts before a release it saw committed
         usage = team_usage(s, current, now, half_life_s, write=not dry_run)
         items, next_expiry = queue_items(s, clock, memo)
-        plan = planner(s, items, current, store.pool_views(s), usage, now)
+        views = store.pool_views(s)
+        plan = planner(s, items, current, views, usage, now)
+        by_name = {view.name: view for view in views}
         if dry_run:
             s.rollback()
             return CycleOutcome(plan=plan, next_expiry=next_expiry)
@@ -304,7 +307,9 @@ def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool
                     region=decision.region or "", gpu_type=decision.gpu_type, gpus=decision.gpus,
                     reason=decision.mode[:32], admitted_at=now,
                     price_per_gpu_hour=(decision.price_per_hour or 0.0) / decision.gpus if decision.gpus else 0.0,
-                    started_at=None, ended_at=None, estimated_cost=decision.estimated_cost or 0.0))
+                    started_at=None, ended_at=None, estimated_cost=decision.estimated_cost or 0.0,
+                    rate_per_hour=hourly_rate(by_name[decision.pool], decision.gpu_type, entry.spec)
+                    if decision.pool in by_name else None))
             document = decision.model_dump_json()
             s.execute(_P.insert().values(workload_id=entry.workload_id, attempt=entry.attempt, pool=decision.pool,
                                          decision=document, created_at=now))

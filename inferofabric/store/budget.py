@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.policies.budget import BudgetState, crossed, period_start
-from inferofabric.store.db import Store, as_utc
+from inferofabric.store.db import Store, as_utc, line_rate
 from inferofabric.store.tables import AuditRow, BudgetAlertRow, LedgerDayRow, LedgerRow, QueueRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,12 @@ def budget_states(session: Any, policy: PlacementPolicy, now: datetime) -> list[
         lambda: {start: [0.0, 0.0] for start in ended})
     wanted_teams, wanted_projects = set(teams), set(projects)
     for line in session.execute(select(_L.c.team, _L.c.project, _L.c.location, _L.c.started_at, _L.c.gpus,
-                                       _L.c.price_per_gpu_hour, _L.c.estimated_cost)
+                                       _L.c.price_per_gpu_hour, _L.c.rate_per_hour, _L.c.estimated_cost)
                                 .where(_L.c.ended_at.is_(None))):
         if line.team not in wanted_teams and line.project not in wanted_projects:
             continue
         began = as_utc(line.started_at) if line.started_at else None
-        rate = line.gpus * line.price_per_gpu_hour
+        rate = line_rate(line)
         left = max(0.0, line.estimated_cost - _hours(began, now) * rate)
         for start, figures in running[(line.team, line.project, line.location == "cloud")].items():
             since = max(began, start) if began and start else began

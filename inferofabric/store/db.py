@@ -85,7 +85,8 @@ _DAYS = LedgerDayRow.__table__  # type: ignore[attr-defined]
 # The ledger line ends with its GPUs (at the back end's end when the caller knows it) and commits its
 # cost; a line whose job never started gets no start, so it costs nothing.
 _OPEN_LINES = (
-    sa_select(_LEDGER.c.id, _LEDGER.c.started_at, _LEDGER.c.gpus, _LEDGER.c.price_per_gpu_hour, _LEDGER.c.team,
+    sa_select(_LEDGER.c.id, _LEDGER.c.started_at, _LEDGER.c.gpus, _LEDGER.c.price_per_gpu_hour,
+              _LEDGER.c.rate_per_hour, _LEDGER.c.team,
            _LEDGER.c.project, _LEDGER.c.pool, _LEDGER.c.location, _LEDGER.c.region)
     .where(_LEDGER.c.workload_id == bindparam("w"), _LEDGER.c.ended_at.is_(None))
 )
@@ -117,11 +118,17 @@ def end_lines_in(session: Any, workload_id: str, attempt: int | None, ended: dat
     for line in session.execute(query, {"w": workload_id}).all():
         began = as_utc(line.started_at) if line.started_at else (min(as_utc(started_at), ended)
                                                                  if started_at else None)
-        hours = max(0.0, (ended - began).total_seconds() / 3600) * line.gpus if began else 0.0
-        session.execute(_END_LINE, {"line": line.id, "ended": ended, "began": began, "hours": hours,
-                                    "cost": hours * line.price_per_gpu_hour})
-        if began is not None and hours > 0:
+        held = max(0.0, (ended - began).total_seconds() / 3600) if began else 0.0
+        session.execute(_END_LINE, {"line": line.id, "ended": ended, "began": began, "hours": held * line.gpus,
+                                    "cost": held * line_rate(line)})
+        if began is not None and held > 0:
             add_to_days(session, line, began, ended)
+
+
+def line_rate(line: Any) -> float:
+    """A ledger line's USD per held hour (lines without a rate: their GPUs at their price)."""
+    rate = getattr(line, "rate_per_hour", None)
+    return float(rate) if rate is not None else line.gpus * line.price_per_gpu_hour
 
 
 def day_spans(began: datetime, ended: datetime) -> list[tuple[str, float]]:
@@ -146,10 +153,9 @@ def add_to_days(session: Any, line: Any, began: datetime, ended: datetime) -> No
 
     insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
     for day, hours in day_spans(began, ended):
-        gpu_hours = hours * line.gpus
         statement = insert(_DAYS).values(day=day, team=line.team, project=line.project, pool=line.pool,
-                                         location=line.location, region=line.region, gpu_hours=gpu_hours,
-                                         cost=gpu_hours * line.price_per_gpu_hour)
+                                         location=line.location, region=line.region, gpu_hours=hours * line.gpus,
+                                         cost=hours * line_rate(line))
         session.execute(statement.on_conflict_do_update(
             index_elements=["day", "team", "project", "pool", "location", "region"],
             set_={"gpu_hours": _DAYS.c.gpu_hours + statement.excluded.gpu_hours,
@@ -367,6 +373,7 @@ class Store:
                 name=spec.name, location=spec.location, backend=spec.backend, region=spec.region,
                 gpus=_capacity(spec, row), used=dict(used.get(spec.name, {})),
                 price_per_gpu_hour=spec.price_per_gpu_hour, labels=spec.labels, health=_effective_health(row),
+                price_per_cpu_hour=spec.price_per_cpu_hour, price_per_gib_hour=spec.price_per_gib_hour,
             ))
         return views
 

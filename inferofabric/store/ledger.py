@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from inferofabric.store.db import Store, as_utc
+from inferofabric.store.db import Store, as_utc, line_rate
 from inferofabric.store.tables import LedgerDayRow, LedgerRow, utcnow
 
 _L = LedgerRow.__table__  # type: ignore[attr-defined]
@@ -52,6 +52,7 @@ class CostLine:
     pending_seconds: float
     held: tuple[datetime, datetime] | None = field(default=None, repr=False)  # clipped to the window
     whole_day: bool = field(default=False, repr=False)  # a database sum of one UTC day's lines
+    rate_per_hour: float = 0.0  # USD per held hour: GPUs, plus CPU and memory where the pool prices them
 
     def as_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -89,12 +90,13 @@ def _clip(row: Any, start: datetime | None, end: datetime) -> CostLine:
         lo, hi = max(began, start) if start else began, min(finished, end)
         hours, held = max(0.0, (hi - lo).total_seconds() / 3600), (lo, hi)
     pending = ((began or finished) - admitted).total_seconds()
+    rate = line_rate(row)
     return CostLine(
         workload_id=row.workload_id, attempt=row.attempt, team=row.team, project=row.project, pool=row.pool,
         location=row.location, region=row.region, gpu_type=row.gpu_type, gpus=row.gpus,
         price_per_gpu_hour=row.price_per_gpu_hour, reason=row.reason, admitted_at=admitted, started_at=began,
         ended_at=as_utc(row.ended_at) if row.ended_at else None, gpu_hours=hours * row.gpus,
-        cost=hours * row.gpus * row.price_per_gpu_hour, pending_seconds=max(0.0, pending), held=held)
+        cost=hours * rate, pending_seconds=max(0.0, pending), held=held, rate_per_hour=rate)
 
 
 def report(store: Store, by: str = "team", start: datetime | None = None, end: datetime | None = None,
@@ -191,7 +193,7 @@ def summarize(found: Iterable[CostLine], by: str, step: str | None) -> list[dict
                 row[f"cost_{where}"] += line.cost
                 continue
             row[f"gpu_hours_{where}"] += hours * line.gpus
-            row[f"cost_{where}"] += hours * line.gpus * line.price_per_gpu_hour
+            row[f"cost_{where}"] += hours * line.rate_per_hour
             if by == "workload":
                 extra[(period, key)] = {"pool": line.pool, "team": line.team}
     out = []
@@ -207,7 +209,7 @@ def summarize(found: Iterable[CostLine], by: str, step: str | None) -> list[dict
 def _by_period(line: CostLine, step: str | None) -> list[tuple[str, float]]:
     """The line's held hours (in its window), split at day or week boundaries (UTC) when `step` asks."""
     if step is None:
-        return [("", line.gpu_hours / line.gpus if line.gpus else 0.0)]
+        return [("", max(0.0, (line.held[1] - line.held[0]).total_seconds() / 3600) if line.held else 0.0)]
     if line.held is None:
         return []
     if line.whole_day:

@@ -168,7 +168,9 @@ class LedgerRow(SQLModel, table=True):
     admitted_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = None  # the back end's start: before it, launch-pending time (not charged)
     ended_at: datetime | None = Field(default=None, index=True)  # None: running, accruing cost to date
-    estimated_cost: float = 0.0  # reserved against budgets at admission (runtime x GPUs x price)
+    estimated_cost: float = 0.0  # reserved against budgets at admission (runtime x hourly rate)
+    # USD per held hour: GPUs x price, plus CPUs and memory where the pool prices them (None: GPUs only)
+    rate_per_hour: float | None = None
     cost: float | None = None  # committed when the line ends
     gpu_hours: float | None = None  # committed when the line ends
 

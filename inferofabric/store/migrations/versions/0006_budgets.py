@@ -19,6 +19,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("estimated_cost", sa.Float(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("cost", sa.Float(), nullable=True))
         batch.add_column(sa.Column("gpu_hours", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("rate_per_hour", sa.Float(), nullable=True))
     op.create_index("ix_ledger_team_ended", "ledger", ["team", "ended_at"])
     with op.batch_alter_table("queue") as batch:
         batch.add_column(sa.Column("approval", sa.String(255), nullable=True))
@@ -56,6 +57,7 @@ def downgrade() -> None:
         batch.drop_column("approval")
     op.drop_index("ix_ledger_team_ended", "ledger")
     with op.batch_alter_table("ledger") as batch:
+        batch.drop_column("rate_per_hour")
         batch.drop_column("gpu_hours")
         batch.drop_column("cost")
         batch.drop_column("estimated_cost")
