@@ -199,18 +199,11 @@ async def recording(count: int, rounds: int) -> tuple[float, float, float]:
     return on, off, statements["ledger"] / (count * rounds)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--count", type=int, default=200, help="workloads per throughput run")
-    parser.add_argument("--rounds", type=int, default=3, help="throughput runs with the ledger on, and off")
-    parser.add_argument("--skip-pg", action="store_true")
-    parser.add_argument("--skip-throughput", action="store_true")
-    args = parser.parse_args()
+def report_figures(count: int, skip_pg: bool) -> list[tuple[str, float]]:
     from inferofabric.store.db import Store
 
-    print(f"1. reports over {args.lines:,} ledger lines ({os.cpu_count()} CPUs)")
-    rows = ledger_rows(args.lines)
+    print(f"1. reports over {count:,} ledger lines ({os.cpu_count()} CPUs)")
+    rows = ledger_rows(count)
     figures: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="fabric-bench-ledger-") as directory:
         sqlite = Store(f"sqlite:///{directory}/ledger.db")
@@ -218,12 +211,25 @@ def main() -> int:
         print(f"  SQLite: {fill(sqlite, rows):.1f} s to write")
         figures += reports("SQLite", sqlite)
         sqlite.engine.dispose()
-    if not args.skip_pg and pg_database():
+    if not skip_pg and pg_database():
         postgres = Store(PG_URL)
         postgres.migrate()
         print(f"  PostgreSQL: {fill(postgres, rows):.1f} s to write")
         figures += reports("PostgreSQL", postgres)
         postgres.engine.dispose()
+    return figures  # the million rows go with this frame: the throughput run must not carry them
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--count", type=int, default=200, help="workloads per throughput run")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput runs with the ledger on, and off")
+    parser.add_argument("--skip-pg", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-reports", action="store_true")
+    args = parser.parse_args()
+    figures = [] if args.skip_reports else report_figures(args.lines, args.skip_pg)
     ok = all(seconds < TARGET_REPORT_S for _, seconds in figures)
     if not args.skip_throughput:
         print(f"\n2. recording: {args.count} workloads at once, {args.rounds} rounds with the ledger on and off")

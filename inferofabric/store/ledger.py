@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import String, func, or_, select, type_coerce
 
 from inferofabric.store.db import Store, as_utc, line_rate
 from inferofabric.store.tables import LedgerDayRow, LedgerRow, utcnow
@@ -51,12 +51,11 @@ class CostLine:
     cost: float
     pending_seconds: float
     held: tuple[datetime, datetime] | None = field(default=None, repr=False)  # clipped to the window
-    whole_day: bool = field(default=False, repr=False)  # a database sum of one UTC day's lines
     rate_per_hour: float = 0.0  # USD per held hour: GPUs, plus CPU and memory where the pool prices them
 
     def as_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
-        del out["held"], out["whole_day"]
+        del out["held"]
         for key in ("admitted_at", "started_at", "ended_at"):
             out[key] = out[key].isoformat() if out[key] else None
         out["gpu_hours"], out["cost"] = round(self.gpu_hours, 6), round(self.cost, 6)
@@ -111,44 +110,105 @@ def report(store: Store, by: str = "team", start: datetime | None = None, end: d
     if by == "workload":  # one row per workload: line by line
         return summarize(lines(store, start, end, now=now), by, step)
     # Whole UTC days inside the window come from the daily sums of ended lines; the window's partial
-    # first and last days, and running lines, from the lines themselves.
+    # first and last days, and running lines, from the lines themselves. A window that reaches now
+    # has no partial last day for ended lines: today's sums hold exactly what they held until now.
     first = _midnight(start) + timedelta(days=1) if start and start != _midnight(start) else start
-    last = _midnight(until)
+    live = end is None or end >= now
+    last = _midnight(until) + timedelta(days=1) if live else _midnight(until)
     if first is not None and first > last:  # the window lies inside one day
         edges, days = [(start, until)], False
     else:
-        edges = [(lo, hi) for lo, hi in ((start, first), (last, until)) if lo is not None and hi is not None
-                 and lo < hi]
-        days = True
-    pieces = _days(store, by, step, first, last) if days else []
-    # Each query can use the index on ended_at (an OR of them would scan the table).
-    queries = [select(_L).where(_L.c.ended_at.is_(None))]
-    queries += [select(_L).where(_L.c.ended_at > lo, _L.c.started_at < hi) for lo, hi in edges]
+        edges = [(lo, hi) for lo, hi in ((start, first), (None if live else last, until))
+                 if lo is not None and hi is not None and lo < hi]
+        days = first is None or first < last
+    totals: _Totals = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    if days:
+        _add_days(totals, store, by, step, first, last)
+    # Running lines and the edges' lines, one index range each (an OR would scan the table); plain
+    # tuples: a million-line ledger has thousands of them.
+    columns = [_L.c.id, getattr(_L.c, by), _L.c.location, *_times(store), _L.c.gpus, _L.c.price_per_gpu_hour,
+               _L.c.rate_per_hour]
+    queries = [select(*columns).where(_L.c.ended_at.is_(None))]
+    queries += [select(*columns).where(_L.c.ended_at > lo, _L.c.started_at < hi) for lo, hi in edges]
     seen: set[int] = set()
     with store.session() as s:
-        rows = [row for query in queries for row in s.execute(query).all()
-                if row.id not in seen and not seen.add(row.id)]  # type: ignore[func-returns-value]
-    for row in rows:
-        if as_utc(row.admitted_at) >= until:
-            continue
-        if row.ended_at is None:
-            pieces.append(_clip(row, start, until))
-            continue
-        for lo, hi in edges:
-            piece = _clip(row, lo, hi)
-            if piece.held is not None and piece.gpu_hours > 0:
-                pieces.append(piece)
-    return summarize(pieces, by, step)
+        for query in queries:
+            for line_id, key, location, admitted, began, ended, gpus, price, rate in s.execute(query).all():
+                if line_id in seen:
+                    continue
+                seen.add(line_id)
+                admitted, began, ended = _utc(admitted), _utc(began), _utc(ended)
+                if admitted is None or admitted >= until:
+                    continue
+                if ended is None:  # running: cost to date, clipped to the window
+                    spans = [(max(began, start) if start else began, until)] if began else []
+                    if step is None:
+                        totals[("", str(key))]
+                elif began is None:
+                    continue
+                else:
+                    spans = [(max(began, lo), min(ended, hi)) for lo, hi in edges]
+                per_hour = rate if rate is not None else gpus * price
+                cloud = location == "cloud"
+                for lo, hi in spans:
+                    for period, hours in _split(lo, hi, step):
+                        figures = totals[(period, str(key))]
+                        figures[1 if cloud else 0] += hours * gpus
+                        figures[3 if cloud else 2] += hours * per_hour
+    return _output(totals, step)
 
 
-def _midnight(value: datetime) -> datetime:
-    value = as_utc(value)
-    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+_Totals = dict[tuple[str, str], list[float]]  # (period, key) -> GPU-h on-prem, GPU-h cloud, $ on-prem, $ cloud
+_TIMES = ("admitted_at", "started_at", "ended_at")
 
 
-def _days(store: Store, by: str, step: str | None, first: datetime | None, last: datetime) -> list[CostLine]:
-    """The daily sums of [first, last) grouped by `by` (and by day with `step`), as CostLines whose
-    figures `summarize` adds as they are."""
+def _times(store: Store) -> list[Any]:
+    """SQLite hands timestamps back as text that SQLAlchemy parses slowly: read the text (_utc parses)."""
+    columns = [getattr(_L.c, name) for name in _TIMES]
+    return [type_coerce(c, String).label(c.name) for c in columns] if store.is_sqlite else columns
+
+
+def _utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _split(lo: datetime, hi: datetime, step: str | None) -> list[tuple[str, float]]:
+    """[lo, hi) in hours, whole or split at UTC day or week boundaries."""
+    if hi <= lo:
+        return []
+    if step is None:
+        return [("", (hi - lo).total_seconds() / 3600)]
+    out = []
+    cursor = lo
+    while cursor < hi:
+        day = datetime(cursor.year, cursor.month, cursor.day, tzinfo=UTC)
+        begin = day - timedelta(days=day.weekday()) if step == "week" else day
+        upto = min(begin + timedelta(days=7 if step == "week" else 1), hi)
+        out.append((begin.date().isoformat(), (upto - cursor).total_seconds() / 3600))
+        cursor = upto
+    return out
+
+
+def _output(totals: _Totals, step: str | None, extra: dict[tuple[str, str], dict[str, str]] | None = None,
+            ) -> list[dict[str, Any]]:
+    out = []
+    for (period, key), (hours_on_prem, hours_cloud, cost_on_prem, cost_cloud) in sorted(totals.items()):
+        item: dict[str, Any] = {"key": key} if step is None else {"period": period, "key": key}
+        item.update({"gpu_hours_on_prem": round(hours_on_prem, 6), "gpu_hours_cloud": round(hours_cloud, 6),
+                     "cost_on_prem": round(cost_on_prem, 6), "cost_cloud": round(cost_cloud, 6),
+                     "cost_total": round(cost_on_prem + cost_cloud, 6)})
+        item.update((extra or {}).get((period, key), {}))
+        out.append(item)
+    return out
+
+
+def _add_days(totals: _Totals, store: Store, by: str, step: str | None, first: datetime | None,
+              last: datetime) -> None:
+    """Add the daily sums of [first, last), grouped by `by` (and by day or week with `step`)."""
     key = getattr(_D.c, by)
     groups = [key, _D.c.location] + ([_D.c.day] if step is not None else [])
     query = (select(*groups, func.sum(_D.c.gpu_hours), func.sum(_D.c.cost)).where(_D.c.day < last.date().isoformat())
@@ -157,20 +217,20 @@ def _days(store: Store, by: str, step: str | None, first: datetime | None, last:
         query = query.where(_D.c.day >= first.date().isoformat())
     with store.session() as s:
         rows = s.execute(query).all()
-    out = []
     for row in rows:
-        values = {"team": "", "project": "", "pool": "", "region": "", by: row[0]}
-        day = _as_day(row[2]) if step is not None else _EPOCH
-        hours, cost = float(row[-2] or 0.0), float(row[-1] or 0.0)
-        out.append(CostLine(
-            workload_id="", attempt=0, team=values["team"], project=values["project"], pool=values["pool"],
-            location=row[1], region=values["region"], gpu_type=None, gpus=1, price_per_gpu_hour=0.0, reason="",
-            admitted_at=_EPOCH, started_at=None, ended_at=None, gpu_hours=hours, cost=cost, pending_seconds=0.0,
-            held=(day, day), whole_day=True))
-    return out
+        period = ""
+        if step is not None:
+            day = _as_day(row[2])
+            period = (day - timedelta(days=day.weekday()) if step == "week" else day).date().isoformat()
+        cloud = row[1] == "cloud"
+        figures = totals[(period, str(row[0]))]
+        figures[1 if cloud else 0] += float(row[-2] or 0.0)
+        figures[3 if cloud else 2] += float(row[-1] or 0.0)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+def _midnight(value: datetime) -> datetime:
+    value = as_utc(value)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
 def _as_day(value: Any) -> datetime:
@@ -180,52 +240,22 @@ def _as_day(value: Any) -> datetime:
 
 
 def summarize(found: Iterable[CostLine], by: str, step: str | None) -> list[dict[str, Any]]:
-    totals: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {
-        "gpu_hours_on_prem": 0.0, "gpu_hours_cloud": 0.0, "cost_on_prem": 0.0, "cost_cloud": 0.0})
+    """Line by line: each line's held interval (clipped to its window) split by period and added up."""
+    totals: _Totals = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
     extra: dict[tuple[str, str], dict[str, str]] = {}
     for line in found:
         key = line.workload_id if by == "workload" else str(getattr(line, by))
-        for period, hours in _by_period(line, step):
-            row = totals[(period, key)]
-            where = "cloud" if line.location == "cloud" else "on_prem"
-            if line.whole_day:  # summed by the database: its figures as they are
-                row[f"gpu_hours_{where}"] += line.gpu_hours
-                row[f"cost_{where}"] += line.cost
-                continue
-            row[f"gpu_hours_{where}"] += hours * line.gpus
-            row[f"cost_{where}"] += hours * line.rate_per_hour
+        cloud = line.location == "cloud"
+        spans = _split(*line.held, step) if line.held else []
+        if step is None and not spans:
+            spans = [("", 0.0)]
+        for period, hours in spans:
+            figures = totals[(period, key)]
+            figures[1 if cloud else 0] += hours * line.gpus
+            figures[3 if cloud else 2] += hours * line.rate_per_hour
             if by == "workload":
                 extra[(period, key)] = {"pool": line.pool, "team": line.team}
-    out = []
-    for (period, key), row in sorted(totals.items()):
-        item: dict[str, Any] = {"key": key} if step is None else {"period": period, "key": key}
-        item.update({name: round(value, 6) for name, value in row.items()})
-        item["cost_total"] = round(row["cost_on_prem"] + row["cost_cloud"], 6)
-        item.update(extra.get((period, key), {}))
-        out.append(item)
-    return out
-
-
-def _by_period(line: CostLine, step: str | None) -> list[tuple[str, float]]:
-    """The line's held hours (in its window), split at day or week boundaries (UTC) when `step` asks."""
-    if step is None:
-        return [("", max(0.0, (line.held[1] - line.held[0]).total_seconds() / 3600) if line.held else 0.0)]
-    if line.held is None:
-        return []
-    if line.whole_day:
-        day = line.held[0]
-        begin = day - timedelta(days=day.weekday()) if step == "week" else day
-        return [(begin.date().isoformat(), 0.0)]
-    out = []
-    cursor, hi = line.held
-    while cursor < hi:
-        day = datetime(cursor.year, cursor.month, cursor.day, tzinfo=UTC)
-        begin = day - timedelta(days=day.weekday()) if step == "week" else day
-        boundary = begin + timedelta(days=7 if step == "week" else 1)
-        upto = min(boundary, hi)
-        out.append((begin.date().isoformat(), (upto - cursor).total_seconds() / 3600))
-        cursor = upto
-    return out
+    return _output(totals, step, extra)
 
 
 def cost_view(store: Store, by: str = "team", start: str | None = None, end: str | None = None,

@@ -92,15 +92,17 @@ def _insert_lines(store: Store, count: int, now: datetime) -> None:
         s.commit()
 
 
-@pytest.mark.parametrize(("by", "step", "window"), [
-    ("team", None, None), ("team", "day", None), ("pool", "week", 5), ("workload", None, 3), ("location", "day", 2)])
+@pytest.mark.parametrize(("by", "step", "window", "ended_ago"), [
+    ("team", None, None, None), ("team", "day", None, None), ("pool", "week", 5, None), ("workload", None, 3, None),
+    ("location", "day", 2, None), ("team", "day", 9, 2.3), ("region", None, 0.2, None), ("team", None, 1.5, 1.2)])
 def test_the_database_sums_give_the_same_report_as_line_by_line(store: Store, by: str, step: str | None,
-                                                                window: int | None) -> None:
+                                                                window: float | None, ended_ago: float | None) -> None:
     now = datetime(2026, 12, 1, 15, 30, tzinfo=UTC)
     _insert_lines(store, 400, now)
     start = now - timedelta(days=window) if window else None
-    fast = ledger.report(store, by=by, start=start, step=step, now=now)
-    slow = ledger.summarize(ledger.lines(store, start, None, now=now), by, step)
+    end = now - timedelta(days=ended_ago) if ended_ago else None
+    fast = ledger.report(store, by=by, start=start, end=end, step=step, now=now)
+    slow = ledger.summarize(ledger.lines(store, start, end, now=now), by, step)
     assert len(fast) == len(slow) > 0
     for a, b in zip(fast, slow, strict=True):
         assert a.keys() == b.keys() and a["key"] == b["key"] and a.get("period") == b.get("period")

@@ -20,7 +20,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cost", sa.Float(), nullable=True))
         batch.add_column(sa.Column("gpu_hours", sa.Float(), nullable=True))
         batch.add_column(sa.Column("rate_per_hour", sa.Float(), nullable=True))
-    op.create_index("ix_ledger_team_ended", "ledger", ["team", "ended_at"])
+    op.create_index("ix_ledger_ended_started", "ledger", ["ended_at", "started_at"])
     with op.batch_alter_table("queue") as batch:
         batch.add_column(sa.Column("approval", sa.String(255), nullable=True))
         batch.add_column(sa.Column("approval_asked_at", sa.DateTime(timezone=True), nullable=True))
@@ -55,7 +55,7 @@ def downgrade() -> None:
     with op.batch_alter_table("queue") as batch:
         batch.drop_column("approval_asked_at")
         batch.drop_column("approval")
-    op.drop_index("ix_ledger_team_ended", "ledger")
+    op.drop_index("ix_ledger_ended_started", "ledger")
     with op.batch_alter_table("ledger") as batch:
         batch.drop_column("rate_per_hour")
         batch.drop_column("gpu_hours")
