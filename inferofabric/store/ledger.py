@@ -143,11 +143,11 @@ def report(store: Store, by: str = "team", start: datetime | None = None, end: d
                 if ended is None:  # running: cost to date, clipped to the window
                     spans = [(max(began, start) if start else began, until)] if began else []
                     if step is None:
-                        totals[("", str(key))]
+                        _ = totals[("", str(key))]  # its key is listed even before it starts, as line by line
                 elif began is None:
                     continue
                 else:
-                    spans = [(max(began, lo), min(ended, hi)) for lo, hi in edges]
+                    spans = [(max(began, lo), min(ended, hi)) for lo, hi in edges if lo is not None and hi is not None]
                 per_hour = rate if rate is not None else gpus * price
                 cloud = location == "cloud"
                 for lo, hi in spans:
