@@ -203,11 +203,11 @@ class ControlActivities:
     @activity.defn(name="control_cost")
     @typed_errors
     async def cost(self, by: str | None = None, start: str | None = None, end: str | None = None,
-                   step: str | None = None, workload_id: str | None = None) -> dict[str, Any]:
+                   step: str | None = None, workload_id: str | None = None, idle: bool = False) -> dict[str, Any]:
         """Cost report rows or one workload's ledger lines, for clients without the store."""
         from inferofabric.store.ledger import cost_view
 
-        return await in_store(cost_view, self.store, by or "team", start, end, step, workload_id)
+        return await in_store(cost_view, self.store, by or "team", start, end, step, workload_id, idle)
 
     @activity.defn(name="control_budgets")
     @typed_errors

@@ -416,8 +416,7 @@ class _Planner:
     def _approval(self, entry: Pending, decision: Decision, views: list[PoolView]) -> Decision | str:
         """A placement the policy asks a person to approve: wait for them, or after the approval's
         timeout take its default. Returns the decision to go on with, or the reason it waits."""
-        placement = self.policy.policy.placement
-        rule = placement.burst if decision.mode == "burst" else placement.failover
+        rule = self.policy.policy.placement.burst
         approval = rule.approval if rule is not None else None
         asked = entry.approval_asked_at if entry.approval_asked_at is not None else self.now
         if approval is not None and self.now >= asked + approval.timeout_seconds:

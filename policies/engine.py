@@ -308,9 +308,8 @@ class CompiledPolicy:
 
     def _ask_approval(self, decision: Decision, mode: str, variables: dict[str, Any], workload: dict[str, Any],
                       notes: list[str]) -> None:
-        """Mark a burst (or failover) that the rule's `approval.when` says a person must approve."""
-        placement = self.policy.placement
-        rule = placement.burst if mode == "burst" else placement.failover if mode == "failover" else None
+        """Mark a burst that the rule's `approval.when` says a person must approve."""
+        rule = self.policy.placement.burst if mode == "burst" else None
         found = self._approvals.get(id(rule)) if rule is not None else None
         if found is None:
             return

@@ -49,7 +49,7 @@ OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "decisions": ("control_decisions", ("workload_id",)),
     "queue": ("control_queue", ("team", "workload_id")),
     "audit": ("control_audit", ("limit", "identity")),
-    "cost": ("control_cost", ("by", "start", "end", "step", "workload_id")),
+    "cost": ("control_cost", ("by", "start", "end", "step", "workload_id", "idle")),
     "budgets": ("control_budgets", ()),
 }
 

@@ -92,6 +92,8 @@ def cost(
     explain: Annotated[str | None, typer.Option("--explain", help="One workload's attempts and cost lines.")]
     = None,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV rows.")] = False,
+    idle: Annotated[bool, typer.Option(
+        "--idle", help="Idle on-prem cost per pool: owned GPUs that ran nothing, in GPU-hours and USD.")] = False,
     html_out: Annotated[Path | None, typer.Option(
         "--html", help="Write the dashboard's cost charts and tables to this file (opens offline; mail it).")]
     = None,
@@ -116,6 +118,13 @@ def cost(
         fail("give --since or --from, not both", 2)
     start = _start(since, from_)
     end = _time(to, "--to") if to else None
+    if idle:
+        found = with_client(address, lambda c: c.cost_idle(start=start, end=end))
+        if json_out:
+            render.print_json(found)
+        else:
+            _print_idle(found)
+        return
     if explain:
         view = with_client(address, lambda c: c.cost_lines(explain))
         if json_out:
@@ -132,6 +141,19 @@ def cost(
         console().print("no cost recorded in this window")
     else:
         console().print(_table(rows, by, step is not None))
+
+
+def _print_idle(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        console().print("no on-prem pools")
+        return
+    table = Table("pool", "capacity GPU-h", "used GPU-h", "idle GPU-h", "idle cost", "utilization")
+    for row in rows:
+        table.add_row(row["pool"], f"{row['capacity_gpu_hours']:,.2f}", f"{row['used_gpu_hours']:,.2f}",
+                      f"{row['idle_gpu_hours']:,.2f}", f"${row['idle_cost']:,.2f}", f"{row['utilization']:.0%}")
+    console().print(table)
 
 
 def _write_html(path: Path, address: str | None) -> None:
@@ -204,8 +226,14 @@ def _print_lines(view: dict[str, Any]) -> None:
     if not view["lines"]:
         out.print(f"{view['workload']}: no ledger lines (never placed, or placed before the ledger existed)")
         return
-    out.print(f"[bold]{view['workload']}[/]: ${view['cost_total']:.2f} over {len(view['lines'])} attempt(s)")
+    attempts = len({line["attempt"] for line in view["lines"]})
+    out.print(f"[bold]{view['workload']}[/]: ${view['cost_total']:.2f} over {attempts} attempt(s)")
     for line in view["lines"]:
+        if line.get("segment", 1) > 1:
+            out.print(f"  attempt {line['attempt']}, from the price change at {line['started_at']}: "
+                      f"${line['price_per_gpu_hour']:.2f}/GPU-h, {line['gpu_hours']:.4f} GPU-h = ${line['cost']:.2f}",
+                      highlight=False)
+            continue
         until = line["ended_at"] or "now (running)"
         held = f"{line['started_at']} .. {until}" if line["started_at"] else "never started (not charged)"
         out.print(f"  attempt {line['attempt']} on {line['pool']} ({line['location']}, {line['region']}, "

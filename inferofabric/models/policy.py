@@ -315,6 +315,9 @@ class PlacementPolicy(StrictModel):
                 compile_expression(rule.when, where=where)
                 if rule.approval is not None:
                     compile_expression(rule.approval.when, where=where.replace(".when", ".approval.when"))
+        if self.placement.failover is not None and self.placement.failover.approval is not None:
+            raise ValueError("placement.failover.approval: approval applies to placement.burst only; a failover "
+                             "moves work off a pool that failed and never waits for a person")
         for index, constraint in enumerate(self.constraints):
             if constraint.when:
                 compile_expression(constraint.when, where=f"constraints[{index}].when")

@@ -261,6 +261,12 @@ class FabricClient:
             return await asyncio.to_thread(lambda: budget_view(store, compiled_policy(store).policy))
         return list(await self._control("budgets"))
 
+    async def cost_idle(self, start: datetime | None = None, end: datetime | None = None) -> list[dict[str, Any]]:
+        """Idle on-prem cost per pool over [start, end): capacity, used and idle GPU-hours, idle cost (USD)."""
+        view = await self._cost_view(idle=True, start=start.isoformat() if start else None,
+                                     end=end.isoformat() if end else None)
+        return list(view["idle"])
+
     async def cost_lines(self, workload_id: str) -> dict[str, Any]:
         """One workload's ledger lines (one per attempt: pool, interval, GPUs, price, cost) and total."""
         return await self._cost_view(workload_id=workload_id)
@@ -271,7 +277,8 @@ class FabricClient:
 
             try:
                 return await asyncio.to_thread(cost_view, self._store(), args.get("by") or "team", args.get("start"),
-                                               args.get("end"), args.get("step"), args.get("workload_id"))
+                                               args.get("end"), args.get("step"), args.get("workload_id"),
+                                               bool(args.get("idle")))
             except ValueError as error:
                 raise InvalidInput(str(error)) from None
         return dict(await self._control("cost", **args))

@@ -309,7 +309,8 @@ def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool
                     price_per_gpu_hour=(decision.price_per_hour or 0.0) / decision.gpus if decision.gpus else 0.0,
                     started_at=None, ended_at=None, estimated_cost=decision.estimated_cost or 0.0,
                     rate_per_hour=hourly_rate(by_name[decision.pool], decision.gpu_type, entry.spec)
-                    if decision.pool in by_name else None))
+                    if decision.pool in by_name else None, cpus=entry.spec.replicas * entry.spec.resources.cpu,
+                    memory_gib=entry.spec.replicas * entry.spec.resources.memory_bytes / 2**30, segment=1))
             document = decision.model_dump_json()
             s.execute(_P.insert().values(workload_id=entry.workload_id, attempt=entry.attempt, pool=decision.pool,
                                          decision=document, created_at=now))

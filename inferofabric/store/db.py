@@ -131,6 +131,39 @@ def line_rate(line: Any) -> float:
     return float(rate) if rate is not None else line.gpus * line.price_per_gpu_hour
 
 
+def _prices(spec: PoolSpec) -> tuple[Any, ...]:
+    return (sorted(spec.price_per_gpu_hour.items()), spec.price_per_cpu_hour, spec.price_per_gib_hour)
+
+
+_OPEN_ON_POOL = sa_select(_LEDGER).where(_LEDGER.c.pool == bindparam("pool"), _LEDGER.c.ended_at.is_(None))
+
+
+def reprice_lines_in(session: Any, spec: PoolSpec, now: datetime) -> None:
+    """The pool's prices changed: from now on its open lines cost the new prices. A line that has
+    started ends now at the old rate and its attempt continues in the next segment at the new one;
+    one that has not started yet takes the new prices as they are."""
+    for line in session.execute(_OPEN_ON_POOL, {"pool": spec.name}).all():
+        price = spec.price_per_gpu_hour.get(line.gpu_type or "", 0.0) if line.gpu_type else 0.0
+        rate = (line.gpus * price + line.cpus * (spec.price_per_cpu_hour or 0.0)
+                + line.memory_gib * (spec.price_per_gib_hour or 0.0))
+        if line.started_at is None:
+            session.execute(_LEDGER.update().where(_LEDGER.c.id == line.id)
+                            .values(price_per_gpu_hour=price, rate_per_hour=rate))
+            continue
+        began = as_utc(line.started_at)
+        held = max(0.0, (now - began).total_seconds() / 3600)
+        spent = held * line_rate(line)
+        session.execute(_END_LINE, {"line": line.id, "ended": now, "began": began, "hours": held * line.gpus,
+                                    "cost": spent})
+        if held > 0:
+            add_to_days(session, line, began, now)
+        values = {c: getattr(line, c) for c in ("workload_id", "attempt", "team", "project", "pool", "location",
+                                                 "region", "gpu_type", "gpus", "reason", "cpus", "memory_gib")}
+        session.execute(_LEDGER.insert().values(
+            **values, segment=line.segment + 1, price_per_gpu_hour=price, rate_per_hour=rate, admitted_at=now,
+            started_at=now, ended_at=None, estimated_cost=max(0.0, line.estimated_cost - spent)))
+
+
 def day_spans(began: datetime, ended: datetime) -> list[tuple[str, float]]:
     """The interval's hours per UTC day: [("2026-12-01", 1.5), ...]."""
     from datetime import UTC, timedelta
@@ -267,9 +300,12 @@ class Store:
             if row is None:
                 s.add(PoolRow(name=spec.name, spec=spec.model_dump_json()))
             else:
+                before = PoolSpec.model_validate_json(row.spec)
                 row.spec = spec.model_dump_json()
                 row.updated_at = utcnow()
                 s.add(row)
+                if _prices(before) != _prices(spec):
+                    reprice_lines_in(s, spec, utcnow())
             s.commit()
 
     def delete_pool(self, name: str) -> None:

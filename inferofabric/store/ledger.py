@@ -26,6 +26,7 @@ from inferofabric.store.tables import LedgerDayRow, LedgerRow, utcnow
 _L = LedgerRow.__table__  # type: ignore[attr-defined]
 _D = LedgerDayRow.__table__  # type: ignore[attr-defined]
 GROUPS = ("team", "project", "pool", "location", "region", "workload")
+PAIR_SEPARATOR = "/"  # `by="team+pool"` (idle sharing): keys "team/pool" (names never hold a slash)
 STEPS = ("day", "week")
 
 
@@ -52,6 +53,7 @@ class CostLine:
     pending_seconds: float
     held: tuple[datetime, datetime] | None = field(default=None, repr=False)  # clipped to the window
     rate_per_hour: float = 0.0  # USD per held hour: GPUs, plus CPU and memory where the pool prices them
+    segment: int = 1  # > 1: the attempt's part after a price change of its pool
 
     def as_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -74,7 +76,8 @@ def lines(store: Store, start: datetime | None, end: datetime | None, workload_i
         query = query.where(_L.c.workload_id == workload_id)
     if start is not None:
         query = query.where(or_(_L.c.ended_at.is_(None), _L.c.ended_at > start))
-    query = query.where(_L.c.admitted_at < end).order_by(_L.c.admitted_at, _L.c.workload_id, _L.c.attempt)
+    query = query.where(_L.c.admitted_at < end).order_by(_L.c.admitted_at, _L.c.workload_id, _L.c.attempt,
+                                                           _L.c.segment)
     with store.session() as s:
         rows = s.execute(query).all()
     return [_clip(row, start, end) for row in rows]
@@ -95,13 +98,14 @@ def _clip(row: Any, start: datetime | None, end: datetime) -> CostLine:
         location=row.location, region=row.region, gpu_type=row.gpu_type, gpus=row.gpus,
         price_per_gpu_hour=row.price_per_gpu_hour, reason=row.reason, admitted_at=admitted, started_at=began,
         ended_at=as_utc(row.ended_at) if row.ended_at else None, gpu_hours=hours * row.gpus,
-        cost=hours * rate, pending_seconds=max(0.0, pending), held=held, rate_per_hour=rate)
+        cost=hours * rate, pending_seconds=max(0.0, pending), held=held, rate_per_hour=rate,
+        segment=getattr(row, "segment", 1) or 1)
 
 
 def report(store: Store, by: str = "team", start: datetime | None = None, end: datetime | None = None,
            step: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
     """Rows of GPU-hours and cost, on-prem and cloud apart, per `by` key (and per period with `step`)."""
-    if by not in GROUPS:
+    if by not in GROUPS and by != "team+pool":
         raise ValueError(f"--by {by!r}: one of {', '.join(GROUPS)}")
     if step is not None and step not in STEPS:
         raise ValueError(f"--step {step!r}: one of {', '.join(STEPS)}")
@@ -126,7 +130,7 @@ def report(store: Store, by: str = "team", start: datetime | None = None, end: d
         _add_days(totals, store, by, step, first, last)
     # Running lines and the edges' lines, one index range each (an OR would scan the table); plain
     # tuples: a million-line ledger has thousands of them.
-    columns = [_L.c.id, getattr(_L.c, by), _L.c.location, *_times(store), _L.c.gpus, _L.c.price_per_gpu_hour,
+    columns = [_L.c.id, _key(_L, by), _L.c.location, *_times(store), _L.c.gpus, _L.c.price_per_gpu_hour,
                _L.c.rate_per_hour]
     queries = [select(*columns).where(_L.c.ended_at.is_(None))]
     queries += [select(*columns).where(_L.c.ended_at > lo, _L.c.started_at < hi) for lo, hi in edges]
@@ -160,6 +164,13 @@ def report(store: Store, by: str = "team", start: datetime | None = None, end: d
 
 _Totals = dict[tuple[str, str], list[float]]  # (period, key) -> GPU-h on-prem, GPU-h cloud, $ on-prem, $ cloud
 _TIMES = ("admitted_at", "started_at", "ended_at")
+
+
+def _key(table: Any, by: str) -> Any:
+    """The grouping column, or for "team+pool" the two joined (one key per team and pool)."""
+    if by == "team+pool":
+        return (table.c.team + PAIR_SEPARATOR + table.c.pool).label("key")
+    return getattr(table.c, by)
 
 
 def _times(store: Store) -> list[Any]:
@@ -209,7 +220,7 @@ def _output(totals: _Totals, step: str | None, extra: dict[tuple[str, str], dict
 def _add_days(totals: _Totals, store: Store, by: str, step: str | None, first: datetime | None,
               last: datetime) -> None:
     """Add the daily sums of [first, last), grouped by `by` (and by day or week with `step`)."""
-    key = getattr(_D.c, by)
+    key = _key(_D, by)
     groups = [key, _D.c.location] + ([_D.c.day] if step is not None else [])
     query = (select(*groups, func.sum(_D.c.gpu_hours), func.sum(_D.c.cost)).where(_D.c.day < last.date().isoformat())
              .group_by(*groups))
@@ -259,12 +270,25 @@ def summarize(found: Iterable[CostLine], by: str, step: str | None) -> list[dict
 
 
 def cost_view(store: Store, by: str = "team", start: str | None = None, end: str | None = None,
-              step: str | None = None, workload_id: str | None = None) -> dict[str, Any]:
-    """What `fabric cost` shows, as JSON: report rows, or one workload's lines (`workload_id`)."""
+              step: str | None = None, workload_id: str | None = None, idle: bool = False) -> dict[str, Any]:
+    """What `fabric cost` shows, as JSON: report rows (with idle on-prem cost shared to the teams when
+    the policy says `cost.share_idle`), one workload's lines (`workload_id`), or idle cost per pool."""
+    from inferofabric.store import idle as idle_cost
+
     begin = datetime.fromisoformat(start) if start else None
     until = datetime.fromisoformat(end) if end else None
+    if idle:
+        return {"from": start, "to": end, "idle": idle_cost.idle_rows(store, begin, until)}
     if workload_id is not None:
         found = lines(store, begin, until, workload_id=workload_id)
         return {"workload": workload_id, "lines": [line.as_json() for line in found],
                 "cost_total": round(sum(line.cost for line in found), 6)}
-    return {"by": by, "step": step, "from": start, "to": end, "rows": report(store, by, begin, until, step)}
+    rows = report(store, by, begin, until, step)
+    if by == "team" and step is None and _shares_idle(store):
+        rows = idle_cost.share_idle(store, rows, begin, until)
+    return {"by": by, "step": step, "from": start, "to": end, "rows": rows}
+
+
+def _shares_idle(store: Store) -> bool:
+    _, policy = store.active_policy()
+    return bool(policy is not None and policy.cost.share_idle)

@@ -152,7 +152,7 @@ class LedgerRow(SQLModel, table=True):
     the price per GPU-hour of its pool when it was placed (on-prem: the owned cost the pool declares)."""
 
     __tablename__ = "ledger"
-    __table_args__ = (UniqueConstraint("workload_id", "attempt", name="uq_ledger_attempt"),)
+    __table_args__ = (UniqueConstraint("workload_id", "attempt", "segment", name="uq_ledger_segment"),)
     id: int | None = Field(default=None, primary_key=True)
     workload_id: str = Field(index=True, max_length=255)
     attempt: int
@@ -171,6 +171,9 @@ class LedgerRow(SQLModel, table=True):
     estimated_cost: float = 0.0  # reserved against budgets at admission (runtime x hourly rate)
     # USD per held hour: GPUs x price, plus CPUs and memory where the pool prices them (None: GPUs only)
     rate_per_hour: float | None = None
+    cpus: float = 0.0  # every replica's: what a price per CPU-hour applies to
+    memory_gib: float = 0.0
+    segment: int = 1  # a price change while the attempt runs ends this line and opens segment + 1
     cost: float | None = None  # committed when the line ends
     gpu_hours: float | None = None  # committed when the line ends
 

@@ -52,6 +52,19 @@ priority_classes:
 """
 
 
+APPROVAL_POLICY = """
+placement:
+  default: on-prem
+  burst: {when: "on_prem_utilization >= 0.0", target: cloud, approval: {when: "true", timeout: 1h, default: deny}}
+  failover: {when: "pool_health != healthy", target: cloud}
+"""
+
+
+async def _asks(fabric: FabricClient, workload_id: str) -> bool:
+    entries = (await fabric.queue(workload_id=workload_id)).entries
+    return bool(entries) and "waiting for approval" in entries[0].reason
+
+
 async def _waiting(fabric: FabricClient, workload_id: str) -> bool:
     return bool((await fabric.queue(workload_id=workload_id)).entries)
 
@@ -141,6 +154,19 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
         assert (await drained.result()).attempts == 2
         await fabric.uncordon("onprem")
 
+        # Approval: every burst asks a person. Approved, it runs in the cloud; denied, it stays on-prem.
+        await fabric.set_policy(APPROVAL_POLICY + CLASSES)
+        approved = await fabric.submit(job("replay-approved", duration="2s"))
+        denied = await fabric.submit(job("replay-denied", duration="2s"))
+        for name in ("replay-approved", "replay-denied"):
+            await eventually(lambda name=name: _asks(fabric, name), 15, f"{name} asks for approval")
+        await fabric.approve("replay-approved", note="replay")
+        await fabric.deny("replay-denied")
+        final = await approved.result()
+        assert final.state == WorkloadState.SUCCEEDED and final.pool == "cloud"
+        final = await denied.result()
+        assert final.state == WorkloadState.SUCCEEDED and final.pool == "onprem"
+
         async def recovered() -> bool:
             return all(p.health == Health.HEALTHY for p in await fabric.pools())
 
@@ -148,7 +174,7 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
         await asyncio.sleep(1)
 
         for name in ("succeeded", "failed-over", "pii-waits", "cancelled", "queued-then-placed", "drained",
-                     "preempted", "preemptor", "reclaimed", "step-failed"):
+                     "preempted", "preemptor", "reclaimed", "step-failed", "approved", "denied"):
             await save(client, f"workload-{name}", f"replay-{name}")
         loop = [w async for w in client.list_workflows(f"WorkflowId = '{admission_id(queue)}'")]
         for index, run in enumerate(sorted(loop, key=lambda r: r.start_time)[:3], start=1):

@@ -52,7 +52,7 @@ def test_every_workflow_type_and_scenario_is_recorded() -> None:
     assert {"workload-succeeded", "workload-failed-over", "workload-cancelled",
             "workload-queued-then-placed", "workload-drained", "workload-pii-waits",
             "workload-preempted", "workload-preemptor", "workload-reclaimed", "workload-step-failed",
-            "watcher-onprem"} <= names
+            "workload-approved", "workload-denied", "watcher-onprem"} <= names
     assert {"control-register-pool", "control-drain", "control-simulate"} <= names
     assert Counter(workflow_type(p) for p in FILES).keys() == {
         "WorkloadWorkflow", "ControlWorkflow", "PoolMonitorWorkflow", "AdmissionWorkflow", "PoolWatcherWorkflow"}
@@ -66,6 +66,10 @@ def test_every_workflow_type_and_scenario_is_recorded() -> None:
     updates = [e for e in json.loads((HISTORIES / "workload-queued-then-placed.json").read_text())["events"]
                if e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED"]
     assert updates, "the recorded class change (update set_priority) is missing"
+    for name in ("workload-approved", "workload-denied"):  # a person's answer (update approve) replays too
+        answers = [e for e in json.loads((HISTORIES / f"{name}.json").read_text())["events"]
+                   if e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED"]
+        assert answers, f"{name}: the recorded approval answer is missing"
     loop = [e["eventType"] for p in FILES if p.stem.startswith("admission-")
             for e in json.loads(p.read_text())["events"]]
     assert "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW" in loop

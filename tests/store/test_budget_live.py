@@ -156,3 +156,55 @@ async def test_the_approval_timeout_takes_the_default(fabric: Any) -> None:
     explanation = await fabric.client.get(handle.id).explain()
     assert any("approved by default" in d.reason for d in explanation.decisions)
     await handle.cancel()
+
+
+async def test_budget_alerts_reach_the_audit_log_and_the_webhook(fabric: Any) -> None:
+    from aiohttp import web
+    from cli.util import free_port
+
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.add_routes([web.post("/hook", hook)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        suffix = uuid.uuid4().hex[:6]
+        client = fabric.client
+        await client.register_pool(pool(f"cloud-{suffix}", "cloud", 4, PRICE_CLOUD))
+        await client.set_policy(f"""
+placement: {{default: cloud}}
+teams:
+  vision: {{budget: {{cloud: {{monthly: 1, alert_at: [0.25, 0.9]}}}}}}
+cost: {{alert_webhook: "http://127.0.0.1:{port}/hook"}}
+""")
+        # 1 GPU x 3 s x $360/GPU-h = $0.30: past 25% of $1 when it ends (its estimate, 8 s, fits $1).
+        spec = job(f"spender-{suffix}", 1, runtime=8)
+        spec.annotations["sim.inferofabric.io/duration"] = "3s"
+        done = await (await client.submit(spec)).result()
+        assert done.state == WorkloadState.SUCCEEDED
+        alerts = await until(lambda: _alerts(fabric))
+        assert len(alerts) == 1 and alerts[0]["target"] == "team vision cloud monthly"
+        assert alerts[0]["result"] == "25%" and "reached the alert at 25%" in alerts[0]["detail"]
+        hooked = await until(lambda: _async(received))
+        assert hooked[0]["team"] == "vision" and hooked[0]["share"] == 0.25 and hooked[0]["limit"] == 1
+        again = job(f"again-{suffix}", 1, runtime=1)
+        again.annotations["sim.inferofabric.io/duration"] = "0s"
+        await (await client.submit(again)).result()  # another cycle: the alert is not raised twice
+        assert len(await _alerts(fabric)) == 1 and len(received) == 1
+    finally:
+        await runner.cleanup()
+
+
+async def _alerts(fabric: Any) -> list[dict[str, Any]]:
+    return [e for e in audit_entries(fabric.store, limit=200) if e["action"] == "budget_alert"]
+
+
+async def _async(value: Any) -> Any:
+    return value

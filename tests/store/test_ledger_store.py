@@ -108,3 +108,54 @@ def test_the_database_sums_give_the_same_report_as_line_by_line(store: Store, by
         assert a.keys() == b.keys() and a["key"] == b["key"] and a.get("period") == b.get("period")
         for column in ("gpu_hours_on_prem", "gpu_hours_cloud", "cost_on_prem", "cost_cloud", "cost_total"):
             assert a[column] == pytest.approx(b[column], abs=1e-4), (column, a, b)
+
+
+def test_idle_on_prem_cost_per_pool_and_shared_by_use(store: Store) -> None:
+    from sqlalchemy import update
+
+    from inferofabric.store import idle
+    from inferofabric.store.tables import PoolRow
+
+    store.upsert_pool(PoolSpec(name="dc1", location="on-prem", backend="simulated", region="dc1",
+                               gpus={"A100": 3}, price_per_gpu_hour={"A100": 1.25}))
+    store.upsert_pool(PoolSpec(name="aws", location="cloud", backend="simulated", region="us-east-1",
+                               gpus={"A100": 8}, price_per_gpu_hour={"A100": 4.0}))
+    with store.session(write=True) as s:  # registered at T0: the window of idle time starts there
+        s.execute(update(PoolRow.__table__).values(created_at=T0))  # type: ignore[attr-defined]
+        s.commit()
+    queue_store.enqueue(store, "a", 1, 0, "vision", spec("a", gpus=2))
+    queue_store.enqueue(store, "b", 1, 1, "nlp", spec("b", gpus=1))
+    assert sorted(w.workload_id for w in cycle(store).wake) == ["a", "b"]
+    store.ledger_started("a", 1, T0)
+    store.release("a", 1, ended_at=T0 + timedelta(hours=1))  # vision: 2 GPU-h
+    store.ledger_started("b", 1, T0)
+    store.release("b", 1, ended_at=T0 + timedelta(hours=4))  # nlp: 4 GPU-h
+    now = T0 + timedelta(hours=4)
+    (row,) = idle.idle_rows(store, now=now)  # cloud pools have no idle cost
+    # 3 GPUs x 4 h = 12 GPU-h owned, 6 used: 6 idle x $1.25.
+    assert (row["pool"], row["capacity_gpu_hours"], row["used_gpu_hours"], row["idle_gpu_hours"]) == ("dc1", 12, 6, 6)
+    assert row["idle_cost"] == pytest.approx(7.5) and row["utilization"] == 0.5
+    teams = {r["key"]: r for r in idle.share_idle(store, ledger.report(store, by="team", now=now), now=now)}
+    assert teams["vision"]["cost_idle"] == pytest.approx(2.5) and teams["nlp"]["cost_idle"] == pytest.approx(5.0)
+    assert teams["nlp"]["cost_total"] == pytest.approx(5.0 + 5.0)  # 4 GPU-h x $1.25 + its idle share
+
+
+def test_a_price_change_applies_from_the_time_of_the_change(store: Store) -> None:
+    store.upsert_pool(PoolSpec(name="dc1", location="on-prem", backend="simulated", region="dc1",
+                               gpus={"A100": 4}, price_per_gpu_hour={"A100": 1.25}))
+    queue_store.enqueue(store, "a", 1, 0, "vision", spec("a", gpus=2))
+    queue_store.enqueue(store, "b", 1, 1, "vision", spec("b", gpus=2))
+    assert len(cycle(store).wake) == 2
+    store.ledger_started("a", 1, datetime.now(UTC) - timedelta(hours=2))
+    store.upsert_pool(PoolSpec(name="dc1", location="on-prem", backend="simulated", region="dc1",
+                               gpus={"A100": 4}, price_per_gpu_hour={"A100": 2.5}))
+    first, second = ledger.lines(store, None, None, workload_id="a")
+    assert first.ended_at is not None and first.price_per_gpu_hour == 1.25
+    assert first.cost == pytest.approx(2 * 2 * 1.25, rel=1e-3)  # 2 h x 2 GPUs at the old price
+    assert (second.attempt, second.segment, second.price_per_gpu_hour, second.ended_at) == (1, 2, 2.5, None)
+    assert second.started_at == first.ended_at
+    store.release("a", 1)  # the attempt ends: its open segment ends with it
+    assert all(line.ended_at is not None for line in ledger.lines(store, None, None, workload_id="a"))
+    # A line that had not started yet simply takes the new price.
+    (launching,) = ledger.lines(store, None, None, workload_id="b")
+    assert launching.price_per_gpu_hour == 2.5 and launching.segment == 1 and launching.started_at is None

@@ -20,6 +20,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cost", sa.Float(), nullable=True))
         batch.add_column(sa.Column("gpu_hours", sa.Float(), nullable=True))
         batch.add_column(sa.Column("rate_per_hour", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("cpus", sa.Float(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("memory_gib", sa.Float(), nullable=False, server_default="0"))
+        # A price change part way through an attempt ends its line and opens the next segment.
+        batch.add_column(sa.Column("segment", sa.Integer(), nullable=False, server_default="1"))
+        batch.drop_constraint("uq_ledger_attempt", type_="unique")
+        batch.create_unique_constraint("uq_ledger_segment", ["workload_id", "attempt", "segment"])
     op.create_index("ix_ledger_ended_started", "ledger", ["ended_at", "started_at"])
     with op.batch_alter_table("queue") as batch:
         batch.add_column(sa.Column("approval", sa.String(255), nullable=True))
@@ -57,6 +63,11 @@ def downgrade() -> None:
         batch.drop_column("approval")
     op.drop_index("ix_ledger_ended_started", "ledger")
     with op.batch_alter_table("ledger") as batch:
+        batch.drop_constraint("uq_ledger_segment", type_="unique")
+        batch.create_unique_constraint("uq_ledger_attempt", ["workload_id", "attempt"])
+        batch.drop_column("segment")
+        batch.drop_column("memory_gib")
+        batch.drop_column("cpus")
         batch.drop_column("rate_per_hour")
         batch.drop_column("gpu_hours")
         batch.drop_column("cost")
