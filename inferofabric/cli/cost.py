@@ -119,7 +119,7 @@ def cost(
     start = _start(since, from_)
     end = _time(to, "--to") if to else None
     if idle:
-        found = with_client(address, lambda c: c.cost_idle(start=start, end=end))
+        found = with_client(address, lambda c: c.cost_idle(start=start, end=end, step=step))
         if json_out:
             render.print_json(found)
         else:
@@ -149,10 +149,13 @@ def _print_idle(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console().print("no on-prem pools")
         return
-    table = Table("pool", "capacity GPU-h", "used GPU-h", "idle GPU-h", "idle cost", "utilization")
+    stepped = "period" in rows[0]
+    table = Table(*(["period"] if stepped else []), "pool", "capacity GPU-h", "used GPU-h", "idle GPU-h",
+                  "idle cost", "utilization")
     for row in rows:
-        table.add_row(row["pool"], f"{row['capacity_gpu_hours']:,.2f}", f"{row['used_gpu_hours']:,.2f}",
-                      f"{row['idle_gpu_hours']:,.2f}", f"${row['idle_cost']:,.2f}", f"{row['utilization']:.0%}")
+        figures = (f"{row['capacity_gpu_hours']:,.2f}", f"{row['used_gpu_hours']:,.2f}",
+                   f"{row['idle_gpu_hours']:,.2f}", f"${row['idle_cost']:,.2f}", f"{row['utilization']:.0%}")
+        table.add_row(*([row["period"]] if stepped else []), row["pool"], *figures)
     console().print(table)
 
 

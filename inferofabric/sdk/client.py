@@ -261,10 +261,12 @@ class FabricClient:
             return await asyncio.to_thread(lambda: budget_view(store, compiled_policy(store).policy))
         return list(await self._control("budgets"))
 
-    async def cost_idle(self, start: datetime | None = None, end: datetime | None = None) -> list[dict[str, Any]]:
-        """Idle on-prem cost per pool over [start, end): capacity, used and idle GPU-hours, idle cost (USD)."""
+    async def cost_idle(self, start: datetime | None = None, end: datetime | None = None,
+                        step: str | None = None) -> list[dict[str, Any]]:
+        """Idle on-prem cost per pool (per day or week with `step`) over [start, end): capacity, used
+        and idle GPU-hours, idle cost (USD), utilization."""
         view = await self._cost_view(idle=True, start=start.isoformat() if start else None,
-                                     end=end.isoformat() if end else None)
+                                     end=end.isoformat() if end else None, step=step)
         return list(view["idle"])
 
     async def cost_lines(self, workload_id: str) -> dict[str, Any]:

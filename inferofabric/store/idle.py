@@ -31,29 +31,34 @@ _P = PoolRow.__table__  # type: ignore[attr-defined]
 
 
 def idle_rows(store: Store, start: datetime | None = None, end: datetime | None = None,
-              now: datetime | None = None) -> list[dict[str, Any]]:
-    """Per on-prem pool: capacity, used and idle GPU-hours, idle cost (USD) and utilization."""
+              now: datetime | None = None, step: str | None = None) -> list[dict[str, Any]]:
+    """Per on-prem pool (and per UTC day or week with `step`): capacity, used and idle GPU-hours,
+    idle cost (USD) and utilization."""
     now = now or utcnow()
     until = min(end or now, now)
     with store.session() as s:
         pools = [(PoolSpec.model_validate_json(row.spec), as_utc(row.created_at))
                  for row in s.execute(select(_P.c.spec, _P.c.created_at))]
-    used = {row["key"]: row for row in ledger.report(store, by="pool", start=start, end=end, now=now)}
+    used = {(row.get("period", ""), row["key"]): row
+            for row in ledger.report(store, by="pool", start=start, end=end, step=step, now=now)}
     out = []
     for spec, registered in sorted(pools, key=lambda item: item[0].name):
         if spec.location != Location.ON_PREM:
             continue
         since = max(start, registered) if start else registered
-        hours = max(0.0, (until - since).total_seconds() / 3600)
-        capacity = sum(spec.gpus.values()) * hours
-        capacity_cost = sum(count * spec.price_per_gpu_hour.get(gpu_type, 0.0) * hours
-                            for gpu_type, count in spec.gpus.items())
-        row = used.get(spec.name, {})
-        used_hours, used_cost = row.get("gpu_hours_on_prem", 0.0), row.get("cost_on_prem", 0.0)
-        out.append({"pool": spec.name, "capacity_gpu_hours": round(capacity, 6),
-                    "used_gpu_hours": round(used_hours, 6), "idle_gpu_hours": round(max(0.0, capacity - used_hours), 6),
-                    "idle_cost": round(max(0.0, capacity_cost - used_cost), 6),
-                    "utilization": round(used_hours / capacity, 4) if capacity else 0.0})
+        gpus = sum(spec.gpus.values())
+        per_hour = sum(count * spec.price_per_gpu_hour.get(gpu_type, 0.0) for gpu_type, count in spec.gpus.items())
+        for period, hours in ledger.split_hours(since, until, step):
+            row = used.get((period, spec.name), {})
+            used_hours, used_cost = row.get("gpu_hours_on_prem", 0.0), row.get("cost_on_prem", 0.0)
+            capacity = gpus * hours
+            item: dict[str, Any] = {"period": period} if step else {}
+            item.update({"pool": spec.name, "capacity_gpu_hours": round(capacity, 6),
+                         "used_gpu_hours": round(used_hours, 6),
+                         "idle_gpu_hours": round(max(0.0, capacity - used_hours), 6),
+                         "idle_cost": round(max(0.0, per_hour * hours - used_cost), 6),
+                         "utilization": round(used_hours / capacity, 4) if capacity else 0.0})
+            out.append(item)
     return out
 
 

@@ -187,6 +187,11 @@ def _utc(value: Any) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+def split_hours(lo: datetime, hi: datetime, step: str | None) -> list[tuple[str, float]]:
+    """[lo, hi) as (period, hours): one whole piece, or one per UTC day or week (idle capacity)."""
+    return _split(lo, hi, step) or ([("", 0.0)] if step is None else [])
+
+
 def _split(lo: datetime, hi: datetime, step: str | None) -> list[tuple[str, float]]:
     """[lo, hi) in hours, whole or split at UTC day or week boundaries."""
     if hi <= lo:
@@ -278,7 +283,9 @@ def cost_view(store: Store, by: str = "team", start: str | None = None, end: str
     begin = datetime.fromisoformat(start) if start else None
     until = datetime.fromisoformat(end) if end else None
     if idle:
-        return {"from": start, "to": end, "idle": idle_cost.idle_rows(store, begin, until)}
+        if step is not None and step not in STEPS:
+            raise ValueError(f"--step {step!r}: one of {', '.join(STEPS)}")
+        return {"from": start, "to": end, "step": step, "idle": idle_cost.idle_rows(store, begin, until, step=step)}
     if workload_id is not None:
         found = lines(store, begin, until, workload_id=workload_id)
         return {"workload": workload_id, "lines": [line.as_json() for line in found],

@@ -94,6 +94,12 @@ async def test_a_budget_blocks_the_burst_that_would_cross_it(fabric: Any) -> Non
     assert (row["team"], row["scope"], row["period"], row["limit"]) == ("vision", "cloud", "monthly", 20)
     assert row["spent"] + row["reserved"] == pytest.approx(12.0, abs=0.01)
     assert row["remaining"] == pytest.approx(8.0, abs=0.01)
+    code, out, err = await cli(fabric, "cost", "--idle", "--json")  # the on-prem pool's idle time: none
+    assert code == 0, err
+    (idle,) = [r for r in json.loads(out) if r["pool"] == f"dc-{suffix}"]
+    assert idle["capacity_gpu_hours"] > 0 and idle["idle_cost"] == 0  # a $0 pool costs nothing idle
+    code, _, err = await cli(fabric, "cost", "--idle", "--step", "hour")
+    assert code == 2 and "--step 'hour'" in err
     await asyncio.gather(first.cancel(), second.cancel(), other.cancel())
 
 

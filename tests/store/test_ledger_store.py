@@ -159,3 +159,23 @@ def test_a_price_change_applies_from_the_time_of_the_change(store: Store) -> Non
     # A line that had not started yet simply takes the new price.
     (launching,) = ledger.lines(store, None, None, workload_id="b")
     assert launching.price_per_gpu_hour == 2.5 and launching.segment == 1 and launching.started_at is None
+
+
+def test_idle_per_day(store: Store) -> None:
+    from sqlalchemy import update
+
+    from inferofabric.store import idle
+    from inferofabric.store.tables import PoolRow
+
+    pools(store)  # dc1: 2 x A100 at $1.25, registered an hour before midnight
+    with store.session(write=True) as s:
+        s.execute(update(PoolRow.__table__).values(created_at=T0))  # type: ignore[attr-defined]
+        s.commit()
+    queue_store.enqueue(store, "a", 1, 0, "vision", spec("a", gpus=2))
+    cycle(store)
+    store.ledger_started("a", 1, T0 + timedelta(minutes=30))
+    store.release("a", 1, ended_at=T0 + timedelta(hours=2))  # 30 min before midnight, 1 h after
+    days = idle.idle_rows(store, now=T0 + timedelta(hours=3), step="day")
+    assert [(d["period"], d["capacity_gpu_hours"], d["used_gpu_hours"], d["idle_gpu_hours"]) for d in days] == [
+        ("2026-11-30", 2.0, 1.0, 1.0), ("2026-12-01", 4.0, 2.0, 2.0)]
+    assert [d["idle_cost"] for d in days] == [1.25, 2.5]
