@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -78,7 +78,10 @@ class QueueRow(SQLModel, table=True):
     __tablename__ = "queue"
     workload_id: str = Field(primary_key=True, max_length=255)
     attempt: int
-    seq: int = Field(index=True)  # submission order, kept across preemptions and moves
+    # Submission order, kept across preemptions and moves: microseconds since the epoch. BIGINT in the
+    # schema (migration 0002) and here: as an Integer the PostgreSQL driver cast it to a 32-bit int
+    # and refused every enqueue ("integer out of range").
+    seq: int = Field(index=True, sa_type=BigInteger)
     version: int = 0
     team: str = Field(max_length=63)
     priority_class: str | None = Field(default=None, max_length=63)  # set by `fabric priority`

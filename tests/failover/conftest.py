@@ -1,4 +1,10 @@
-"""A time-skipping Temporal test server for the slow paths (hours of workflow time in seconds)."""
+"""A time-skipping Temporal test server for the slow paths (hours of workflow time in seconds).
+
+One server per test (it starts in ~0.1 s). Time is global to a test server, and it stops skipping
+while any workflow or activity task is outstanding: a workflow an earlier test left running (an
+admission loop, a monitor) whose timer fires once later tests skip hours ahead gets a task on a queue
+nobody polls any more, and from then on every later test waits in real time (CI saw 300 s time-outs
+and a server that stopped answering). A fresh server per test cannot inherit such a task."""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ KINDS = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
          "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT}
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter)
