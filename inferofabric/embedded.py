@@ -62,6 +62,7 @@ class Stack:
     config: FabricConfig
     config_source: str = "built-in default"
     dashboard_url: str | None = None
+    gateway_url: str | None = None
 
 
 def _stop_stale_server(pid_file: Path) -> None:
@@ -140,21 +141,24 @@ def read_config(config_path: Path | None, look_here: bool = True) -> tuple[Fabri
     return default_fabric_config(), "built-in default"
 
 
-def _write_stack_file(home: Path, address: str, store_url: str) -> None:
-    """Tell CLI calls on this host where to read (settings.read_store_url): no workflow per read."""
+def _write_stack_file(home: Path, address: str, store_url: str, gateway_url: str | None = None) -> None:
+    """Tell CLI calls on this host where to read (settings.read_store_url): no workflow per read; and
+    where endpoints are served (settings.gateway_url)."""
     from inferofabric.settings import temporal_namespace
 
     (home / STACK_FILE).write_text(json.dumps({"address": address, "namespace": temporal_namespace(),
-                                               "task_queue": task_queue(), "store_url": store_url}))
+                                               "task_queue": task_queue(), "store_url": store_url,
+                                               "gateway_url": gateway_url}))
 
 
 @contextlib.asynccontextmanager
 async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, config_path: Path | None = None,
                          log: Callable[[str], None] = print, reapply: bool = False,
-                         look_here: bool = True, dashboard_port: int | None = None) -> AsyncIterator[Stack]:
+                         look_here: bool = True, dashboard_port: int | None = None,
+                         gateway_port: int | None = None) -> AsyncIterator[Stack]:
     """Start everything, apply the configuration (first start, or `reapply`), yield; stop everything
     on exit. Refuses (StackConflict) to start beside a stack it would break. `dashboard_port`: serve
-    the dashboard there (None or 0: not at all)."""
+    the dashboard there, `gateway_port`: the endpoints' gateway (None or 0: not at all)."""
     config, source = read_config(config_path, look_here)
     address = f"127.0.0.1:{port}"
     with hold_home(home, address=address, ui_port=ui_port):
@@ -164,6 +168,8 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
         ensure_port_free(ui_port, "--ui-port")
         if dashboard_port:
             ensure_port_free(dashboard_port, "--dashboard-port")
+        if gateway_port:
+            ensure_port_free(gateway_port, "--gateway-port")
         log(f"starting Temporal dev server on {address} (Web UI http://127.0.0.1:{ui_port}, data {home})")
         process = start_dev_server(home, port, ui_port, log)
         try:
@@ -176,18 +182,26 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
             async with worker:
                 fabric = FabricClient(client, store_url=store_url)
                 await configure(fabric, store, config, source, reapply, log)
-                _write_stack_file(home, address, store_url)
-                dashboard = None
+                gateway_url = f"http://127.0.0.1:{gateway_port}" if gateway_port else None
+                _write_stack_file(home, address, store_url, gateway_url)
+                dashboard = gateway = None
                 if dashboard_port:
                     from inferofabric.dashboard.server import start as start_dashboard
 
                     dashboard = await start_dashboard(fabric, dashboard_port)
+                if gateway_port:
+                    from inferofabric.gateway.server import start as start_gateway
+
+                    gateway = await start_gateway(fabric, gateway_port)
                 try:
                     yield Stack(client=client, fabric=fabric, address=address,
                                 ui_url=f"http://127.0.0.1:{ui_port}", home=home, config=config,
                                 config_source=source,
-                                dashboard_url=f"http://127.0.0.1:{dashboard_port}/" if dashboard_port else None)
+                                dashboard_url=f"http://127.0.0.1:{dashboard_port}/" if dashboard_port else None,
+                                gateway_url=gateway_url)
                 finally:
+                    if gateway is not None:
+                        await gateway.close()
                     if dashboard is not None:
                         await dashboard.cleanup()
         finally:

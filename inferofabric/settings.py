@@ -39,6 +39,28 @@ def task_queue() -> str:
 
 
 STACK_FILE = "stack.json"
+DEFAULT_GATEWAY_PORT = 8235
+
+
+def gateway_url() -> str:
+    """Where endpoints are served: $FABRIC_GATEWAY_URL, else the `fabric up` stack's gateway under
+    FABRIC_HOME (stack.json), else the embedded default's port on this host."""
+    import json
+
+    url = os.environ.get("FABRIC_GATEWAY_URL")
+    if url:
+        return url.rstrip("/")
+    home = Path(os.environ.get("FABRIC_HOME", "~/.inferofabric")).expanduser()
+    try:
+        stack = json.loads((home / STACK_FILE).read_text())
+    except (OSError, ValueError):
+        stack = {}
+    found = stack.get("gateway_url")
+    return found.rstrip("/") if isinstance(found, str) and found else f"http://127.0.0.1:{DEFAULT_GATEWAY_PORT}"
+
+
+def endpoint_url(name: str, base: str | None = None) -> str:
+    return f"{base or gateway_url()}/e/{name}/"
 
 
 def workflow_cache_size() -> int:

@@ -24,6 +24,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from inferofabric.activities.admission import AdmissionActivities
 from inferofabric.activities.control import ControlActivities
+from inferofabric.activities.endpoint import report_replica
 from inferofabric.activities.jobs import JobActivities
 from inferofabric.activities.placement import PlacementActivities
 from inferofabric.activities.watch import PoolWatchActivities
@@ -37,11 +38,13 @@ from inferofabric.store.db import get_store
 from inferofabric.store.meta import instance_id
 from inferofabric.workflows.admission import AdmissionWorkflow
 from inferofabric.workflows.control import ControlWorkflow
+from inferofabric.workflows.endpoint import EndpointWorkflow
 from inferofabric.workflows.monitor import PoolMonitorWorkflow
 from inferofabric.workflows.watcher import PoolWatcherWorkflow
 from inferofabric.workflows.workload import WorkloadWorkflow
 
-WORKFLOWS = [WorkloadWorkflow, ControlWorkflow, PoolMonitorWorkflow, PoolWatcherWorkflow, AdmissionWorkflow]
+WORKFLOWS = [WorkloadWorkflow, ControlWorkflow, PoolMonitorWorkflow, PoolWatcherWorkflow, AdmissionWorkflow,
+             EndpointWorkflow]
 MONITOR_SLOTS = 500  # probes (seconds each) and one long-running watcher per pool
 # The fabric's own models and helpers are deterministic and side-effect free: share the host's
 # copies with the sandbox, so a model built in workflow code is the same class activities accept.
@@ -127,7 +130,7 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     admission = AdmissionActivities(store_url)
     activities: list[Callable[..., Any]] = [
         placement.release_capacity, placement.seal_secrets, placement.ledger_started, *admission.all(), *control.all(),
-        *job_activities(home, store_url, store=True),
+        *job_activities(home, store_url, store=True), report_replica,
     ]
     main = Worker(
         client, task_queue=queue, workflows=WORKFLOWS, activities=activities,

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.backends.base import JobState, JobStatus, job_id_for
     from inferofabric.backends.registry import task_queue_for
     from inferofabric.models.common import Health, WorkloadState
+    from inferofabric.models.endpoint_status import ReplicaReport
     from inferofabric.models.messages import (
         AdmittedSignal,
         ApprovalAnswer,
@@ -100,6 +101,8 @@ class WorkloadWorkflow:
         self._launched = False  # the current attempt's launch returned (before it, "lost" is not news)
         self._news = False  # the pool's watcher has reported this attempt's job
         self._unreleased: int | None = None  # a moved attempt whose GPUs the next enqueue gives back
+        self._reports: list[Any] = []  # an endpoint's replica: state reports to the endpoint on their way
+        self._report_seq = 0
 
     # -- queries, signals, updates ------------------------------------------------------------------
     @workflow.query(name="status")
@@ -220,6 +223,7 @@ class WorkloadWorkflow:
         """`raw` is validated here, not by the data converter: a malformed start (from the `temporal`
         CLI, say) then fails at once with a clear non-retryable error instead of retrying forever."""
         result = await self._run(raw)
+        await self._flush_reports()
         # Let a pending `cancel` update see the final state before the workflow closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
@@ -291,7 +295,7 @@ class WorkloadWorkflow:
                     self._preempt = None
                     verb = "preempted on" if moved.preempted else "moving off"
                     self._set(state=WorkloadState.QUEUED, pool=None, location=None, region=None, backend=None,
-                              job_id=None, message=f"{verb} {decision.pool}: {moved.reason}")
+                              address=None, job_id=None, message=f"{verb} {decision.pool}: {moved.reason}")
                     self._upsert(state=WorkloadState.QUEUED, pool="", location="")
                     if self._cancel_requested:
                         await self._release_unreleased(workload_id)
@@ -322,6 +326,7 @@ class WorkloadWorkflow:
             else:
                 await self._cleanup_attempt(workload_id, attempt, best_effort=False)
             await self._finish(WorkloadState.CANCELLED, "cancelled")
+            await self._flush_reports()
             raise
 
     async def _queue_until_admitted(self, workload_id: str, attempt: int, seq: int, spec: Any,
@@ -417,6 +422,8 @@ class WorkloadWorkflow:
         self._launched = True
         if self._job is None or (not self._job.state.terminal and status.state.terminal):
             self._job = status
+        if status.details.get("address"):
+            self._set(address=str(status.details["address"]))
 
         launch_timeout = timedelta(seconds=spec.launch_timeout_seconds or pool.launch_timeout_seconds)
         if self._job.state == JobState.PENDING:
@@ -636,9 +643,33 @@ class WorkloadWorkflow:
 
     def _set(self, **fields: Any) -> None:
         assert self._status is not None
+        before = (self._status.state, self._status.address)
         for key, value in fields.items():
             setattr(self._status, key, value)
         self._status.updated_at = workflow.now()
+        if (self._status.state, self._status.address) != before:
+            self._report()
+
+    def _report(self) -> None:
+        """A replica of an endpoint (a child of its EndpointWorkflow) tells the endpoint where it is
+        and in what state. Through a local activity: the signal carries the worker's own identity."""
+        parent = workflow.info().parent
+        if parent is None or self._status is None:
+            return
+        self._report_seq += 1
+        status = self._status
+        report = ReplicaReport(replica=status.id, seq=self._report_seq, state=status.state, pool=status.pool,
+                               location=status.location, backend=status.backend, address=status.address,
+                               message=status.message)
+        self._reports = [r for r in self._reports if not r.done()]
+        self._reports.append(workflow.start_local_activity(
+            "report_replica", args=[parent.workflow_id, report], start_to_close_timeout=LOCAL_TIMEOUT,
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=5)))
+
+    async def _flush_reports(self) -> None:
+        if self._reports:
+            await asyncio.gather(*self._reports, return_exceptions=True)
+            self._reports.clear()
 
     def _history_end(self, outcome: str) -> None:
         if self._status and self._status.history:

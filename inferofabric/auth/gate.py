@@ -93,7 +93,7 @@ class _Inbound(WorkflowInboundInterceptor):
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
         info = workflow.info()
         request = _start_request(info.workflow_type, info.workflow_id, input.args)
-        if info.workflow_type == "WorkloadWorkflow":
+        if info.workflow_type in ("WorkloadWorkflow", "EndpointWorkflow"):
             self._team = request.team
         if info.parent is None and info.continued_run_id is None:
             try:
@@ -158,6 +158,6 @@ def _start_request(workflow_type: str, workflow_id: str, args: Any) -> Request:
         spec: Any = arguments.get("spec") if isinstance(arguments.get("spec"), dict) else {}
         subject = arguments.get("name") or spec.get("name") or arguments.get("pool") or ""
         return Request(action=f"control:{field('op') or '?'}", target=workflow_id, subject=str(subject))
-    workload: Any = field("spec") if workflow_type == "WorkloadWorkflow" else None
+    workload: Any = field("spec") if workflow_type in ("WorkloadWorkflow", "EndpointWorkflow") else None
     team = workload.get("team") if isinstance(workload, dict) else getattr(workload, "team", None)
     return Request(action=f"start:{workflow_type}", target=workflow_id, team=team)

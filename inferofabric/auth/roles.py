@@ -2,7 +2,8 @@
 
 - `admin`: everything: pools, policy (quotas live there), secrets, and all the rest;
 - `operator`: drain, cordon, reclaim, reconcile, fail/restore simulated pools, cancel anyone's work;
-- `member` of team T: submit, cancel and re-prioritise T's workloads only;
+- `member` of team T: submit, cancel and re-prioritise T's workloads, and deploy, scale, update and
+  delete T's endpoints, only;
 - `system`: the fabric's own workers (admission, watchers, monitors): the internal signals.
 Reads (status, list, queue, pool list, logs) need any valid identity.
 """
@@ -19,9 +20,13 @@ READ_OPS = {"list_pools", "pool_spec", "get_policy", "list_secrets", "decisions"
             "budgets"}
 UNAUDITED_OPS = READ_OPS | {"audit"}  # reads: not written to the audit log
 INTERNAL_WORKFLOWS = {"PoolMonitorWorkflow", "PoolWatcherWorkflow", "AdmissionWorkflow"}
-INTERNAL_SIGNALS = {"relocate", "admitted", "preempt", "waiting", "job_state"}
+# `replica`: a replica's report to its endpoint; `metrics`: the gateway's measurements (it runs with
+# the fabric's own identity: in `fabric up`, the stack's).
+INTERNAL_SIGNALS = {"relocate", "admitted", "preempt", "waiting", "job_state", "replica", "metrics"}
 OPEN_SIGNALS = {"wake"}  # only makes the admission loop look again: harmless from anyone
-TEAM_ACTIONS = {"signal:request_cancel", "update:cancel", "update:set_priority"}
+TEAM_ACTIONS = {"signal:request_cancel", "update:cancel", "update:set_priority", "update:scale", "update:update",
+                "update:delete"}
+TEAM_STARTS = {"start:WorkloadWorkflow", "start:EndpointWorkflow"}  # a team's own work: its members may
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,11 @@ def authorize(identity: Identity, request: Request) -> None:
             return
         needed = "admin" if op in ADMIN_OPS else "operator or admin"
         raise AuthError(f"{identity.describe()} may not {op}: that needs the {needed} role")
-    if action == "start:WorkloadWorkflow":
+    if action in TEAM_STARTS:
         if role == "member" and identity.team == request.team:
             return
-        raise AuthError(f"{identity.describe()} may not submit work for team {request.team!r}")
+        what = "deploy endpoints" if action == "start:EndpointWorkflow" else "submit work"
+        raise AuthError(f"{identity.describe()} may not {what} for team {request.team!r}")
     if action in ("signal:reconcile", "update:approve") and role == "operator":
         return
     if action in TEAM_ACTIONS:

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from inferofabric.backends import gpu_discovery
 from inferofabric.backends._files import create_json_exclusive, read_json, tail_lines, write_json_atomic
 from inferofabric.backends.base import Backend, JobRejected, JobRequest, JobState, JobStatus, PoolProbe
 from inferofabric.models.common import Health
+from inferofabric.models.endpoint import ENDPOINT_LABEL
 
 # `$0` is the exit-code file; the command follows. The code is written atomically via rename.
 WRAPPER = '"$@"; code=$?; echo $code > "$0.tmp" && mv "$0.tmp" "$0"; exit $code'
@@ -111,6 +113,12 @@ class LocalBackend(Backend):
             return self.status(request.job_id)  # a retried launch: the job already exists
         devices = self._assign_gpus(request)
         env = job_environment(request, directory, devices)
+        port = None
+        if ENDPOINT_LABEL in request.spec.labels:
+            # Replicas of an endpoint share this host: each listens on a free port of its own ($PORT),
+            # which the job's status gives the gateway as its address.
+            port = free_port()
+            env["PORT"] = str(port)
         log_path = self._log_path(request.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
@@ -121,7 +129,7 @@ class LocalBackend(Backend):
             )
         _children[request.job_id] = process
         write_json_atomic(directory / "process.json", {"pid": process.pid, "started_at": time.time(),
-                                                       "gpus": devices})
+                                                       "gpus": devices, "port": port})
         return self.status(request.job_id)
 
     def status(self, job_id: str) -> JobStatus:
@@ -147,8 +155,11 @@ class LocalBackend(Backend):
         if pid is None:
             return JobStatus(job_id=job_id, state=JobState.PENDING, message="starting")
         if _alive(pid):
-            return JobStatus(job_id=job_id, state=JobState.RUNNING, started_at=started, message=f"pid {pid}",
-                             logs_url=str(self._log_path(job_id)))
+            port = process.get("port")
+            return JobStatus(job_id=job_id, state=JobState.RUNNING, started_at=started,
+                             message=f"pid {pid}" + (f", port {port}" if port else ""),
+                             logs_url=str(self._log_path(job_id)),
+                             details={"address": f"127.0.0.1:{port}"} if port else {})
         return JobStatus(job_id=job_id, state=JobState.FAILED, started_at=started,
                          message="the process ended without an exit code (killed with its wrapper)")
 
@@ -194,6 +205,13 @@ def job_environment(request: JobRequest, directory: Path, devices: list[int]) ->
     env.update({"FABRIC_WORKLOAD_ID": request.workload_id, "FABRIC_JOB_ID": request.job_id,
                 "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))})
     return env
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the kernel's choice)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from inferofabric.cli import admin, cost, policy, pools, stack_commands, workloads
+from inferofabric.cli import admin, cost, endpoints, policy, pools, stack_commands, workloads
 
 EXIT_CODES = ("Exit codes: 0 ok · 1 the operation failed · 2 bad input · 3 not found or not allowed · "
               "4 fabric unreachable or no answer in time · 130 interrupted.")
@@ -31,6 +31,7 @@ app.add_typer(policy.policy_app, name="policy")
 app.add_typer(admin.secret_app, name="secret")
 app.add_typer(admin.schedule_app, name="schedule")
 app.add_typer(admin.token_app, name="token")
+app.add_typer(endpoints.endpoint_app, name="endpoint")
 stack_commands.register(app)
 workloads.register(app)
 cost.register(app)

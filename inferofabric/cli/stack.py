@@ -18,19 +18,20 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def serve(home: Path, port: int, ui_port: int, config: Path | None, reapply: bool,
-                dashboard_port: int = 8234) -> None:
+                dashboard_port: int = 8234, gateway_port: int = 8235) -> None:
     from inferofabric.embedded import embedded_stack
 
     stop = _stop_on_signals()
     async with embedded_stack(home, port, ui_port, config, log=lambda m: render.console.print(m),
-                              reapply=reapply, dashboard_port=dashboard_port) as stack:
+                              reapply=reapply, dashboard_port=dashboard_port, gateway_port=gateway_port) as stack:
         source = stack.config_source
         render.console.print(render.pools_table(await stack.fabric.pools()))
         dashboard = (f"  dashboard [link={stack.dashboard_url}]{stack.dashboard_url}[/link]"
                      if stack.dashboard_url else "")
+        gateway = f"  endpoints {stack.gateway_url}/e/NAME/" if stack.gateway_url else ""
         render.console.print(
             f"\n[bold green]fabric is up[/]  Temporal {stack.address}  "
-            f"Web UI [link={stack.ui_url}]{stack.ui_url}[/link]{dashboard}"
+            f"Web UI [link={stack.ui_url}]{stack.ui_url}[/link]{dashboard}{gateway}"
             f"\n  config: {source}\n  state:  {home}\n  log:    {home / 'logs' / 'fabric.log'}\n"
             f"  try: fabric submit -f workload.yaml --wait   (export FABRIC_TEMPORAL_ADDRESS={stack.address})\n"
             "  Ctrl-C stops everything; state survives restarts.")

@@ -25,6 +25,8 @@ def up(
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
     dashboard_port: Annotated[int, typer.Option(
         help="The fabric's dashboard (pools, queue, cost) on 127.0.0.1; 0: none.")] = 8234,
+    gateway_port: Annotated[int, typer.Option(
+        help="The endpoints' gateway (http://127.0.0.1:PORT/e/NAME/) on 127.0.0.1; 0: none.")] = 8235,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="Pools and policy to apply on the first start [default: ./fabric.yaml, else "
                                "the built-in default]")] = None,
@@ -42,7 +44,7 @@ def up(
     One stack per FABRIC_HOME and per port: a second one refuses instead of breaking the first.
     Ctrl-C stops everything; state survives restarts under FABRIC_HOME.
 
-    Example: fabric up --port 7233 --ui-port 8233 --dashboard-port 8234
+    Example: fabric up --port 7233 --ui-port 8233 --dashboard-port 8234 --gateway-port 8235
     """
     from inferofabric.cli.stack import serve
     from inferofabric.logs import setup_logging
@@ -50,7 +52,7 @@ def up(
     home_dir = fabric_home(home)
     home_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(home_dir, debug)
-    run(serve(home_dir, port, ui_port, config, apply_config, dashboard_port))
+    run(serve(home_dir, port, ui_port, config, apply_config, dashboard_port, gateway_port))
 
 
 def worker(

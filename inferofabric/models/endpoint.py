@@ -12,10 +12,23 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from inferofabric.models.common import DataClassification, Name, StrictModel, duration_seconds
-from inferofabric.models.workload import PlacementHints, Resources, SecretRef, WorkloadSpec
+from inferofabric.models.common import DataClassification, Location, Name, StrictModel, duration_seconds
+from inferofabric.models.workload import (
+    SIM_DURATION_ANNOTATION,
+    PlacementHints,
+    Resources,
+    SecretRef,
+    WorkloadSpec,
+)
 
 METRICS = ("in_flight", "rps", "p90_latency")
+ENDPOINT_LABEL = "inferofabric.io/endpoint"
+VERSION_LABEL = "inferofabric.io/version"
+# A replica's workload id is `<endpoint>-<tag>-r<n>` (tag: 4 hex digits per deployment): it must stay
+# a valid 63-character name.
+MAX_ENDPOINT_NAME = 48
+# A replica on a simulated pool serves until it is stopped (10 years is "until stopped").
+REPLICA_SIM_DURATION = "3650d"
 
 
 def _duration(value: str | int | float, where: str, allow_zero: bool = False) -> str | int | float:
@@ -107,6 +120,14 @@ class EndpointSpec(StrictModel):
     scale_to_zero_after: str | None = Field(default=None, description="no request for this long: 0 replicas")
     update: UpdateStrategy = Field(default_factory=UpdateStrategy)
 
+    @field_validator("name")
+    @classmethod
+    def _short_enough(cls, value: str) -> str:
+        if len(value) > MAX_ENDPOINT_NAME:
+            raise ValueError(f"an endpoint name has at most {MAX_ENDPOINT_NAME} characters (its replicas' "
+                             f"names add a suffix), got {len(value)}")
+        return value
+
     @field_validator("command", "args", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:
@@ -123,12 +144,17 @@ class EndpointSpec(StrictModel):
     def scale_to_zero_after_s(self) -> float | None:
         return duration_seconds(self.scale_to_zero_after) if self.scale_to_zero_after else None
 
-    def replica_workload(self, replica_id: str, version: int) -> WorkloadSpec:
+    def replica_workload(self, replica_id: str, version: int, on_prem_only: bool = False) -> WorkloadSpec:
         """The workload one replica is placed and launched as: the endpoint's own fields, its port in
-        $PORT, and labels that say which endpoint, version and replica it serves."""
+        $PORT (a `local` pool gives each replica a free port of its own there), and labels that say
+        which endpoint and version it serves. `on_prem_only`: a replica meant to bring a burst one
+        home waits for on-prem room instead of bursting itself."""
+        placement = self.placement
+        if on_prem_only:
+            placement = placement.model_copy(update={"require_location": Location.ON_PREM})
         return WorkloadSpec(
             name=replica_id, team=self.team, project=self.project, image=self.image, command=self.command,
             args=self.args, env={**self.env, "PORT": str(self.port)}, resources=self.resources,
             data_classification=self.data_classification, priority_class=self.priority_class,
-            labels={**self.labels, "inferofabric.io/endpoint": self.name, "inferofabric.io/version": str(version)},
-            annotations=self.annotations, placement=self.placement)
+            labels={**self.labels, ENDPOINT_LABEL: self.name, VERSION_LABEL: str(version)},
+            annotations={SIM_DURATION_ANNOTATION: REPLICA_SIM_DURATION, **self.annotations}, placement=placement)

@@ -105,6 +105,7 @@ class WorkloadStatus(BaseModel):
     borrowing: bool = False  # admitted over the team's nominal quota (first to be preempted)
     position: int | None = None  # while queued: 1 = next to be admitted (from the queue, not the workflow)
     reason: str | None = None  # while queued: why it waits
+    address: str | None = None  # host:port its job listens on, when the back end gives one (endpoint replicas)
 
 
 class Explanation(BaseModel):

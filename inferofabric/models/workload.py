@@ -20,8 +20,10 @@ SIM_DURATION_ANNOTATION = "sim.inferofabric.io/duration"
 SIM_OUTCOME_ANNOTATION = "sim.inferofabric.io/outcome"
 SIM_PENDING_ANNOTATION = "sim.inferofabric.io/pending"  # stays pending this long before it runs
 SIM_LAUNCH_DELAY_ANNOTATION = "sim.inferofabric.io/launch-delay"  # the launch call itself takes this long
+# An endpoint's replica on a simulated pool answers through the gateway after this long (default 10ms).
+SIM_LATENCY_ANNOTATION = "sim.inferofabric.io/latency"
 SIM_ANNOTATIONS = [SIM_DURATION_ANNOTATION, SIM_OUTCOME_ANNOTATION, SIM_PENDING_ANNOTATION,
-                   SIM_LAUNCH_DELAY_ANNOTATION]
+                   SIM_LAUNCH_DELAY_ANNOTATION, SIM_LATENCY_ANNOTATION]
 SIM_OUTCOMES = ("succeeded", "failed", "reclaimed")
 OWN_PREFIXES = ("sim.inferofabric.io/", "inferofabric.io/")  # the fabric's own: checked, never ignored
 

@@ -430,6 +430,24 @@ class FabricClient:
             ))
         return items
 
+    # -- endpoints (inferofabric/sdk/endpoints.py) ----------------------------------------------------
+    async def deploy_endpoint(self, spec: Any) -> Any:
+        """Deploy an inference endpoint (EndpointSpec or its dict); its handle, with `.url`."""
+        from inferofabric.sdk.endpoints import deploy
+
+        return await deploy(self, spec)
+
+    def endpoint(self, name: str) -> Any:
+        """The handle of a deployed endpoint: status(), scale(), update(), delete()."""
+        from inferofabric.sdk.endpoints import EndpointHandle
+
+        return EndpointHandle(self, name)
+
+    async def endpoints(self) -> Any:
+        from inferofabric.sdk.endpoints import list_endpoints
+
+        return await list_endpoints(self)
+
 
 class WorkloadHandle:
     def __init__(self, fabric: FabricClient, workload_id: str) -> None:

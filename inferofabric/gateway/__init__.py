@@ -1,0 +1,1 @@
+"""The request path of inference endpoints: route, measure, hold while scaling from zero."""

@@ -1,0 +1,315 @@
+"""The gateway: `/e/<endpoint>/<path>` goes to a ready replica of the endpoint.
+
+Built on aiohttp (already the dashboard's server; its client keeps connections to replicas open):
+what is ours is the routing and the measuring, not an HTTP stack. In `fabric up` it runs on the
+stack's event loop on --gateway-port (default 8235); in production a cluster's Gateway API or a cloud
+load balancer takes the request path and this process only measures (docs/endpoints.md).
+
+- routing: the ready replica with the fewest requests in flight (least in-flight). A replica is
+  ready once its readiness probe (`GET readiness.path`) answers 2xx; a replica on a simulated pool
+  is ready when it runs and answers with a fixed body after `sim.inferofabric.io/latency`;
+- a replica the endpoint is stopping gets no new request (it drains before it is stopped);
+- scale from zero: with no ready replica a request is held (the endpoint hears at once), up to
+  `hold_timeout` seconds, then answered 503 with Retry-After;
+- a replica that refuses the connection is taken out and the request tried once on another;
+- every second the endpoint's workflow gets a sample (signal `metrics`): load, latency, ready ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from inferofabric.gateway.meter import EndpointMeter
+from inferofabric.models.common import duration_seconds
+from inferofabric.models.endpoint_status import EndpointStatus, GatewaySample
+from inferofabric.models.workload import SIM_LATENCY_ANNOTATION
+
+log = logging.getLogger(__name__)
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+              "transfer-encoding", "upgrade", "host", "content-length"}
+DEFAULT_SIM_LATENCY = "10ms"
+IDLE_SAMPLE_EVERY = 10.0  # an idle endpoint still hears from the gateway this often
+
+
+@dataclass
+class Target:
+    id: str
+    address: str | None
+    simulated: bool
+    ready: bool = False
+    in_flight: int = 0
+    running_since: float = 0.0
+    probe: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Route:
+    name: str
+    status: EndpointStatus | None = None
+    targets: dict[str, Target] = field(default_factory=dict)
+    meter: EndpointMeter = field(default_factory=EndpointMeter)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    last_sample: float = 0.0
+    last_ready: tuple[str, ...] = ()
+    gone: bool = False
+
+    def pick(self) -> Target | None:
+        ready = [t for t in self.targets.values() if t.ready]
+        return min(ready, key=lambda t: t.in_flight) if ready else None
+
+    @property
+    def sim_latency(self) -> float:
+        spec = self.status.spec if self.status else None
+        text = spec.annotations.get(SIM_LATENCY_ANNOTATION, DEFAULT_SIM_LATENCY) if spec else DEFAULT_SIM_LATENCY
+        return duration_seconds(text)
+
+
+class Gateway:
+    def __init__(self, fabric: Any, name: str = "embedded", hold_timeout: float = 60.0, refresh: float = 1.0) -> None:
+        self.fabric = fabric
+        self.name = name
+        self.hold_timeout = hold_timeout
+        self.refresh = refresh
+        self.routes: dict[str, Route] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def start(self, port: int, host: str = "127.0.0.1") -> None:
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                                              auto_decompress=False)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.add_routes([web.get("/healthz", self._healthz), web.route("*", "/e/{name}", self._redirect),
+                        web.route("*", "/e/{name}/{tail:.*}", self._handle)])
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        self._tasks = [asyncio.create_task(self._refresh_loop()), asyncio.create_task(self._sample_loop())]
+
+    async def close(self) -> None:
+        for task in self._tasks + [t.probe for r in self.routes.values() for t in r.targets.values() if t.probe]:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    # -- requests -------------------------------------------------------------------------------------
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        raise web.HTTPPermanentRedirect(f"/e/{request.match_info['name']}/")
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        route = self.routes.get(name)
+        if route is None or route.status is None:
+            route = await self._load(name)
+            if route is None:
+                return web.json_response({"error": f"no endpoint named {name!r}"}, status=404)
+        route.meter.arrived()
+        body = await request.read()
+        tried: set[str] = set()
+        for _ in range(2):
+            target = await self._target(route, tried)
+            if target is None:
+                retry = 2 if tried else 5
+                message = (f"endpoint {name!r} has no ready replica after {self.hold_timeout:.0f}s" if not tried
+                           else f"endpoint {name!r}: no other ready replica")
+                return web.json_response({"error": message}, status=503, headers={"Retry-After": str(retry)})
+            tried.add(target.id)
+            started = time.perf_counter()
+            target.in_flight += 1
+            route.meter.begin()
+            try:
+                return await self._forward(route, target, request, body)
+            except (TimeoutError, aiohttp.ClientConnectionError) as error:
+                log.info("gateway: replica %s of %s failed (%s): taken out", target.id, name, error)
+                target.ready = False
+            finally:
+                target.in_flight -= 1
+                route.meter.end(time.perf_counter() - started)
+        return web.json_response({"error": f"endpoint {name!r}: its replicas did not answer"}, status=503,
+                                 headers={"Retry-After": "2"})
+
+    async def _target(self, route: Route, tried: set[str]) -> Target | None:
+        """A ready replica now, or after holding the request while the endpoint scales (None: none came)."""
+        target = route.pick()
+        if target is not None and target.id not in tried:
+            return target
+        if tried:
+            others = [t for t in route.targets.values() if t.ready and t.id not in tried]
+            return min(others, key=lambda t: t.in_flight) if others else None
+        route.meter.held += 1
+        try:
+            self._send_soon(route)  # the endpoint hears of the held request now, not at the next tick
+            deadline = time.monotonic() + self.hold_timeout
+            while (target := route.pick()) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                route.changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(route.changed.wait(), timeout=min(left, 0.25))
+                if route.pick() is None:
+                    await self._refresh_route(route)
+            return target
+        finally:
+            route.meter.held -= 1
+
+    async def _forward(self, route: Route, target: Target, request: web.Request, body: bytes) -> web.StreamResponse:
+        tail = request.match_info.get("tail", "")
+        if target.simulated:
+            await asyncio.sleep(route.sim_latency)
+            return web.json_response({"endpoint": route.name, "replica": target.id, "simulated": True,
+                                      "path": "/" + tail})
+        assert self._session is not None and target.address
+        url = f"http://{target.address}/{tail}"
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        async with self._session.request(request.method, url, params=request.query, headers=headers, data=body,
+                                         allow_redirects=False) as answer:
+            payload = await answer.read()
+            out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+            out["X-Fabric-Replica"] = target.id
+            return web.Response(status=answer.status, body=payload, headers=out)
+
+    # -- what the endpoints look like now ---------------------------------------------------------------
+    async def _load(self, name: str) -> Route | None:
+        route = self.routes.get(name) or Route(name)
+        await self._refresh_route(route)
+        if route.status is None:
+            return None
+        self.routes[name] = route
+        return route
+
+    async def _refresh_loop(self) -> None:
+        listed_at = 0.0
+        while True:
+            try:
+                if time.monotonic() - listed_at > 5:
+                    listed_at = time.monotonic()
+                    await self._list()
+                await asyncio.gather(*(self._refresh_route(route) for route in list(self.routes.values())))
+                for name in [n for n, r in self.routes.items() if r.gone]:
+                    self._drop(name)
+            except Exception:  # keep serving with what is known; the log says why
+                log.exception("gateway: refresh failed")
+            await asyncio.sleep(self.refresh)
+
+    async def _list(self) -> None:
+        from inferofabric.workflows.endpoint import endpoint_id
+
+        async for execution in self.fabric.temporal.list_workflows(
+                'WorkflowType = "EndpointWorkflow" AND ExecutionStatus = "Running"', limit=1000):
+            name = execution.id.removeprefix(endpoint_id(""))
+            self.routes.setdefault(name, Route(name))
+
+    async def _refresh_route(self, route: Route) -> None:
+        from inferofabric.sdk.errors import FabricError, FabricNotFound
+
+        try:
+            status = await self.fabric.endpoint(route.name).status()
+        except FabricNotFound:
+            route.gone = True
+            return
+        except FabricError:
+            return
+        if status.state.value == "deleted":
+            route.gone = True
+        route.status = status
+        self._apply(route, status)
+
+    def _apply(self, route: Route, status: EndpointStatus) -> None:
+        """Follow the endpoint's replicas: new running ones get a readiness probe, stopping or gone ones
+        get no more requests."""
+        assert status.spec is not None
+        serving = {r.id: r for r in status.replicas if r.state in ("running", "ready") and not r.stopping}
+        for replica_id in [i for i in route.targets if i not in serving]:
+            gone = route.targets.pop(replica_id)
+            if gone.probe is not None:
+                gone.probe.cancel()
+        for replica_id, replica in serving.items():
+            target = route.targets.get(replica_id)
+            simulated = replica.backend == "simulated"
+            if target is None or target.address != replica.address:
+                if target is not None and target.probe is not None:
+                    target.probe.cancel()
+                target = Target(replica_id, replica.address, simulated, running_since=time.monotonic())
+                route.targets[replica_id] = target
+                if simulated:
+                    target.ready = True
+                elif replica.address:
+                    target.probe = asyncio.create_task(self._probe(route, target))
+        route.changed.set()
+
+    async def _probe(self, route: Route, target: Target) -> None:
+        assert route.status is not None and route.status.spec is not None and self._session is not None
+        readiness = route.status.spec.readiness
+        await asyncio.sleep(readiness.initial_delay_seconds)
+        url = f"http://{target.address}{readiness.path}"
+        while True:
+            try:
+                async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=readiness.timeout_seconds)) as r:
+                    ok = 200 <= r.status < 300
+            except (TimeoutError, aiohttp.ClientError):
+                ok = False
+            if ok != target.ready:
+                target.ready = ok
+                route.changed.set()
+                self._send_soon(route)
+            # Until it first answers, look often: a replica's first ready moment is what a cold start waits for.
+            await asyncio.sleep(readiness.period_seconds if target.ready else min(0.1, readiness.period_seconds))
+
+    def _drop(self, name: str) -> None:
+        route = self.routes.pop(name)
+        for target in route.targets.values():
+            if target.probe is not None:
+                target.probe.cancel()
+
+    # -- telling the endpoints ------------------------------------------------------------------------------
+    async def _sample_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for route in list(self.routes.values()):
+                with contextlib.suppress(Exception):
+                    await self._send(route, force=False)
+
+    def _send_soon(self, route: Route) -> None:
+        task = asyncio.create_task(self._send(route, force=True))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _send(self, route: Route, force: bool) -> None:
+        from inferofabric.workflows.endpoint import endpoint_id
+
+        if route.status is None or route.gone:
+            return
+        ready = tuple(sorted(t.id for t in route.targets.values() if t.ready))
+        now = time.monotonic()
+        reading = route.meter.read()
+        if not (force or reading.busy or ready != route.last_ready or now - route.last_sample >= IDLE_SAMPLE_EVERY):
+            return
+        route.last_sample, route.last_ready = now, ready
+        sample = GatewaySample(gateway=self.name, in_flight=reading.in_flight, rps=reading.rps,
+                               p90_latency_s=reading.p90_latency_s, held=reading.held, idle_s=reading.idle_s,
+                               ready=list(ready))
+        await self.fabric.temporal.get_workflow_handle(endpoint_id(route.name)).signal("metrics", sample)
+
+
+async def start(fabric: Any, port: int, host: str = "127.0.0.1", hold_timeout: float = 60.0) -> Gateway:
+    """Serve endpoints on `port`; `await gateway.close()` stops it."""
+    gateway = Gateway(fabric, hold_timeout=hold_timeout)
+    await gateway.start(port, host)
+    return gateway

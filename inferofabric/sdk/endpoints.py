@@ -1,0 +1,127 @@
+"""Endpoints in the SDK: deploy once, then read, scale, update and delete by name.
+
+    fabric = await FabricClient.connect()
+    endpoint = await fabric.deploy_endpoint(EndpointSpec.model_validate(yaml.safe_load(text)))
+    print(endpoint.url, (await endpoint.status()).state)
+
+An endpoint is a workflow (`endpoint-<name>`); its status is a query, its changes are updates, so
+each is checked by the fabric's auth gate like a workload's cancel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from inferofabric.models.endpoint import EndpointSpec
+from inferofabric.models.endpoint_status import EndpointRequest, EndpointState, EndpointStatus, ScaleRequest
+from inferofabric.sdk.errors import AlreadyExists, FabricError, FabricNotFound, InvalidInput
+from inferofabric.settings import endpoint_url
+from inferofabric.workflows.endpoint import endpoint_id
+
+if TYPE_CHECKING:
+    from inferofabric.sdk.client import FabricClient, WorkloadHandle
+
+
+class EndpointHandle:
+    def __init__(self, fabric: FabricClient, name: str) -> None:
+        self.fabric = fabric
+        self.name = name
+        self.url = endpoint_url(name)
+        self._handle = fabric.temporal.get_workflow_handle(endpoint_id(name), result_type=EndpointStatus)
+
+    async def status(self) -> EndpointStatus:
+        from inferofabric.sdk.client import QUERY_TIMEOUT
+
+        try:
+            status: EndpointStatus = await self.fabric.answer_or_no_worker(
+                self._handle.query("status", result_type=EndpointStatus, rpc_timeout=QUERY_TIMEOUT),
+                f"endpoint status {self.name}")
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise FabricNotFound(f"no endpoint named {self.name!r}") from None
+            raise FabricError(f"endpoint {self.name!r}: {error.message}") from None
+        except WorkflowFailureError as error:
+            raise FabricError(f"endpoint {self.name!r}: {error}") from None
+        status.url = self.url
+        return status
+
+    async def _update(self, name: str, arg: Any = None) -> EndpointStatus:
+        from inferofabric.sdk.client import _raise_if_denied, _root_message, _root_type
+
+        try:
+            args = [] if arg is None else [arg]
+            status: EndpointStatus = await self._handle.execute_update(name, args=args, result_type=EndpointStatus)
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise FabricNotFound(f"no endpoint named {self.name!r}") from None
+            raise FabricError(f"endpoint {self.name!r}: {error.message}") from None
+        except WorkflowUpdateFailedError as error:
+            _raise_if_denied(error)
+            if _root_type(error) == "InvalidInput":
+                raise InvalidInput(f"endpoint {self.name!r}: {_root_message(error)}") from None
+            raise FabricError(f"endpoint {self.name!r}: {_root_message(error)}") from None
+        status.url = self.url
+        return status
+
+    async def scale(self, min: int | None = None, max: int | None = None) -> EndpointStatus:
+        if min is None and max is None:
+            raise InvalidInput("say --min, --max or both")
+        return await self._update("scale", ScaleRequest(min=min, max=max))
+
+    async def update(self, spec: EndpointSpec | dict[str, Any]) -> EndpointStatus:
+        """Roll out a new spec: new replicas first (at most `update.max_surge` extra), an old one goes
+        only once a new one answers its readiness probe."""
+        new = spec if isinstance(spec, EndpointSpec) else EndpointSpec.model_validate(spec)
+        return await self._update("update", new)
+
+    async def delete(self) -> EndpointStatus:
+        """Stop every replica and end the endpoint (returns once the replicas are stopped)."""
+        return await self._update("delete")
+
+    def replica(self, replica_id: str) -> WorkloadHandle:
+        return self.fabric.get(replica_id)
+
+
+async def deploy(fabric: FabricClient, spec: EndpointSpec | dict[str, Any]) -> EndpointHandle:
+    """Start the endpoint's workflow. Replicas are checked against the registered pools first, as a
+    submit is: a GPU type nobody has is refused here, not discovered by a replica that never places."""
+    endpoint = spec if isinstance(spec, EndpointSpec) else EndpointSpec.model_validate(spec)
+    problems = await fabric.problems_of(endpoint.replica_workload(f"{endpoint.name}-check", 1))
+    if problems:
+        raise InvalidInput(f"endpoint {endpoint.name}: {'; '.join(problems)}")
+    try:
+        await fabric.temporal.start_workflow(
+            "EndpointWorkflow", EndpointRequest(spec=endpoint).model_dump(mode="json"), id=endpoint_id(endpoint.name),
+            task_queue=fabric.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            static_summary=f"{endpoint.team}: endpoint {endpoint.name} ({endpoint.replicas.min}.."
+                           f"{endpoint.replicas.max} replicas, {endpoint.data_classification.value})")
+    except RPCError as error:
+        if error.status == RPCStatusCode.ALREADY_EXISTS:
+            raise AlreadyExists(f"an endpoint named {endpoint.name!r} is already deployed (`fabric endpoint update` "
+                                "changes it)") from None
+        raise fabric._refused(error, "endpoint deploy") from None
+    except Exception as error:
+        if type(error).__name__ == "WorkflowAlreadyStartedError":
+            raise AlreadyExists(f"an endpoint named {endpoint.name!r} is already deployed (`fabric endpoint "
+                                "update` changes it)") from None
+        raise
+    return EndpointHandle(fabric, endpoint.name)
+
+
+async def list_endpoints(fabric: FabricClient) -> list[EndpointStatus]:
+    """Deployed endpoints (running workflows), each with its current status."""
+    items = []
+    async for execution in fabric.temporal.list_workflows(
+            'WorkflowType = "EndpointWorkflow" AND ExecutionStatus = "Running"', limit=500):
+        name = execution.id.removeprefix("endpoint-")
+        try:
+            items.append(await EndpointHandle(fabric, name).status())
+        except FabricError:
+            if execution.status == WorkflowExecutionStatus.RUNNING:
+                items.append(EndpointStatus(name=name, team="?", state=EndpointState.FAILED, desired=0, ready=0,
+                                            reason="its workflow did not answer"))
+    return sorted(items, key=lambda s: s.name)
