@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -44,10 +49,24 @@ class EndpointHandle:
             if error.status == RPCStatusCode.NOT_FOUND:
                 raise FabricNotFound(f"no endpoint named {self.name!r}") from None
             raise FabricError(f"endpoint {self.name!r}: {error.message}") from None
-        except WorkflowFailureError as error:
-            raise FabricError(f"endpoint {self.name!r}: {error}") from None
+        except WorkflowQueryFailedError:
+            raise await self._ended() from None
         status.url = self.url
         return status
+
+    async def _ended(self) -> FabricError:
+        """Why a workflow that cannot answer queries ended (refused by the auth gate, an invalid spec)."""
+        from inferofabric.sdk.client import _raise_if_denied, _root_message
+
+        try:
+            await self._handle.result()
+        except WorkflowFailureError as error:
+            try:
+                _raise_if_denied(error)
+            except FabricError as denied:
+                return denied
+            return FabricError(f"endpoint {self.name!r} failed: {_root_message(error)}")
+        return FabricError(f"endpoint {self.name!r} did not answer")
 
     async def _update(self, name: str, arg: Any = None) -> EndpointStatus:
         from inferofabric.sdk.client import _raise_if_denied, _root_message, _root_type

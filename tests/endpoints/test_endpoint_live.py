@@ -200,3 +200,51 @@ async def test_a_local_replica_serves_real_requests_and_rolls_to_a_new_version(
 async def _ready(handle: Any, count: int) -> Any:
     status = await handle.status()
     return status if status.ready >= count else None
+
+
+async def test_a_replica_s_pool_fails_and_the_endpoint_keeps_answering(fabric: Any, gateway: Gateway) -> None:
+    from inferofabric.models.messages import MonitorSettings
+
+    fast = MonitorSettings(period_seconds=0.5, probe_timeout_seconds=2.0, unhealthy_after=2, healthy_after=2)
+    client = fabric.client
+    await client.register_pool(sim_pool("dc-a", "on-prem", 1), monitor=fast)
+    await client.register_pool(sim_pool("dc-b", "on-prem", 1), monitor=fast)
+    await client.register_pool(sim_pool("cloud", "cloud", 8), monitor=fast)
+    await client.set_policy(POLICY)
+    handle = await client.deploy_endpoint(endpoint("steady", replicas={"min": 2, "max": 2}))
+    before = await eventually(lambda: _ready(handle, 2), 30, "two replicas ready")
+    assert sorted(str(r.pool) for r in live(before)) == ["dc-a", "dc-b"], before.replicas
+
+    async with Load(handle.url, concurrency=4) as load:
+        await asyncio.sleep(1)
+        await client.fail_pool("dc-a")
+
+        async def moved() -> Any:
+            status = await handle.status()
+            pools = sorted(str(r.pool) for r in live(status) if r.pool)
+            return status if status.ready == 2 and pools == ["cloud", "dc-b"] else None
+
+        try:
+            after = await eventually(moved, 60, "the replica of dc-a serving in the cloud")
+        except AssertionError:
+            status = await handle.status()
+            raise AssertionError(f"{status.replicas}\n{status.events}\n{status.reason}") from None
+        await asyncio.sleep(1)
+    # The caller's ordinary retry on 503 is all it took: every request was answered.
+    assert load.answers and set(load.answers) == {200} and not load.failures, (set(load.answers), load.failures)
+    moved_replica = next(r for r in live(after) if r.pool == "cloud")
+    assert moved_replica.id == next(r.id for r in live(before) if r.pool == "dc-a")  # the same replica, moved
+    # One more replica waits for on-prem room to bring it home (dc-a is down, dc-b is full).
+    assert [r.role.value for r in live(after) if not r.pool] == ["homecoming"]
+
+    # dc-a is back: the waiting replica serves there first, then the cloud replica goes.
+    await client.restore_pool("dc-a")
+
+    async def home() -> Any:
+        status = await handle.status()
+        return status if status.ready == 2 and sorted(str(r.pool) for r in live(status)) == ["dc-a", "dc-b"] else None
+
+    back = await eventually(home, 60, "both replicas on-prem again")
+    assert not any(r.location == Location.CLOUD for r in live(back))
+    assert any("the burst replica goes home" in e for e in back.events), back.events
+    await handle.delete()
