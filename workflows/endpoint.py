@@ -13,7 +13,7 @@ which go:
 - each replica reports its state and address (signal `replica`, sent with the worker's identity);
 - `scale`, `update` and `delete` are updates (checked by the auth gate like a workload's cancel).
 
-History bound: continue-as-new past HISTORY_LIMIT events (a gateway sample costs about 4), carrying
+History bound: continue-as-new past `history_limit` events (2,000; a gateway sample costs about 4), carrying
 the replicas, the autoscaler's memory and the last events. It sleeps on signals: the only timer is
 a slow tick that lets an idle endpoint reach its scale-to-zero time.
 """
@@ -48,7 +48,6 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.policies.replicas import plan_replicas
     from inferofabric.workflows.workload_visibility import initial_search_attributes
 
-HISTORY_LIMIT = 2_000
 TICK = timedelta(seconds=30)  # an idle endpoint still looks now and then (scale to zero, stale samples)
 SAMPLE_FRESH_S = 15.0  # a gateway's sample older than this no longer counts
 DELETE_WAIT = timedelta(minutes=5)
@@ -194,7 +193,7 @@ class EndpointWorkflow:
             self._forget_ended()
             workflow.set_current_details(self._details())
             info = workflow.info()
-            if info.get_current_history_length() > HISTORY_LIMIT or info.is_continue_as_new_suggested():
+            if info.get_current_history_length() > request.history_limit or info.is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._carry())
 

@@ -96,6 +96,7 @@ class EndpointRequest(BaseModel):
     ever_ready: bool = False
     events: list[str] = Field(default_factory=list)
     previous: EndpointSpec | None = None  # the spec being replaced by a rolling update
+    history_limit: int = 2_000  # continue-as-new past this many events (a gateway sample costs about 4)
 
 
 class EndpointStatus(BaseModel):

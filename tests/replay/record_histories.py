@@ -1,7 +1,7 @@
 """Regenerate tests/histories/*.json: run real scenarios on a dev server and save each workflow's
 history, for tests/replay/test_replay.py to replay against the current workflow code.
 
-    .venv/bin/python tests/replay/record_histories.py
+    .venv/bin/python tests/replay/record_histories.py [--only-endpoints]
 
 Re-record only for an intentional change to workflow code (and say so in the commit): a history
 recorded by the old code that no longer replays is exactly what the replay test exists to catch.
@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared helpers
 
 from conftest import binary, search_attribute_keys
+from cli.util import free_port
 from failover.util import FAILOVER_POLICY, eventually, job, running_on, sim_pool, wait_status
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -191,6 +192,89 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
             await save(client, f"monitor-onprem-run{index}", run.id, run.run_id)
 
 
+ENDPOINT_POLICY = """
+placement:
+  default: on-prem
+  burst: {when: "on_prem_utilization > 0.85", target: cloud}
+  failover: {when: "pool_health != healthy", target: cloud}
+"""
+
+
+async def record_endpoints(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
+    """An endpoint's life: deployed, scaled out under load (on-prem, then a burst replica), a scale
+    request, a rolling update, load gone (the cloud replica goes first), deleted; with a small
+    history bound so that the recording covers continue-as-new. Its replicas are child workloads."""
+    import aiohttp
+
+    from inferofabric.gateway.server import start as start_gateway
+    from inferofabric.models.endpoint import EndpointSpec
+    from inferofabric.models.endpoint_status import EndpointRequest
+    from inferofabric.workflows.endpoint import endpoint_id
+
+    client = env.client
+    queue = f"record-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    os.environ["FABRIC_GATEWAY_URL"] = f"http://127.0.0.1:{port}"
+    async with build_worker(client, queue=queue, home=home, store_url=store_url):
+        fabric = FabricClient(client, task_queue=queue, store_url=store_url)
+        await fabric.register_pool(sim_pool("dc", "on-prem", 2), monitor=FAST)
+        await fabric.register_pool(sim_pool("cloud", "cloud", 8), monitor=FAST)
+        await fabric.set_policy(ENDPOINT_POLICY)
+        gateway = await start_gateway(fabric, port, hold_timeout=30)
+        spec = EndpointSpec.model_validate({
+            "name": "replay-endpoint", "team": "nlp", "image": "ghcr.io/acme/echo:1",
+            "resources": {"gpu": {"type": "A100", "count": 1}}, "replicas": {"min": 1, "max": 3},
+            "autoscale": {"metric": "in_flight", "target": 2, "scale_up_delay": "1s", "scale_down_delay": "2s"},
+            "annotations": {"sim.inferofabric.io/latency": "200ms"}})
+        await fabric.temporal.start_workflow("EndpointWorkflow", EndpointRequest(spec=spec, history_limit=120),
+                                             id=endpoint_id(spec.name), task_queue=queue)
+        handle = fabric.endpoint(spec.name)
+        stop = asyncio.Event()
+
+        async def caller(session: aiohttp.ClientSession) -> None:
+            while not stop.is_set():
+                async with session.get(handle.url + "x") as answer:
+                    await answer.read()
+                    if answer.status != 200:
+                        await asyncio.sleep(0.3)
+
+        async def count(n: int) -> bool:
+            status = await handle.status()
+            serving = [r for r in status.replicas if r.live and r.state != "stopping" and r.role.value == "serving"]
+            return status.ready >= n and len(serving) == n
+
+        try:
+            await eventually(lambda: count(1), 30, "one replica ready")
+            async with aiohttp.ClientSession() as session:
+                callers = [asyncio.create_task(caller(session)) for _ in range(6)]
+                await eventually(lambda: count(3), 45, "three replicas ready (one in the cloud)")
+                await handle.scale(max=4)
+                update = spec.model_copy(update={"annotations": {"sim.inferofabric.io/latency": "100ms"}})
+                await handle.update(update)
+
+                async def rolled() -> bool:
+                    status = await handle.status()
+                    live = [r for r in status.replicas if r.live and r.state != "stopping" and r.pool]
+                    return status.ready >= 3 and all(r.version == 2 for r in live)
+
+                await eventually(rolled, 60, "version 2 rolled out")
+                stop.set()
+                await asyncio.gather(*callers)
+            await eventually(lambda: count(1), 45, "back to one replica")
+            await handle.delete()
+        finally:
+            await gateway.close()
+        runs = sorted([w async for w in client.list_workflows(f"WorkflowId = '{endpoint_id(spec.name)}'")],
+                      key=lambda r: r.start_time)
+        assert len(runs) >= 2, "the recording should cover a continue-as-new"
+        for index, run in enumerate(runs[:2], start=1):
+            await save(client, f"endpoint-run{index}", run.id, run.run_id)
+        await save(client, "endpoint-last-run", runs[-1].id, runs[-1].run_id)
+        replicas = sorted([w async for w in client.list_workflows("WorkflowId STARTS_WITH 'replay-endpoint-'")],
+                          key=lambda r: r.start_time)
+        await save(client, "workload-endpoint-replica", replicas[0].id)
+
+
 async def main() -> None:
     HISTORIES.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fabric-record-") as folder:
@@ -205,7 +289,9 @@ async def main() -> None:
             search_attributes=search_attribute_keys(), dev_server_log_level="error",
             dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"])
         try:
-            await record(env, home, store_url)
+            if "--only-endpoints" not in sys.argv:
+                await record(env, home, store_url)
+            await record_endpoints(env, home, store_url)
         finally:
             await env.shutdown()
 

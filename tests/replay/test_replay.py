@@ -55,7 +55,8 @@ def test_every_workflow_type_and_scenario_is_recorded() -> None:
             "workload-approved", "workload-denied", "watcher-onprem"} <= names
     assert {"control-register-pool", "control-drain", "control-simulate"} <= names
     assert Counter(workflow_type(p) for p in FILES).keys() == {
-        "WorkloadWorkflow", "ControlWorkflow", "PoolMonitorWorkflow", "AdmissionWorkflow", "PoolWatcherWorkflow"}
+        "WorkloadWorkflow", "ControlWorkflow", "PoolMonitorWorkflow", "AdmissionWorkflow", "PoolWatcherWorkflow",
+        "EndpointWorkflow"}
     # The paths of the admission design: sleeping until `admitted`, a class change while waiting, a
     # preemption and the re-queue, and the admission loop's continue-as-new.
     signals = Counter(e["workflowExecutionSignaledEventAttributes"]["signalName"]
@@ -85,3 +86,22 @@ def test_every_workflow_type_and_scenario_is_recorded() -> None:
     # jobs, the comparison, the orphans removed (one batch again).
     assert activities["pool_job_states"] >= 1 and activities["control_reconcile"] >= 1
     assert activities["cancel_jobs"] >= 1 and activities["cancel_job"] == 0
+
+
+def test_the_endpoint_s_paths_are_recorded() -> None:
+    """Deployed, scaled by the gateway's samples, the replicas' reports, scale / update / delete (updates),
+    replicas started as children and stopped by cancel, and a continue-as-new."""
+    events = [e for p in FILES if p.stem.startswith("endpoint-") for e in json.loads(p.read_text())["events"]]
+    kinds = Counter(e["eventType"] for e in events)
+    signals = Counter(e["workflowExecutionSignaledEventAttributes"]["signalName"] for e in events
+                      if "workflowExecutionSignaledEventAttributes" in e)
+    updates = Counter(e["workflowExecutionUpdateAcceptedEventAttributes"]["acceptedRequest"]["input"]["name"]
+                      for e in events if "workflowExecutionUpdateAcceptedEventAttributes" in e)
+    assert signals["metrics"] >= 5 and signals["replica"] >= 5
+    assert {"scale", "update", "delete"} <= set(updates)
+    assert kinds["EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED"] >= 3
+    assert kinds["EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED"] >= 2
+    assert kinds["EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW"] >= 1
+    replica = [e["eventType"] for e in json.loads((HISTORIES / "workload-endpoint-replica.json").read_text())["events"]]
+    assert "EVENT_TYPE_MARKER_RECORDED" in replica  # its reports to the endpoint (local activities)
+    assert replica[-1] == "EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED"  # stopped by its endpoint
