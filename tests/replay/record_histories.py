@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared helpers
 
-from conftest import binary, search_attribute_keys
 from cli.util import free_port
+from conftest import binary, search_attribute_keys
 from failover.util import FAILOVER_POLICY, eventually, job, running_on, sim_pool, wait_status
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
