@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -190,9 +191,7 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
 
                     dashboard = await start_dashboard(fabric, dashboard_port)
                 if gateway_port:
-                    from inferofabric.gateway.server import start as start_gateway
-
-                    gateway = await start_gateway(fabric, gateway_port)
+                    gateway = await start_gateway_process(home, address, gateway_port)
                 try:
                     yield Stack(client=client, fabric=fabric, address=address,
                                 ui_url=f"http://127.0.0.1:{ui_port}", home=home, config=config,
@@ -201,7 +200,7 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
                                 gateway_url=gateway_url)
                 finally:
                     if gateway is not None:
-                        await gateway.close()
+                        stop_process(gateway)
                     if dashboard is not None:
                         await dashboard.cleanup()
         finally:
@@ -213,6 +212,42 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
                     process.kill()
             (home / "temporal.pid").unlink(missing_ok=True)
             (home / STACK_FILE).unlink(missing_ok=True)
+
+
+async def start_gateway_process(home: Path, address: str, port: int) -> subprocess.Popen[bytes]:
+    """The endpoints' gateway in a process of its own (it dies with this one): requests never wait
+    behind the worker's workflow tasks on one event loop. Its output goes to logs/gateway.log."""
+    from inferofabric.settings import temporal_namespace
+
+    env = {**os.environ, "FABRIC_HOME": str(home), "FABRIC_TEMPORAL_ADDRESS": address,
+           "FABRIC_NAMESPACE": temporal_namespace(), "FABRIC_TASK_QUEUE": task_queue()}
+    (home / "logs").mkdir(exist_ok=True)
+    log_file = (home / "logs" / "gateway.log").open("ab")
+    process = subprocess.Popen([sys.executable, "-m", "inferofabric.gateway", "--port", str(port)], env=env,
+                               stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               preexec_fn=_die_with_parent)
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the gateway exited with code {process.returncode}; "
+                               f"see {home / 'logs' / 'gateway.log'}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_process(process)
+                raise RuntimeError(f"the gateway did not listen on port {port} within 30s") from None
+            await asyncio.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 async def configure(fabric: FabricClient, store: Store, config: FabricConfig, source: str, reapply: bool,

@@ -276,7 +276,15 @@ class EndpointWorkflow:
                     self._event(f"{replica.id}: {error}")
 
     def _next_wake(self) -> timedelta:
+        """The next moment something is due without news: a drained replica's stop, or the end of the
+        autoscaler's scale-up or scale-down delay (decided then, not at the next sample)."""
         due = [r.stop_at for r in self._replicas.values() if r.stop_at is not None]
+        if self._req is not None:
+            scale = self._req.spec.autoscale
+            if self._scale.above_since is not None:
+                due.append(self._scale.above_since + scale.scale_up_delay_s)
+            if self._scale.below_since is not None:
+                due.append(self._scale.below_since + scale.scale_down_delay_s)
         if not due:
             return TICK
         return max(timedelta(milliseconds=100), min(TICK, timedelta(seconds=min(due) - workflow.now().timestamp())))

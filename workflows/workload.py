@@ -244,8 +244,10 @@ class WorkloadWorkflow:
         if not started_with >= STARTED_WITH:
             self._upsert(state=WorkloadState.QUEUED, team=spec.team, gpus=spec.total_gpus)
         self._event(f"submitted by team {spec.team}: {spec.gpu_count} x {'/'.join(spec.gpu_types) or 'no GPU'}")
-        # Submission order: the first start time in microseconds, kept for every re-queue.
-        seq = int(workflow.info().start_time.timestamp() * 1_000_000)
+        # Submission order: when the workflow was started (its start event), in microseconds, kept for every
+        # re-queue. Not `info().start_time`: that is when a worker first ran it, and a busy worker takes
+        # workloads started a moment apart in any order (two batch jobs once swapped places in the queue).
+        seq = int(workflow.info().workflow_start_time.timestamp() * 1_000_000)
 
         exclude: dict[str, tuple[str, datetime]] = {}  # pool -> (why, until)
         failed_health: Health | None = None

@@ -1,7 +1,8 @@
 """What the gateway measures per endpoint, for the autoscaler (pure: a clock is passed in).
 
 - in flight: requests being served, averaged over time since the last sample (Knative's average
-  concurrency: an instant's count would make a burst look like nothing between two samples);
+  concurrency: an instant's count would make a burst look like nothing between two samples), or
+  the count now when that is higher (load that has just arrived counts at once);
 - rate: requests finished per second over the last RATE_WINDOW seconds;
 - p90 latency over the last LATENCY_WINDOW seconds;
 - held: requests waiting for a ready replica (scale from zero, or every replica busy starting);
@@ -76,5 +77,5 @@ class EndpointMeter:
         latencies = sorted(latency for _, latency in self._done)
         p90 = latencies[min(len(latencies) - 1, int(0.9 * len(latencies)))] if latencies else None
         idle = None if self._last_request is None else now - self._last_request
-        return Reading(in_flight=average,
+        return Reading(in_flight=max(average, float(self.in_flight)),
                        rps=len(recent) / RATE_WINDOW, p90_latency_s=p90, held=self.held, idle_s=idle)

@@ -37,6 +37,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "transfer-encoding", "upgrade", "host", "content-length"}
 DEFAULT_SIM_LATENCY = "10ms"
 IDLE_SAMPLE_EVERY = 10.0  # an idle endpoint still hears from the gateway this often
+SCALING_REFRESH = 0.25  # while an endpoint has fewer ready replicas than it wants, look this often
 
 
 @dataclass
@@ -59,7 +60,20 @@ class Route:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     last_sample: float = 0.0
     last_ready: tuple[str, ...] = ()
+    refreshed: float = 0.0
     gone: bool = False
+
+    @property
+    def scaling(self) -> bool:
+        return self.status is not None and self.status.desired != self.status.ready
+
+    def over_target(self) -> bool:
+        """More requests in flight now than the ready replicas are meant to carry (the autoscaler's target)."""
+        spec = self.status.spec if self.status else None
+        if spec is None or spec.autoscale.metric != "in_flight":
+            return False
+        ready = sum(1 for t in self.targets.values() if t.ready)
+        return self.meter.in_flight > spec.autoscale.target * max(ready, 1)
 
     def pick(self) -> Target | None:
         ready = [t for t in self.targets.values() if t.ready]
@@ -134,6 +148,8 @@ class Gateway:
             started = time.perf_counter()
             target.in_flight += 1
             route.meter.begin()
+            if route.over_target() and time.monotonic() - route.last_sample > 0.2:
+                self._send_soon(route)  # load crossed the target: the endpoint hears now, not at the next tick
             try:
                 return await self._forward(route, target, request, body)
             except (TimeoutError, aiohttp.ClientConnectionError) as error:
@@ -199,15 +215,19 @@ class Gateway:
         listed_at = 0.0
         while True:
             try:
-                if time.monotonic() - listed_at > 5:
-                    listed_at = time.monotonic()
+                now = time.monotonic()
+                if now - listed_at > 5:
+                    listed_at = now
                     await self._list()
-                await asyncio.gather(*(self._refresh_route(route) for route in list(self.routes.values())))
+                due = [route for route in list(self.routes.values())
+                       if now - route.refreshed >= (SCALING_REFRESH if route.scaling or route.meter.in_flight
+                                                    else self.refresh)]
+                await asyncio.gather(*(self._refresh_route(route) for route in due))
                 for name in [n for n, r in self.routes.items() if r.gone]:
                     self._drop(name)
             except Exception:  # keep serving with what is known; the log says why
                 log.exception("gateway: refresh failed")
-            await asyncio.sleep(self.refresh)
+            await asyncio.sleep(SCALING_REFRESH)
 
     async def _list(self) -> None:
         from inferofabric.workflows.endpoint import endpoint_id
@@ -220,6 +240,7 @@ class Gateway:
     async def _refresh_route(self, route: Route) -> None:
         from inferofabric.sdk.errors import FabricError, FabricNotFound
 
+        route.refreshed = time.monotonic()
         try:
             status = await self.fabric.endpoint(route.name).status()
         except FabricNotFound:
@@ -251,6 +272,7 @@ class Gateway:
                 route.targets[replica_id] = target
                 if simulated:
                     target.ready = True
+                    self._send_soon(route)
                 elif replica.address:
                     target.probe = asyncio.create_task(self._probe(route, target))
         route.changed.set()
