@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import Any
 
 
 async def serve(port: int, host: str, hold_timeout: float) -> None:
@@ -42,7 +43,18 @@ def main() -> None:
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s gateway %(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(options.port, options.host, options.hold_timeout))
+        run(serve(options.port, options.host, options.hold_timeout))
+
+
+def run(coroutine: Any) -> None:
+    """On uvloop where it is installed (libuv's event loop: a proxy's per-request cost and its tail
+    latency drop with it), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+        return
+    uvloop.run(coroutine)
 
 
 if __name__ == "__main__":

@@ -193,9 +193,10 @@ class Gateway:
             return web.json_response({"endpoint": route.name, "replica": target.id, "simulated": True,
                                       "path": "/" + tail})
         assert self._session is not None and target.address
-        url = f"http://{target.address}/{tail}"
+        query = request.query_string
+        url = f"http://{target.address}/{tail}" + (f"?{query}" if query else "")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        async with self._session.request(request.method, url, params=request.query, headers=headers, data=body,
+        async with self._session.request(request.method, url, headers=headers, data=body,
                                          allow_redirects=False) as answer:
             payload = await answer.read()
             out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
