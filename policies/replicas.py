@@ -94,4 +94,8 @@ def plan_replicas(replicas: list[ReplicaView], version: int, desired: int, ready
             plan.stop.append((replica.id, f"{where} no longer needed: {desired} wanted"))
     elif homecoming and not coming and desired > 0 and any(r.location == Location.CLOUD for r in current):
         plan.start_homecoming = True
+    going = {replica_id for replica_id, _ in plan.stop}
+    if coming and not any(r.location == Location.CLOUD and r.id not in going for r in current):
+        for home in coming:  # the burst replicas it was to replace are going anyway
+            plan.stop.append((home.id, "no burst replica left to bring home"))
     return plan

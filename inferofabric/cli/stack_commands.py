@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from inferofabric.cli.common import AddressOpt, HomeOpt, console, fabric_home, run
+from inferofabric.cli.common import AddressOpt, HomeOpt, console, fabric_home, fail, run
 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Full tracebacks on the terminal too (always in the log).")]
 
@@ -90,14 +90,25 @@ def agent(
 
 
 def demo(
+    story: Annotated[str, typer.Argument(help="workloads (the default) or endpoints")] = "workloads",
     keep: Annotated[bool | None, typer.Option(
         "--keep/--no-keep", help="Keep the stack running after the story [default: on a TTY]")] = None,
 ) -> None:
-    """A one-minute story: on-prem fills to the threshold, the rest bursts to the cloud, pii waits.
+    """A one-minute story. `workloads`: on-prem fills to the threshold, the rest bursts to the cloud, pii
+    waits. `endpoints`: an endpoint's replicas scale out on-prem, burst to the cloud, come home, and
+    scale to zero.
 
     It starts its own embedded stack on free ports under FABRIC_HOME/demo (wiped first), so it never
-    touches a stack you run with `fabric up`.
+    touches a stack you run with `fabric up`. Example: fabric demo endpoints
     """
+    keep_stack = keep if keep is not None else sys.stdin.isatty()
+    if story == "endpoints":
+        from inferofabric.cli.demo_endpoints import run_endpoint_demo
+
+        run(run_endpoint_demo(keep_stack))
+        return
+    if story != "workloads":
+        fail(f"unknown story {story!r}: workloads or endpoints", 2)
     from inferofabric.cli.demo import run_demo
 
-    run(run_demo(keep if keep is not None else sys.stdin.isatty()))
+    run(run_demo(keep_stack))

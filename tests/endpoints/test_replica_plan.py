@@ -70,3 +70,10 @@ def test_scale_to_zero_stops_everything() -> None:
     replicas = [replica(1, "on-prem"), replica(2, "cloud")]
     plan = plan_replicas(replicas, 1, 0, {r.id for r in replicas}, max_surge=1)
     assert len(plan.stop) == 2 and not plan.start and not plan.start_homecoming
+
+
+def test_scaling_in_the_burst_replicas_also_stops_the_one_meant_to_replace_them() -> None:
+    coming = replica(3, None, state="queued", role=ReplicaRole.HOMECOMING)
+    replicas = [replica(1, "on-prem"), replica(2, "cloud"), coming]
+    plan = plan_replicas(replicas, 1, 1, {"e-ab12-r1", "e-ab12-r2"}, max_surge=1)
+    assert sorted(i for i, _ in plan.stop) == ["e-ab12-r2", "e-ab12-r3"]
