@@ -7,6 +7,8 @@ generic (no top-level `workflows`, `tests`, ...) reaches a user's environment.
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import os
 import re
@@ -28,9 +30,9 @@ from inferofabric.models.messages import SEARCH_ATTRIBUTES
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_ENV = {"POSTGRES_PASSWORD": "pg-secret", "FABRIC_DB_PASSWORD": "fabric-secret",
-               "FABRIC_SECRET_KEY": "fernet-key"}
+               "FABRIC_SECRET_KEY": "fernet-key", "FABRIC_GATEWAY_TOKEN": "gateway-token"}
 EXPECTED_SERVICES = {"postgresql", "temporal-schema", "fabric-db", "temporal", "temporal-setup",
-                     "temporal-ui", "fabric-worker"}
+                     "temporal-ui", "fabric-worker", "fabric-gateway"}
 ONE_SHOTS = {"temporal-schema", "fabric-db", "temporal-setup"}
 
 
@@ -136,6 +138,15 @@ def test_compose_worker() -> None:
                         env["FABRIC_DATABASE_URL"])
     assert env["FABRIC_SECRET_KEY"].startswith("${FABRIC_SECRET_KEY:?")
     assert set(worker["depends_on"]) == {"temporal", "temporal-setup", "fabric-db"}
+
+
+def test_compose_gateway() -> None:
+    """The embedded stack's gateway process, as a service of the same image with a system token."""
+    gateway = service("fabric-gateway")
+    assert [*gateway["entrypoint"], *gateway["command"]][:3] == ["python", "-m", "inferofabric.gateway"]
+    assert environment("fabric-gateway")["FABRIC_TOKEN"].startswith("${FABRIC_GATEWAY_TOKEN:?")
+    assert any(str(p).endswith(":8235") for p in gateway["ports"])
+    assert importlib.util.find_spec("inferofabric.gateway.__main__") is not None
 
 
 def test_compose_dependencies_are_meaningful() -> None:

@@ -61,8 +61,8 @@ async def fabric_up(home: Path, port: int, *extra: str) -> AsyncIterator[str]:
     """A running `fabric up`; yields what it printed until it was up."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "inferofabric.cli.main", "up", "--port", str(port), "--ui-port", str(free_port()),
-        "--dashboard-port", str(free_port()), *extra, env=stack_env(home), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
+        "--dashboard-port", str(free_port()), "--gateway-port", str(free_port()), *extra, env=stack_env(home),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     assert process.stdout is not None
     printed = ""
     try:
