@@ -253,6 +253,21 @@ class TeamPolicy(StrictModel):
         return out
 
 
+class EndpointDefaults(StrictModel):
+    """Operator-wide defaults for inference endpoints (docs/endpoints.md): set once for everywhere."""
+
+    scale_to_zero_after: str | None = Field(
+        default=None, description="auto-suspend: an endpoint that does not set its own scales to zero "
+                                  "after this long without a request (e.g. 15m)")
+
+    @field_validator("scale_to_zero_after")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and duration_seconds(value) <= 0:
+            raise ValueError("endpoints.scale_to_zero_after must be a positive duration (examples: 5m, 1h)")
+        return value
+
+
 class PlacementPolicy(StrictModel):
     placement: Placement = Field(default_factory=Placement)
     constraints: list[Constraint] = Field(default_factory=list)
@@ -262,6 +277,7 @@ class PlacementPolicy(StrictModel):
     teams: dict[str, TeamPolicy] = Field(default_factory=dict)
     projects: dict[str, ProjectPolicy] = Field(default_factory=dict)
     cost: CostPolicy = Field(default_factory=lambda: CostPolicy())
+    endpoints: EndpointDefaults = Field(default_factory=lambda: EndpointDefaults())
 
     @model_validator(mode="after")
     def _one_default_class(self) -> PlacementPolicy:

@@ -95,7 +95,7 @@ class EndpointHandle:
         """Roll out a new spec: new replicas first (at most `update.max_surge` extra), an old one goes
         only once a new one answers its readiness probe."""
         new = spec if isinstance(spec, EndpointSpec) else EndpointSpec.model_validate(spec)
-        return await self._update("update", new)
+        return await self._update("update", await with_policy_defaults(self.fabric, new))
 
     async def delete(self) -> EndpointStatus:
         """Stop every replica and end the endpoint (returns once the replicas are stopped)."""
@@ -105,10 +105,20 @@ class EndpointHandle:
         return self.fabric.get(replica_id)
 
 
+async def with_policy_defaults(fabric: FabricClient, endpoint: EndpointSpec) -> EndpointSpec:
+    """The operator-wide defaults of the active policy (`endpoints.scale_to_zero_after`) filled in
+    where the spec leaves them unset: they apply to endpoints deployed or updated after they are set."""
+    if endpoint.scale_to_zero_after is not None:
+        return endpoint
+    default = ((await fabric.policy()).get("policy") or {}).get("endpoints", {}).get("scale_to_zero_after")
+    return endpoint.model_copy(update={"scale_to_zero_after": default}) if default else endpoint
+
+
 async def deploy(fabric: FabricClient, spec: EndpointSpec | dict[str, Any]) -> EndpointHandle:
     """Start the endpoint's workflow. Replicas are checked against the registered pools first, as a
     submit is: a GPU type nobody has is refused here, not discovered by a replica that never places."""
     endpoint = spec if isinstance(spec, EndpointSpec) else EndpointSpec.model_validate(spec)
+    endpoint = await with_policy_defaults(fabric, endpoint)
     problems = await fabric.problems_of(endpoint.replica_workload(f"{endpoint.name}-check", 1))
     if problems:
         raise InvalidInput(f"endpoint {endpoint.name}: {'; '.join(problems)}")

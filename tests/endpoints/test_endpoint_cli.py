@@ -78,3 +78,16 @@ async def test_deploy_status_scale_explain_and_delete_from_the_cli(fabric: Any, 
     assert code == 0 and "deleted" in out, err
     code, out, err = await fabric_cli(fabric, "endpoint", "list", "--json")
     assert code == 0 and json.loads(out) == [], out
+
+
+async def test_the_policy_sets_auto_suspend_once_for_every_endpoint(fabric: Any) -> None:
+    client = fabric.client
+    await client.register_pool(sim_pool("dc", "on-prem", 2))
+    await client.set_policy("placement: {default: on-prem}\nendpoints: {scale_to_zero_after: 7m}\n")
+    spec = {"name": "quiet", "team": "nlp", "image": "img", "resources": {"gpu": {"type": "A100", "count": 1}}}
+    inherits = await client.deploy_endpoint(spec)
+    own = await client.deploy_endpoint({**spec, "name": "own", "scale_to_zero_after": "30s"})
+    assert (await inherits.status()).spec.scale_to_zero_after == "7m"
+    assert (await own.status()).spec.scale_to_zero_after == "30s"
+    for handle in (inherits, own):
+        await handle.delete()
