@@ -8,7 +8,6 @@ generic (no top-level `workflows`, `tests`, ...) reaches a user's environment.
 from __future__ import annotations
 
 import importlib.util
-
 import json
 import os
 import re
