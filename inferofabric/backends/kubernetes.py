@@ -41,6 +41,12 @@ from inferofabric.backends.base import (
     JobStatus,
     PoolProbe,
 )
+from inferofabric.backends.kubernetes_service import (
+    PORT_ANNOTATION,
+    build_replica_service,
+    replica_address,
+    replica_port,
+)
 from inferofabric.models.common import Health, StrictModel
 from inferofabric.models.pool import PoolSpec
 
@@ -53,7 +59,7 @@ KNOWN_GPU_TYPES = ("A100", "H100", "H200", "L4", "L40S", "T4", "V100", "A10G")
 TERMINATED_PHASES = ("Succeeded", "Failed")
 IMAGE_PULL_ERRORS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
 MAX_NAME = 63
-_M = TypeVar("_M", k8s.V1Job, k8s.V1Secret)
+_M = TypeVar("_M", k8s.V1Job, k8s.V1Secret, k8s.V1Service)
 log = logging.getLogger(__name__)
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -251,6 +257,9 @@ def build_job_manifest(
     job_name = k8s_name(request.job_id)
     labels = _labels(request)
     annotations = {**request.spec.annotations, JOB_ID_ANNOTATION: request.job_id}
+    port = replica_port(request.env, request.spec.labels)
+    if port is not None:  # an endpoint's replica: its Service's port (kubernetes_service.py)
+        annotations[PORT_ANNOTATION] = str(port)
     spec: dict[str, Any] = {
         "backoffLimit": request.spec.max_retries,
         "template": {
@@ -628,6 +637,10 @@ class KubernetesBackend(Backend):
             except ApiException as error:
                 if error.status != 409:  # AlreadyExists: a retried launch; report the Job we started
                     raise
+        port = replica_port(request.env, request.spec.labels)
+        if port is not None:
+            self._create_service(build_replica_service(manifest["metadata"]["name"], self.ns,
+                                                       manifest["metadata"]["labels"], port))
         return self.status(request.job_id)
 
     def status(self, job_id: str) -> JobStatus:
@@ -640,7 +653,7 @@ class KubernetesBackend(Backend):
                     return JobStatus(job_id=job_id, state=JobState.LOST, message=f"job {name} not found")
                 raise
             pods = self._job_pods(name)
-        status = job_status_from(job_id, job, pods)
+        status = self._with_address(job_status_from(job_id, job, pods), job)
         if status.state.terminal:
             # No pod will start again: the job's Secrets (env values, registry credentials) go now, not
             # whenever someone deletes the finished Job.
@@ -658,6 +671,8 @@ class KubernetesBackend(Backend):
                 )
             )
             self._delete_secrets(name)
+            self._delete_missing_ok(
+                lambda: self.core.delete_namespaced_service(name, self.ns, _request_timeout=self.timeout))
 
     def logs(self, job_id: str, tail: int = 200) -> str:
         name = k8s_name(job_id)
@@ -704,7 +719,7 @@ class KubernetesBackend(Backend):
             if not (job.metadata and job.metadata.name):
                 continue
             job_id = _job_id_of(job)
-            status = job_status_from(job_id, job, by_job.get(job.metadata.name, []))
+            status = self._with_address(job_status_from(job_id, job, by_job.get(job.metadata.name, [])), job)
             found[job_id] = status
             if status.state.terminal and job.metadata.name not in self._secrets_gone:
                 self._delete_secrets_quietly(job.metadata.name)
@@ -716,6 +731,24 @@ class KubernetesBackend(Backend):
         return found
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _with_address(self, status: JobStatus, job: k8s.V1Job) -> JobStatus:
+        """An endpoint replica that runs is reachable through its Service."""
+        if status.state == JobState.RUNNING and job.metadata and job.metadata.name:
+            address = replica_address(job.metadata.name, self.ns, job.metadata.annotations)
+            if address:
+                status.details["address"] = address
+        return status
+
+    def _create_service(self, manifest: dict[str, Any]) -> None:
+        name = manifest["metadata"]["name"]
+        with self._errors(f"create service {name}", rejected=(400, 403, 404, 422)):
+            try:
+                self.core.create_namespaced_service(self.ns, _model(k8s.V1Service, manifest),
+                                                    _request_timeout=self.timeout)
+            except ApiException as error:
+                if error.status != 409:  # a retried launch: the Service is there
+                    raise
+
     def _delete_secrets(self, job_name: str) -> None:
         for secret in (secret_name(job_name), pull_secret_name(job_name)):
             self._delete_missing_ok(

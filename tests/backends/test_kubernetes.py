@@ -536,3 +536,29 @@ async def test_a_throttling_api_server_is_slowness_not_an_outage(kube_api: FakeK
         assert probe.ok and probe.throttled
         health = next_health(health, probe, failures, 0, unhealthy_after=2, healthy_after=2)
     assert health == Health.HEALTHY
+
+
+def test_an_endpoint_replica_gets_a_service_and_an_address(kube_api: FakeKubeApi, backend: KubernetesBackend) -> None:
+    """A replica serves until stopped; its Service (named like its Job, selecting its pods, on the
+    endpoint's port) is the address the gateway routes to, and it goes when the replica is stopped."""
+    from inferofabric.models.endpoint import EndpointSpec
+
+    kube_api.add_node("a1", gpus=8)
+    endpoint = EndpointSpec.model_validate({"name": "chat", "team": "nlp", "image": "ghcr.io/acme/chat:1", "port": 9000,
+                                            "resources": {"gpu": {"type": "A100", "count": 1}}})
+    workload = endpoint.replica_workload("chat-ab12-r1", 1)
+    request = JobRequest(job_id=job_id_for("chat-ab12-r1", 1), workload_id="chat-ab12-r1", attempt=1, spec=workload,
+                         gpu_type="A100", gpus=1, env={"PORT": "9000"})
+    status = backend.launch(request)
+    assert status.state == JobState.RUNNING
+    assert status.details["address"] == f"chat-ab12-r1-a1.{NS}.svc:9000"
+    service = kube_api.services[(NS, "chat-ab12-r1-a1")]
+    assert service["spec"]["selector"] == {"job-name": "chat-ab12-r1-a1"}
+    assert service["spec"]["ports"][0]["port"] == 9000 and service["spec"]["ports"][0]["targetPort"] == 9000
+    assert backend.snapshot([request.job_id])[request.job_id].details["address"] == status.details["address"]
+    backend.launch(request)  # a retried launch: the Service already there is fine
+    backend.cancel(request.job_id)
+    assert (NS, "chat-ab12-r1-a1") not in kube_api.services
+    # Other workloads get no Service.
+    backend.launch(make_request())
+    assert list(kube_api.services) == []

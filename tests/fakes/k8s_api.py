@@ -136,6 +136,7 @@ class FakeKubeApi:
         self.pods: dict[tuple[str, str], Obj] = {}
         self.secrets: dict[tuple[str, str], Obj] = {}
         self.jobs: dict[tuple[str, str], Obj] = {}
+        self.services: dict[tuple[str, str], Obj] = {}
         self.logs: dict[str, str] = {}  # pod name -> log text
         self.requests: list[tuple[str, str, Obj | None]] = []  # (method, path?query, body) as received
         self.outage: int | None = None  # answer every request with this HTTP status (e.g. 503)
@@ -303,6 +304,8 @@ class FakeKubeApi:
                 return self._pods(method, ns, rest, query)
             if resource == "secrets":
                 return self._secrets(method, ns, rest, body)
+            if resource == "services":
+                return self._services(method, ns, rest, body)
         if seg[:4] == ["apis", "batch", "v1", "namespaces"] and len(seg) >= 6 and seg[5] == "jobs":
             return self._jobs(method, seg[4], seg[6:], query, body)
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -353,6 +356,27 @@ class FakeKubeApi:
             self._get(self.secrets, ns, name, "secrets")
             del self.secrets[(ns, name)]
             return 200, self._deleted(name, "secrets")
+        raise ApiError(405, "MethodNotAllowed", "method not allowed")
+
+    def _services(self, method: str, ns: str, rest: list[str], body: Obj | None) -> tuple[int, Any]:
+        """Services: create (a port and a selector are required, as the API server checks), get, delete."""
+        if method == "POST" and not rest:
+            self._authorize("create", "services")
+            service = self._named(body, "Service")
+            spec = service.get("spec") or {}
+            if not spec.get("ports"):
+                raise invalid("Service", service["metadata"]["name"], "spec.ports")
+            if not spec.get("selector"):
+                raise invalid("Service", service["metadata"]["name"], "spec.selector")
+            self._create(self.services, ns, service, "services")
+            return 201, service
+        name = rest[0] if rest else ""
+        if method == "GET":
+            return 200, self._get(self.services, ns, name, "services")
+        if method == "DELETE":
+            self._authorize("delete", "services")
+            self._get(self.services, ns, name, "services")
+            return 200, self.services.pop((ns, name))  # the API server answers with the deleted Service
         raise ApiError(405, "MethodNotAllowed", "method not allowed")
 
     def _jobs(
