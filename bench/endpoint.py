@@ -275,6 +275,8 @@ async def run(options: argparse.Namespace) -> None:
     for name, value, target, ok in rows:
         verdict = "-" if ok is None else ("PASS" if ok else "FAIL")
         print(f"{name:<44}{value:>12}  {target:<14}{verdict}")
+    if any(ok is False for *_, ok in rows):
+        raise SystemExit(1)
 
 
 def main() -> None:
