@@ -56,6 +56,9 @@ DELETE_WAIT = timedelta(minutes=5)
 DRAIN_S = 3.0
 MAX_EVENTS = 60
 REPLICA_ATTEMPTS = 5
+# Replicas that fail one after another before any of them served (a bad image, a command that exits):
+# the endpoint stops starting new ones and says why, until the next update or scale.
+CRASH_LOOP = 3
 
 
 def endpoint_id(name: str) -> str:
@@ -106,6 +109,12 @@ class EndpointWorkflow:
         if was != replica.state:
             where = f" on {report.pool} ({report.location.value if report.location else '?'})" if report.pool else ""
             self._event(f"{replica.id}: {replica.state}{where}" + (f": {report.message}" if report.message else ""))
+            if report.state == WorkloadState.FAILED and not replica.stopping and not replica.served \
+                    and self._req is not None:
+                self._req.failures += 1
+                if self._req.failures == CRASH_LOOP:
+                    self._event(f"{CRASH_LOOP} replicas in a row failed before serving (last: {report.message}): "
+                                "no more are started until `fabric endpoint update` or `scale`")
         self._dirty = True
 
     # -- what users ask ------------------------------------------------------------------------------
@@ -117,6 +126,7 @@ class EndpointWorkflow:
         high = spec.replicas.max if request.max is None else request.max
         spec.replicas = type(spec.replicas)(min=low, max=high)
         self._scale.desired = min(high, max(low, self._scale.desired))
+        self._req.failures = 0
         self._event(f"scaled: replicas {low}..{high}")
         self._dirty = True
         return self.status()
@@ -137,6 +147,7 @@ class EndpointWorkflow:
         self._req.previous = self._req.spec
         self._req.spec = spec
         self._req.version += 1
+        self._req.failures = 0
         self._scale.desired = min(spec.replicas.max, max(spec.replicas.min, self._scale.desired))
         self._event(f"update to version {self._req.version}: rolling, at most {spec.update.max_surge} extra "
                     "replica(s) at a time")
@@ -188,6 +199,7 @@ class EndpointWorkflow:
                 self._deleted = True
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 return self.status()
+            self._note_ready()
             self._autoscale()
             await self._reconcile()
             self._forget_ended()
@@ -223,6 +235,10 @@ class EndpointWorkflow:
         spec = self._req.spec
         plan = plan_replicas(list(self._replicas.values()), self._req.version, self._scale.desired, self._ready(),
                              spec.update.max_surge)
+        if self._crash_looping:
+            plan.start, plan.start_homecoming = 0, False
+            self._reason = (f"{CRASH_LOOP} replicas in a row failed before serving: no more are started until "
+                            "`fabric endpoint update` (or `scale`)")
         for replica_id in plan.promote:
             self._replicas[replica_id].role = ReplicaRole.SERVING
         for replica_id, why in plan.stop:
@@ -304,6 +320,10 @@ class EndpointWorkflow:
         self._scale.desired = 0
 
     # -- state ---------------------------------------------------------------------------------------
+    @property
+    def _crash_looping(self) -> bool:
+        return self._req is not None and self._req.failures >= CRASH_LOOP
+
     def _ready(self) -> set[str]:
         now = workflow.now().timestamp()
         ready: set[str] = set()
@@ -311,9 +331,17 @@ class EndpointWorkflow:
             if now - at <= SAMPLE_FRESH_S:
                 ready.update(sample.ready)
         live = {r.id for r in self._replicas.values() if r.live and r.state == WorkloadState.RUNNING.value}
-        if ready & live and self._req is not None and not self._req.ever_ready:
-            self._req.ever_ready = True
         return ready & live
+
+    def _note_ready(self) -> None:
+        """Remember which replicas have served (from the main loop only: a query must change nothing)."""
+        assert self._req is not None
+        for replica_id in self._ready():
+            replica = self._replicas[replica_id]
+            if not replica.served:
+                replica.served = True
+                self._req.failures = 0
+                self._req.ever_ready = True
 
     def _view(self, replica: ReplicaView, ready: set[str]) -> ReplicaView:
         view = replica.model_copy()
@@ -327,6 +355,8 @@ class EndpointWorkflow:
         assert self._req is not None
         if self._deleted:
             return EndpointState.DELETED
+        if self._crash_looping:
+            return EndpointState.FAILED
         serving = [r for r in self._replicas.values() if r.live and r.id in ready]
         live = [r for r in self._replicas.values() if r.live]
         if self._scale.desired == 0 and not live:

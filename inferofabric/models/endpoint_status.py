@@ -65,6 +65,7 @@ class ReplicaView(BaseModel):
     message: str = ""
     stopping: bool = False
     stop_at: float | None = None  # when its workload is cancelled (after the gateway stopped routing to it)
+    served: bool = False  # it has answered its readiness probe at least once
     seq: int = -1
 
     @property
@@ -97,6 +98,7 @@ class EndpointRequest(BaseModel):
     events: list[str] = Field(default_factory=list)
     previous: EndpointSpec | None = None  # the spec being replaced by a rolling update
     history_limit: int = 2_000  # continue-as-new past this many events (a gateway sample costs about 4)
+    failures: int = 0  # replicas in a row that failed before ever serving (a crash loop stops at 3)
 
 
 class EndpointStatus(BaseModel):

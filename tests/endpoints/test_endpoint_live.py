@@ -248,3 +248,30 @@ async def test_a_replica_s_pool_fails_and_the_endpoint_keeps_answering(fabric: A
     assert not any(r.location == Location.CLOUD for r in live(back))
     assert any("the burst replica goes home" in e for e in back.events), back.events
     await handle.delete()
+
+
+async def test_replicas_that_keep_failing_stop_the_endpoint_with_the_reason(fabric: Any, gateway: Gateway) -> None:
+    client = fabric.client
+    await client.register_pool({"name": "here", "location": "on-prem", "backend": "local", "gpus": {"A100": 2},
+                                "local": {"discover_gpus": False}})
+    spec = endpoint("broken", command=[sys.executable, "-c", "import sys; sys.exit(3)"],
+                    replicas={"min": 1, "max": 1})
+    handle = await client.deploy_endpoint(spec)
+
+    async def failed() -> Any:
+        status = await handle.status()
+        return status if status.state.value == "failed" else None
+
+    status = await eventually(failed, 60, "the endpoint failed")
+    ended = [r for r in status.replicas if r.state == "failed"]
+    assert len(ended) == 3 and not [r for r in status.replicas if r.live], status.replicas
+    assert "3 replicas in a row failed before serving" in status.reason
+    assert "exited with code 3" in ended[-1].message
+    await asyncio.sleep(2)
+    assert len((await handle.status()).replicas) == 3  # no fourth one
+    # A fixed spec starts it again.
+    fixed = endpoint("broken", command=[sys.executable, str(EXAMPLES / "model_server.py")],
+                     replicas={"min": 1, "max": 1}, readiness={"path": "/healthz", "initial_delay_seconds": 0.2})
+    await handle.update(fixed)
+    await eventually(lambda: _ready(handle, 1), 30, "the fixed endpoint ready")
+    await handle.delete()
