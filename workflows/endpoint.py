@@ -20,6 +20,7 @@ a slow tick that lets an idle endpoint reach its scale-to-zero time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import timedelta
 from typing import Any
@@ -243,10 +244,12 @@ class EndpointWorkflow:
             self._replicas[replica_id].role = ReplicaRole.SERVING
         for replica_id, why in plan.stop:
             await self._stop(replica_id, why)
-        for _ in range(plan.start):
-            await self._start(homecoming=False)
+        # Started together: each start waits for its child's start event, one round trip for all of them.
+        starts = [self._start(homecoming=False) for _ in range(plan.start)]
         if plan.start_homecoming:
-            await self._start(homecoming=True)
+            starts.append(self._start(homecoming=True))
+        if starts:
+            await asyncio.gather(*starts)
 
     async def _start(self, homecoming: bool) -> None:
         assert self._req is not None
