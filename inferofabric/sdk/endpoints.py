@@ -18,7 +18,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from inferofabric.models.endpoint import EndpointSpec
@@ -26,6 +26,7 @@ from inferofabric.models.endpoint_status import EndpointRequest, EndpointState, 
 from inferofabric.sdk.errors import AlreadyExists, FabricError, FabricNotFound, InvalidInput
 from inferofabric.settings import endpoint_url
 from inferofabric.workflows.endpoint import endpoint_id
+from inferofabric.workflows.workload_visibility import SA_TEAM
 
 if TYPE_CHECKING:
     from inferofabric.sdk.client import FabricClient, WorkloadHandle
@@ -126,6 +127,8 @@ async def deploy(fabric: FabricClient, spec: EndpointSpec | dict[str, Any]) -> E
         await fabric.temporal.start_workflow(
             "EndpointWorkflow", EndpointRequest(spec=endpoint).model_dump(mode="json"), id=endpoint_id(endpoint.name),
             task_queue=fabric.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            # Filterable in the Web UI beside the team's workloads (FabricTeam = 'nlp').
+            search_attributes=TypedSearchAttributes([SearchAttributePair(SA_TEAM, endpoint.team)]),
             static_summary=f"{endpoint.team}: endpoint {endpoint.name} ({endpoint.replicas.min}.."
                            f"{endpoint.replicas.max} replicas, {endpoint.data_classification.value})")
     except RPCError as error:
