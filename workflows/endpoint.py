@@ -35,16 +35,19 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.models.endpoint import EndpointSpec
     from inferofabric.models.endpoint_status import (
         EndpointRequest,
+        EndpointRoutes,
         EndpointState,
         EndpointStatus,
         GatewaySample,
         ReplicaReport,
         ReplicaRole,
         ReplicaView,
+        RouteReplica,
         ScaleMemory,
         ScaleRequest,
     )
     from inferofabric.models.messages import WorkloadRequest
+    from inferofabric.models.workload import SIM_LATENCY_ANNOTATION
     from inferofabric.policies.autoscale import Sample, ScaleState, recommend
     from inferofabric.policies.replicas import plan_replicas
     from inferofabric.workflows.workload_visibility import initial_search_attributes
@@ -90,6 +93,19 @@ class EndpointWorkflow:
             ready=len([r for r in self._replicas.values() if r.id in ready and r.live]), version=self._req.version,
             min=spec.replicas.min, max=spec.replicas.max, replicas=replicas, reason=self._reason,
             events=list(self._req.events), spec=spec, updated_at=workflow.now())
+
+    @workflow.query(name="routes")
+    def routes(self) -> EndpointRoutes:
+        """The gateway's view: replicas that may serve, their addresses, and how to probe them."""
+        assert self._req is not None
+        spec = self._req.spec
+        ready = self._ready()
+        return EndpointRoutes(
+            state=self._state(ready), desired=self._scale.desired, ready=len(ready), readiness=spec.readiness,
+            sim_latency=spec.annotations.get(SIM_LATENCY_ANNOTATION, "10ms"),
+            in_flight_target=spec.autoscale.target if spec.autoscale.metric == "in_flight" else None,
+            replicas=[RouteReplica(id=r.id, state=r.state, backend=r.backend, address=r.address, stopping=r.stopping)
+                      for r in self._replicas.values() if r.live])
 
     # -- what the gateway and the replicas say -------------------------------------------------------
     @workflow.signal(name="metrics")

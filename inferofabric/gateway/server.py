@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -29,15 +30,15 @@ from aiohttp import web
 
 from inferofabric.gateway.meter import EndpointMeter
 from inferofabric.models.common import duration_seconds
-from inferofabric.models.endpoint_status import EndpointStatus, GatewaySample
-from inferofabric.models.workload import SIM_LATENCY_ANNOTATION
+from inferofabric.models.endpoint_status import EndpointRoutes, GatewaySample
 
 log = logging.getLogger(__name__)
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length"}
 DEFAULT_SIM_LATENCY = "10ms"
+QUERY_TIMEOUT = timedelta(seconds=5)
 IDLE_SAMPLE_EVERY = 10.0  # an idle endpoint still hears from the gateway this often
-SCALING_REFRESH = 0.25  # while an endpoint has fewer ready replicas than it wants, look this often
+SCALING_REFRESH = 0.25  # while an endpoint is scaling (or about to), look this often
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Target:
 @dataclass
 class Route:
     name: str
-    status: EndpointStatus | None = None
+    status: EndpointRoutes | None = None
     targets: dict[str, Target] = field(default_factory=dict)
     meter: EndpointMeter = field(default_factory=EndpointMeter)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -67,13 +68,19 @@ class Route:
     def scaling(self) -> bool:
         return self.status is not None and self.status.desired != self.status.ready
 
+    @property
+    def expecting_change(self) -> bool:
+        """Replicas are coming or going, requests are held, or load is over the target (more replicas
+        are about to be wanted): look at the endpoint often."""
+        return self.scaling or self.meter.held > 0 or self.over_target()
+
     def over_target(self) -> bool:
         """More requests in flight now than the ready replicas are meant to carry (the autoscaler's target)."""
-        spec = self.status.spec if self.status else None
-        if spec is None or spec.autoscale.metric != "in_flight":
+        target = self.status.in_flight_target if self.status else None
+        if target is None:
             return False
         ready = sum(1 for t in self.targets.values() if t.ready)
-        return self.meter.in_flight > spec.autoscale.target * max(ready, 1)
+        return self.meter.in_flight > target * max(ready, 1)
 
     def pick(self) -> Target | None:
         ready = [t for t in self.targets.values() if t.ready]
@@ -81,9 +88,7 @@ class Route:
 
     @property
     def sim_latency(self) -> float:
-        spec = self.status.spec if self.status else None
-        text = spec.annotations.get(SIM_LATENCY_ANNOTATION, DEFAULT_SIM_LATENCY) if spec else DEFAULT_SIM_LATENCY
-        return duration_seconds(text)
+        return duration_seconds(self.status.sim_latency if self.status else DEFAULT_SIM_LATENCY)
 
 
 class Gateway:
@@ -221,8 +226,7 @@ class Gateway:
                     listed_at = now
                     await self._list()
                 due = [route for route in list(self.routes.values())
-                       if now - route.refreshed >= (SCALING_REFRESH if route.scaling or route.meter.in_flight
-                                                    else self.refresh)]
+                       if now - route.refreshed >= (SCALING_REFRESH if route.expecting_change else self.refresh)]
                 await asyncio.gather(*(self._refresh_route(route) for route in due))
                 for name in [n for n, r in self.routes.items() if r.gone]:
                     self._drop(name)
@@ -239,25 +243,29 @@ class Gateway:
             self.routes.setdefault(name, Route(name))
 
     async def _refresh_route(self, route: Route) -> None:
-        from inferofabric.sdk.errors import FabricError, FabricNotFound
+        from temporalio.service import RPCError, RPCStatusCode
+
+        from inferofabric.workflows.endpoint import endpoint_id
 
         route.refreshed = time.monotonic()
         try:
-            status = await self.fabric.endpoint(route.name).status()
-        except FabricNotFound:
-            route.gone = True
+            status: EndpointRoutes = await self.fabric.temporal.get_workflow_handle(endpoint_id(route.name)).query(
+                "routes", result_type=EndpointRoutes, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                route.gone = True
             return
-        except FabricError:
+        except Exception:  # a workflow that cannot answer (failed, refused): nothing to route to
+            log.debug("gateway: endpoint %s did not answer", route.name, exc_info=True)
             return
         if status.state.value == "deleted":
             route.gone = True
         route.status = status
         self._apply(route, status)
 
-    def _apply(self, route: Route, status: EndpointStatus) -> None:
+    def _apply(self, route: Route, status: EndpointRoutes) -> None:
         """Follow the endpoint's replicas: new running ones get a readiness probe, stopping or gone ones
         get no more requests."""
-        assert status.spec is not None
         serving = {r.id: r for r in status.replicas if r.state in ("running", "ready") and not r.stopping}
         for replica_id in [i for i in route.targets if i not in serving]:
             gone = route.targets.pop(replica_id)
@@ -279,8 +287,8 @@ class Gateway:
         route.changed.set()
 
     async def _probe(self, route: Route, target: Target) -> None:
-        assert route.status is not None and route.status.spec is not None and self._session is not None
-        readiness = route.status.spec.readiness
+        assert route.status is not None and self._session is not None
+        readiness = route.status.readiness
         await asyncio.sleep(readiness.initial_delay_seconds)
         url = f"http://{target.address}{readiness.path}"
         while True:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from inferofabric.models.common import Location, WorkloadState
-from inferofabric.models.endpoint import EndpointSpec
+from inferofabric.models.endpoint import EndpointSpec, Readiness
 
 
 class EndpointState(StrEnum):
@@ -121,3 +121,24 @@ class EndpointStatus(BaseModel):
 class ScaleRequest(BaseModel):
     min: int | None = Field(default=None, ge=0, le=1000)
     max: int | None = Field(default=None, ge=1, le=1000)
+
+
+class RouteReplica(BaseModel):
+    id: str
+    state: str
+    backend: str | None = None
+    address: str | None = None
+    stopping: bool = False
+
+
+class EndpointRoutes(BaseModel):
+    """What the gateway needs to route, and no more (query `routes`): it asks often, so the answer is
+    small (the full status carries the spec and the last 60 events)."""
+
+    state: EndpointState
+    desired: int
+    ready: int
+    readiness: Readiness
+    sim_latency: str = "10ms"
+    in_flight_target: float | None = None  # the autoscaler's target when it scales on in-flight requests
+    replicas: list[RouteReplica] = Field(default_factory=list)
