@@ -148,6 +148,8 @@ async def run_demo(keep: bool) -> None:
             "FabricTeam, FabricState, FabricGpuType, FabricGpus)\n"
             f"CLI:     temporal workflow list --address {stack.address} --query \"FabricLocation='cloud'\"\n"
             f"         FABRIC_TEMPORAL_ADDRESS={stack.address} fabric list --location cloud\n"
+            "Next:    fabric demo endpoints  (an inference endpoint: replicas scale out on-prem, burst, come home, "
+            "scale to zero)\n"
             f"story told in {time.monotonic() - started:.0f}s"
         )
         if keep:
