@@ -204,12 +204,7 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
                     if dashboard is not None:
                         await dashboard.cleanup()
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_process(process, signal.SIGINT, timeout=15)
             (home / "temporal.pid").unlink(missing_ok=True)
             (home / STACK_FILE).unlink(missing_ok=True)
 
@@ -241,11 +236,13 @@ async def start_gateway_process(home: Path, address: str, port: int) -> subproce
             await asyncio.sleep(0.1)
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM,
+                 timeout: float = 10) -> None:
+    """Ask a child of the stack to stop with `sig`; kill it if it has not within `timeout` seconds."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
 

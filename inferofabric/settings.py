@@ -42,20 +42,25 @@ STACK_FILE = "stack.json"
 DEFAULT_GATEWAY_PORT = 8235
 
 
-def gateway_url() -> str:
-    """Where endpoints are served: $FABRIC_GATEWAY_URL, else the `fabric up` stack's gateway under
-    FABRIC_HOME (stack.json), else the embedded default's port on this host."""
+def _stack_file() -> dict[str, object] | None:
+    """What the `fabric up` stack under FABRIC_HOME wrote about itself (stack.json); None without one."""
     import json
 
-    url = os.environ.get("FABRIC_GATEWAY_URL")
-    if url:
-        return url.rstrip("/")
     home = Path(os.environ.get("FABRIC_HOME", "~/.inferofabric")).expanduser()
     try:
         stack = json.loads((home / STACK_FILE).read_text())
     except (OSError, ValueError):
-        stack = {}
-    found = stack.get("gateway_url")
+        return None
+    return stack if isinstance(stack, dict) else None
+
+
+def gateway_url() -> str:
+    """Where endpoints are served: $FABRIC_GATEWAY_URL, else the `fabric up` stack's gateway under
+    FABRIC_HOME (stack.json), else the embedded default's port on this host."""
+    url = os.environ.get("FABRIC_GATEWAY_URL")
+    if url:
+        return url.rstrip("/")
+    found = (_stack_file() or {}).get("gateway_url")
     return found.rstrip("/") if isinstance(found, str) and found else f"http://127.0.0.1:{DEFAULT_GATEWAY_PORT}"
 
 
@@ -76,14 +81,10 @@ def read_store_url(address: str | None) -> str | None:
     """Where a client may read the store directly (reads without a workflow): FABRIC_DATABASE_URL when
     set, else the store of the `fabric up` stack under FABRIC_HOME when that stack serves this address,
     namespace and task queue (it writes stack.json). None: read through the control plane."""
-    import json
-
     if os.environ.get("FABRIC_DATABASE_URL"):
         return database_url()
-    home = Path(os.environ.get("FABRIC_HOME", "~/.inferofabric")).expanduser()
-    try:
-        stack = json.loads((home / STACK_FILE).read_text())
-    except (OSError, ValueError):
+    stack = _stack_file()
+    if stack is None:
         return None
     wanted = (address or temporal_address(), temporal_namespace(), task_queue())
     if (stack.get("address"), stack.get("namespace"), stack.get("task_queue")) != wanted:

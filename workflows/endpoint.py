@@ -65,6 +65,10 @@ REPLICA_ATTEMPTS = 5
 CRASH_LOOP = 3
 
 
+# Visibility query for the endpoints deployed now (the SDK's list, the gateway's routing table).
+RUNNING_ENDPOINTS = 'WorkflowType = "EndpointWorkflow" AND ExecutionStatus = "Running"'
+
+
 def endpoint_id(name: str) -> str:
     return f"endpoint-{name}"
 
@@ -161,7 +165,6 @@ class EndpointWorkflow:
     @workflow.update(name="update")
     def update(self, spec: EndpointSpec) -> EndpointStatus:
         assert self._req is not None
-        self._req.previous = self._req.spec
         self._req.spec = spec
         self._req.version += 1
         self._req.failures = 0

@@ -637,10 +637,10 @@ class KubernetesBackend(Backend):
             except ApiException as error:
                 if error.status != 409:  # AlreadyExists: a retried launch; report the Job we started
                     raise
-        port = replica_port(request.env, request.spec.labels)
+        port = manifest["metadata"]["annotations"].get(PORT_ANNOTATION)  # an endpoint replica's (build_job_manifest)
         if port is not None:
             self._create_service(build_replica_service(manifest["metadata"]["name"], self.ns,
-                                                       manifest["metadata"]["labels"], port))
+                                                       manifest["metadata"]["labels"], int(port)))
         return self.status(request.job_id)
 
     def status(self, job_id: str) -> JobStatus:

@@ -235,10 +235,9 @@ class Gateway:
             await asyncio.sleep(SCALING_REFRESH)
 
     async def _list(self) -> None:
-        from inferofabric.workflows.endpoint import endpoint_id
+        from inferofabric.workflows.endpoint import RUNNING_ENDPOINTS, endpoint_id
 
-        async for execution in self.fabric.temporal.list_workflows(
-                'WorkflowType = "EndpointWorkflow" AND ExecutionStatus = "Running"', limit=1000):
+        async for execution in self.fabric.temporal.list_workflows(RUNNING_ENDPOINTS, limit=1000):
             name = execution.id.removeprefix(endpoint_id(""))
             self.routes.setdefault(name, Route(name))
 

@@ -96,7 +96,6 @@ class EndpointRequest(BaseModel):
     scale: ScaleMemory | None = None
     ever_ready: bool = False
     events: list[str] = Field(default_factory=list)
-    previous: EndpointSpec | None = None  # the spec being replaced by a rolling update
     history_limit: int = 2_000  # continue-as-new past this many events (a gateway sample costs about 4)
     failures: int = 0  # replicas in a row that failed before ever serving (a crash loop stops at 3)
 

@@ -25,7 +25,7 @@ from inferofabric.models.endpoint import EndpointSpec
 from inferofabric.models.endpoint_status import EndpointRequest, EndpointState, EndpointStatus, ScaleRequest
 from inferofabric.sdk.errors import AlreadyExists, FabricError, FabricNotFound, InvalidInput
 from inferofabric.settings import endpoint_url
-from inferofabric.workflows.endpoint import endpoint_id
+from inferofabric.workflows.endpoint import RUNNING_ENDPOINTS, endpoint_id
 from inferofabric.workflows.workload_visibility import SA_TEAM
 
 if TYPE_CHECKING:
@@ -147,8 +147,7 @@ async def deploy(fabric: FabricClient, spec: EndpointSpec | dict[str, Any]) -> E
 async def list_endpoints(fabric: FabricClient) -> list[EndpointStatus]:
     """Deployed endpoints (running workflows), each with its current status."""
     items = []
-    async for execution in fabric.temporal.list_workflows(
-            'WorkflowType = "EndpointWorkflow" AND ExecutionStatus = "Running"', limit=500):
+    async for execution in fabric.temporal.list_workflows(RUNNING_ENDPOINTS, limit=500):
         name = execution.id.removeprefix("endpoint-")
         try:
             items.append(await EndpointHandle(fabric, name).status())

@@ -100,11 +100,16 @@ def live(status: Any) -> list[Any]:
     return [r for r in status.replicas if r.live and r.state != "stopping"]
 
 
-async def test_replicas_scale_out_on_prem_then_burst_come_home_and_scale_to_zero(fabric: Any, gateway: Gateway) -> None:
-    client = fabric.client
+async def on_prem_and_cloud(client: Any) -> None:
+    """2 A100 on-prem, 8 in the cloud, and the burst/pii policy."""
     await client.register_pool(sim_pool("dc", "on-prem", 2))
     await client.register_pool(sim_pool("cloud", "cloud", 8))
     await client.set_policy(POLICY)
+
+
+async def test_replicas_scale_out_on_prem_then_burst_come_home_and_scale_to_zero(fabric: Any, gateway: Gateway) -> None:
+    client = fabric.client
+    await on_prem_and_cloud(client)
     handle = await client.deploy_endpoint(endpoint("chat", scale_to_zero_after="8s"))
     assert handle.url.endswith("/e/chat/")
 
@@ -144,9 +149,7 @@ async def test_replicas_scale_out_on_prem_then_burst_come_home_and_scale_to_zero
 
 async def test_a_pii_endpoint_never_gets_a_cloud_replica(fabric: Any, gateway: Gateway) -> None:
     client = fabric.client
-    await client.register_pool(sim_pool("dc", "on-prem", 2))
-    await client.register_pool(sim_pool("cloud", "cloud", 8))
-    await client.set_policy(POLICY)
+    await on_prem_and_cloud(client)
     handle = await client.deploy_endpoint(endpoint("private", data_classification="pii"))
     await eventually(lambda: _ready(handle, 1), 30, "one replica ready")
     async with Load(handle.url, concurrency=10) as load:
