@@ -135,14 +135,45 @@ class ControlActivities:
     @activity.defn(name="control_move_off")
     @typed_errors
     async def move_off(self, name: str, reason: str, health: Health) -> list[str]:
-        """A failover: tell every workload on the pool to move, leaving the copies on the pool to the
-        caller, which stops them all in one batched call. Returns the job ids of the attempts told."""
-        told = await self._tell_all(name, RelocateSignal(pool=name, reason=reason, health=health,
-                                                         copies_stopped_by_sender=True))
+        """A failover: re-queue every workload on the pool in one store transaction and wake the
+        admission loop, then tell each workload (signal `relocate`, naming its next attempt when the
+        store queued it). The loop places the moved work while the workflows take in the news. The
+        copies on the pool are left to the caller, which stops them all in one batched call. Returns
+        the job ids of the attempts told.
+
+        The re-queue is written once: a retry of this activity (a worker died mid-way) finds it in
+        its heartbeat and tells the workloads again, instead of finding nothing held on the pool."""
+        from inferofabric.store.admission import Requeued, requeue_off_pool
+
+        details = activity.info().heartbeat_details
+        if details and isinstance(details[0], list):
+            moved = [Requeued(str(w), int(a), int(n) if n is not None else None) for w, a, n in details[0]]
+        else:
+            moved = await in_store(requeue_off_pool, self.store, name, health.value)
+        plain = [[m.workload_id, m.attempt, m.next_attempt] for m in moved]
+        activity.heartbeat(plain)
+        next_of = {(m.workload_id, m.attempt): m.next_attempt for m in moved}
+        waking = asyncio.ensure_future(_wake(f"{sum(m.next_attempt is not None for m in moved)} re-queued off {name}"))
+        told = await self._signal_all(
+            [(m.workload_id, m.attempt) for m in moved],
+            lambda workload_id, attempt: RelocateSignal(
+                pool=name, reason=reason, health=health, copies_stopped_by_sender=True, attempt=attempt,
+                requeued_attempt=next_of[(workload_id, attempt)]),
+            heartbeat=lambda count: activity.heartbeat(plain, count))
+        await waking
         return sorted(job_id_for(workload_id, attempt) for workload_id, attempt in told)
 
     async def _tell_all(self, name: str, signal: RelocateSignal) -> list[tuple[str, int]]:
         rows = await in_store(self.store.active_reservations, name)
+        latest = {r.workload_id: r.attempt for r in rows}
+        return await self._signal_all(list(latest.items()), lambda _w, _a: signal,
+                                      heartbeat=lambda count: activity.heartbeat(count))
+
+    @staticmethod
+    async def _signal_all(targets: list[tuple[str, int]], signal_for: Callable[[str, int], RelocateSignal],
+                          heartbeat: Callable[[int], None]) -> list[tuple[str, int]]:
+        """Send `relocate` to each (workload, attempt), 64 at a time; the ones told (a workload that
+        has ended needs no telling)."""
         gate = asyncio.Semaphore(64)
         client = activity.client()
         told: list[tuple[str, int]] = []
@@ -150,15 +181,14 @@ class ControlActivities:
         async def one(workload_id: str, attempt: int) -> None:
             async with gate:
                 try:
-                    await client.get_workflow_handle(workload_id).signal("relocate", signal)
+                    await client.get_workflow_handle(workload_id).signal("relocate", signal_for(workload_id, attempt))
                     told.append((workload_id, attempt))
                 except RPCError as error:
                     if error.status != RPCStatusCode.NOT_FOUND:
                         raise
-                activity.heartbeat(len(told))
+                heartbeat(len(told))
 
-        latest = {r.workload_id: r for r in rows}.values()
-        await asyncio.gather(*(one(r.workload_id, r.attempt) for r in latest))
+        await asyncio.gather(*(one(workload_id, attempt) for workload_id, attempt in targets))
         return told
 
     @activity.defn(name="control_reconcile")

@@ -241,6 +241,9 @@ async def fail_one(fabric: FabricClient, home: Path, pools: list[Any]) -> int:
     if cycles:
         print(f"   admission cycles after the outage: {len(cycles)}, p50 {statistics.median(cycles):.2f}s, "
               f"max {max(cycles):.2f}s (workflow task start -> its cycle's result)")
+    print("   timeline of the failed pool's monitor (detection, re-queue, telling the workloads):")
+    for offset, event in (await timeline(fabric, f"pool-monitor-{victim.name}", outage))[:16]:
+        print(f"     {offset:7.2f}s  {event}")
     if times:
         slowest = max(moved, key=lambda w: moved[w])
         median = sorted(moved, key=lambda w: moved[w])[len(moved) // 2]

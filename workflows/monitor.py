@@ -106,7 +106,7 @@ class PoolMonitorWorkflow:
                 self._reconcile_requested = False
                 state.last_reconcile = workflow.now().timestamp()
                 self._spawn(self._reconcile(pool))
-            await workflow.sleep(timedelta(seconds=settings.period_seconds))
+            await workflow.sleep(timedelta(seconds=_next_probe_in(state)))
         await self._settle()
         workflow.continue_as_new(state)
 
@@ -185,6 +185,17 @@ class PoolMonitorWorkflow:
         self._last_report = await reconcile(pool)
         health = self._state.health.value if self._state and self._state.health else "unknown"
         workflow.set_current_details(f"health **{health}**\n\nlast reconciliation: {self._last_report.summary()}")
+
+
+def _next_probe_in(state: MonitorInput) -> float:
+    """The period, or the shorter transition period while probes disagree with the recorded health
+    (failing while healthy, answering while unhealthy): a transition is confirmed, or called off, fast."""
+    settings = state.settings
+    failing = state.failures > 0 and state.health != Health.UNHEALTHY
+    recovering = state.successes > 0 and state.health == Health.UNHEALTHY
+    if settings.transition_period_seconds is not None and (failing or recovering):
+        return min(settings.transition_period_seconds, settings.period_seconds)
+    return settings.period_seconds
 
 
 def _timed_out(error: ActivityError) -> bool:

@@ -101,6 +101,8 @@ class WorkloadWorkflow:
         self._launched = False  # the current attempt's launch returned (before it, "lost" is not news)
         self._news = False  # the pool's watcher has reported this attempt's job
         self._unreleased: int | None = None  # a moved attempt whose GPUs the next enqueue gives back
+        self._requeued: int | None = None  # the next attempt, queued by a failover on our behalf
+        self._admitted_ahead: dict[int, AdmittedSignal] = {}  # an admission that came before its attempt
         self._reports: list[Any] = []  # an endpoint's replica: state reports to the endpoint on their way
         self._report_seq = 0
 
@@ -121,15 +123,27 @@ class WorkloadWorkflow:
 
     @workflow.signal(name="relocate")
     def relocate(self, signal: RelocateSignal) -> None:
-        """From the pool monitor (pool failed) or `fabric pool drain`: move if it concerns our pool."""
-        if self._status is not None and self._status.pool == signal.pool and self._relocate is None:
-            self._relocate = signal
+        """From the pool monitor (pool failed) or `fabric pool drain`: move if it concerns our pool
+        (a failover names the attempt: it concerns us even before that attempt's launch began)."""
+        if self._status is None or self._relocate is not None:
+            return
+        if signal.attempt is not None:
+            if signal.attempt != self._attempt:
+                return
+        elif self._status.pool != signal.pool:
+            return
+        self._relocate = signal
+        if signal.requeued_attempt is not None and signal.requeued_attempt == self._attempt + 1:
+            self._requeued = signal.requeued_attempt
 
     @workflow.signal(name="admitted")
     def admitted(self, signal: AdmittedSignal) -> None:
         """From the admission loop: this attempt's GPUs are reserved (a repeat of the signal is ignored)."""
         if signal.attempt == self._attempt and self._admitted is None:
             self._admitted = signal
+        elif signal.attempt > self._attempt:
+            # A failover re-queued our next attempt and the loop placed it before we took in the move.
+            self._admitted_ahead[signal.attempt] = signal
 
     @workflow.signal(name="job_state")
     def job_state(self, update: JobUpdate) -> None:
@@ -223,6 +237,7 @@ class WorkloadWorkflow:
         """`raw` is validated here, not by the data converter: a malformed start (from the `temporal`
         CLI, say) then fails at once with a clear non-retryable error instead of retrying forever."""
         result = await self._run(raw)
+        await self._leave_requeued(workflow.info().workflow_id)
         await self._flush_reports()
         # Let a pending `cancel` update see the final state before the workflow closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -336,20 +351,27 @@ class WorkloadWorkflow:
                                     failed_health: Health | None) -> AdmittedSignal | None:
         """Join the queue and sleep until the admission loop admits this attempt (None: cancelled)."""
         self._attempt = attempt
-        self._admitted = None
+        self._admitted = self._admitted_ahead.pop(attempt, None)
+        self._admitted_ahead = {n: s for n, s in self._admitted_ahead.items() if n > attempt}
         self._job = None
         self._launched = False
         self._news = False
-        now = workflow.now()
-        live = {pool: (why, until) for pool, (why, until) in exclude.items() if now < until}
-        await workflow.execute_local_activity(
-            "enqueue_workload",
-            EnqueueInput(workload_id=workload_id, attempt=attempt, seq=seq, spec=spec,
-                         exclude={pool: why for pool, (why, _) in live.items()},
-                         exclude_until={pool: until.timestamp() for pool, (_, until) in live.items()},
-                         failed_pool_health=failed_health, release_attempt=self._unreleased),
-            result_type=bool, start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY,
-        )
+        if self._requeued == attempt:
+            # The failover wrote this attempt into the queue (and gave the last one's GPUs back) in its
+            # one transaction for the whole pool: nothing to send.
+            self._event(f"attempt {attempt}: queued by the failover, with every workload on the failed pool")
+        else:
+            now = workflow.now()
+            live = {pool: (why, until) for pool, (why, until) in exclude.items() if now < until}
+            await workflow.execute_local_activity(
+                "enqueue_workload",
+                EnqueueInput(workload_id=workload_id, attempt=attempt, seq=seq, spec=spec,
+                             exclude={pool: why for pool, (why, _) in live.items()},
+                             exclude_until={pool: until.timestamp() for pool, (_, until) in live.items()},
+                             failed_pool_health=failed_health, release_attempt=self._unreleased),
+                result_type=bool, start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY,
+            )
+        self._requeued = None
         self._unreleased = None
         if attempt == 1 or not self._status or not self._status.message:
             self._set(state=WorkloadState.QUEUED, message="queued: waiting for the admission loop")
@@ -362,6 +384,15 @@ class WorkloadWorkflow:
         self._decisions.append(decision)
         self._event(f"attempt {attempt}: admitted on {decision.pool} ({decision.mode}): {decision.reason}")
         return self._admitted
+
+    async def _leave_requeued(self, workload_id: str) -> None:
+        """Ending with a next attempt that a failover queued for us (or the loop admitted already):
+        take it out of the queue, with whatever it holds."""
+        ahead = [n for n in [self._requeued, *self._admitted_ahead] if n is not None and n > self._attempt]
+        if ahead:
+            await self._dequeue(workload_id, max(ahead))
+            self._requeued = None
+            self._admitted_ahead.clear()
 
     async def _dequeue(self, workload_id: str, attempt: int) -> None:
         await workflow.execute_local_activity(
@@ -385,6 +416,9 @@ class WorkloadWorkflow:
         show_decision(decision)
         if self._cancel_requested:
             return await self._cancel_attempt(workload_id, attempt)
+        if self._relocate is not None and self._relocate.attempt is not None:
+            # The pool failed between this admission and its launch: move without launching there.
+            self._stopped(pool.name)
 
         sealed: dict[str, str] = {}
         if any(not isinstance(v, str) for v in spec.env.values()):

@@ -115,6 +115,10 @@ class ControlRequest(BaseModel):
 
 class MonitorSettings(BaseModel):
     period_seconds: float = Field(default=1.0, gt=0)
+    # While the pool is in transition (a probe disagreed with its recorded health), the next probe
+    # comes this soon (HAProxy's `fastinter`): the hysteresis still asks for `unhealthy_after`
+    # failures in a row, but a dead pool is confirmed in a fraction of the period. None: the period.
+    transition_period_seconds: float | None = Field(default=0.25, gt=0)
     probe_timeout_seconds: float = Field(default=2.0, gt=0)
     unhealthy_after: int = Field(default=2, ge=1, description="consecutive failed probes")
     healthy_after: int = Field(default=2, ge=1, description="consecutive good probes")
@@ -147,6 +151,11 @@ class RelocateSignal(BaseModel):
     # call: the workload does not cancel its own (hundreds of single cancels against a dead pool are
     # load on the very worker that must place and launch the moved work).
     copies_stopped_by_sender: bool = False
+    # A failover names the attempt it moves (None: whatever runs on `pool`, e.g. a drain) and, when
+    # the store re-queued the workload itself (one transaction for the whole pool), its next attempt:
+    # the workload then sends no enqueue of its own and may find that attempt admitted already.
+    attempt: int | None = None
+    requeued_attempt: int | None = None
 
 
 # -- admission ----------------------------------------------------------------------------------------

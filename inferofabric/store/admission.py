@@ -25,7 +25,7 @@ from inferofabric.policies.admission import CyclePlan, Held
 from inferofabric.policies.budget import hourly_rate
 from inferofabric.policies.fairshare import accrue
 from inferofabric.store.budget import raise_alerts
-from inferofabric.store.db import Store, as_utc, ledger_on, release_attempt_in
+from inferofabric.store.db import PLACED, Store, as_utc, ledger_on, release_attempt_in
 from inferofabric.store.tables import LedgerRow, PlacementRow, QueueRow, ReservationRow, TeamUsageRow, utcnow
 
 _Q = QueueRow.__table__  # type: ignore[attr-defined]
@@ -33,6 +33,8 @@ _R = ReservationRow.__table__  # type: ignore[attr-defined]
 _L = LedgerRow.__table__  # type: ignore[attr-defined]
 _U = TeamUsageRow.__table__  # type: ignore[attr-defined]
 _P = PlacementRow.__table__  # type: ignore[attr-defined]
+# A row's life: `waiting` -> `admitted` (a cycle reserved its GPUs) -> `placed` (the workload was
+# told; the row stays, spec and all, while the attempt holds GPUs) -> gone with the attempt's GPUs.
 WAITING, ADMITTED = "waiting", "admitted"
 
 
@@ -143,7 +145,7 @@ def set_priority_class(store: Store, workload_id: str, priority_class: str) -> b
     """Change a waiting workload's class; False when it is not waiting."""
     with store.session(write=True) as s:
         row = s.get(QueueRow, workload_id)
-        if row is None:
+        if row is None or row.state != WAITING:
             return False
         row.priority_class = priority_class
         row.version += 1
@@ -332,15 +334,53 @@ def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool
 
 
 def woken(store: Store, done: Sequence[tuple[str, int]]) -> None:
-    """The workloads were told of their admission: their queue rows go."""
+    """The workloads were told of their admission: their rows are `placed` (no cycle reads them; a
+    failover re-queues from them, and they go when the attempt's GPUs are released)."""
     if not done:
         return
     with store.session(write=True) as s:
         for start in range(0, len(done), 200):
             chunk = done[start:start + 200]
             pairs = or_(*[and_(_Q.c.workload_id == w, _Q.c.attempt == a) for w, a in chunk])
-            s.execute(delete(_Q).where(_Q.c.state == ADMITTED, pairs))
+            s.execute(update(_Q).where(_Q.c.state == ADMITTED, pairs).values(state=PLACED, reason=""))
         s.commit()
+
+
+@dataclass
+class Requeued:
+    """One attempt that held GPUs on a failed pool; `next_attempt` is set when the store re-queued it."""
+
+    workload_id: str
+    attempt: int
+    next_attempt: int | None
+
+
+def requeue_off_pool(store: Store, pool: str, failed_pool_health: str) -> list[Requeued]:
+    """A failover, on the store's side, in one transaction: every attempt holding GPUs on `pool`
+    whose workload was told of its admission gives its GPUs back and its next attempt joins the queue
+    where it stood (same `seq`), kept off unhealthy pools like the workload's own re-queue would.
+
+    One write for a pool's hundreds of jobs: the admission loop can place them while their workflows
+    still take in the news (each one finds its next attempt queued or already admitted, and sends no
+    enqueue of its own). An attempt still on its way to the workload (row `admitted`) is left to the
+    workload's own move. Idempotent: a second call finds nothing held on the pool."""
+    now = utcnow()
+    out: list[Requeued] = []
+    with store.session(write=True) as s:
+        rows = s.execute(select(_R.c.workload_id, _R.c.attempt, _Q.c.attempt, _Q.c.state)
+                         .select_from(_R.outerjoin(_Q, _Q.c.workload_id == _R.c.workload_id))
+                         .where(_R.c.pool == pool, _R.c.active.is_(True))).all()
+        for workload_id, attempt, row_attempt, row_state in sorted(set(rows)):
+            if row_state != PLACED or row_attempt != attempt:
+                out.append(Requeued(workload_id, attempt, None))
+                continue
+            s.execute(update(_Q).where(_Q.c.workload_id == workload_id).values(
+                attempt=attempt + 1, state=WAITING, decision=None, reason="", approval=None, approval_asked_at=None,
+                failed_pool_health=failed_pool_health, version=_Q.c.version + 1, enqueued_at=now))
+            release_attempt_in(s, workload_id, attempt)  # after the row moved on: it keeps the row
+            out.append(Requeued(workload_id, attempt, attempt + 1))
+        s.commit()
+    return out
 
 
 def record_reasons(store: Store, reasons: dict[str, str]) -> None:

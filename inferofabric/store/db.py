@@ -36,6 +36,7 @@ from inferofabric.store.tables import (
     PlacementRow,
     PolicyRow,
     PoolRow,
+    QueueRow,
     ReservationRow,
     SecretRow,
     utcnow,
@@ -80,6 +81,13 @@ _RELEASE_ALL = (
     .values(active=False, released_at=bindparam("now"))
 )
 _RELEASE_ATTEMPT = _RELEASE_ALL.where(_RESERVATIONS.c.attempt == bindparam("a"))
+# An admitted attempt keeps its queue row (state `placed`, with its spec) while it holds GPUs, so a
+# failover can re-queue a whole pool's work in one transaction (store/admission.py); the row goes with
+# the attempt's GPUs.
+_QUEUE = QueueRow.__table__  # type: ignore[attr-defined]
+PLACED = "placed"
+_FORGET_PLACED_ALL = _QUEUE.delete().where(_QUEUE.c.workload_id == bindparam("w"), _QUEUE.c.state == PLACED)
+_FORGET_PLACED = _FORGET_PLACED_ALL.where(_QUEUE.c.attempt == bindparam("a"))
 _LEDGER = LedgerRow.__table__  # type: ignore[attr-defined]
 _DAYS = LedgerDayRow.__table__  # type: ignore[attr-defined]
 # The ledger line ends with its GPUs (at the back end's end when the caller knows it) and commits its
@@ -202,6 +210,7 @@ def release_attempt_in(session: Any, workload_id: str, attempt: int, ended_at: d
     many reservations were released."""
     now = utcnow()
     result = session.execute(_RELEASE_ATTEMPT, {"w": workload_id, "a": attempt, "now": now})
+    session.execute(_FORGET_PLACED, {"w": workload_id, "a": attempt})
     ended = min(as_utc(ended_at) if ended_at else now, now)
     end_lines_in(session, workload_id, attempt, ended, started_at)
     return int(getattr(result, "rowcount", 0) or 0)
@@ -501,6 +510,7 @@ class Store:
             if attempt is None:
                 now = utcnow()
                 result = s.execute(_RELEASE_ALL, {"w": workload_id, "now": now})
+                s.execute(_FORGET_PLACED_ALL, {"w": workload_id})
                 end_lines_in(s, workload_id, None, now)
                 released = cast("CursorResult[Any]", result).rowcount
             else:

@@ -38,7 +38,7 @@ from inferofabric.models.messages import (
     StatusesInput,
     WorkloadRequest,
 )
-from inferofabric.models.status import HealthEvent, WorkloadStatus
+from inferofabric.models.status import Explanation, HealthEvent, WorkloadStatus
 from inferofabric.store.db import get_store
 from inferofabric.worker.main import workflow_runner
 from inferofabric.workflows.admission import AdmissionWorkflow
@@ -231,7 +231,9 @@ async def test_hysteresis_over_long_periods_records_only_real_transitions(
                     {"workload_id": "finished-long-ago", "attempt": 1}]
     stubs.after_recovery = [{"workload_id": "kept", "attempt": 2}]
     stubs.live_jobs = [f"{recorder_id}-a1", "kept-a2"]
-    settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=5, unhealthy_after=3, healthy_after=3)
+    # One cadence throughout (no fast transition probes): every probe 30 s after the last.
+    settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=5, unhealthy_after=3, healthy_after=3,
+                               transition_period_seconds=None)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow, RelocateRecorder],
                       activities=stubs.activities(), workflow_runner=workflow_runner()), \
             Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
@@ -261,11 +263,37 @@ async def test_hysteresis_over_long_periods_records_only_real_transitions(
     assert state.health == Health.HEALTHY and state.failures == 0 and state.successes >= 3
 
 
+async def test_a_transition_is_confirmed_at_the_fast_cadence(time_env: WorkflowEnvironment) -> None:
+    """Once a probe disagrees with the pool's health, the next ones come after the transition period
+    (5 s here), not the period (60 s): an outage is confirmed in seconds, a blip still is a blip, and
+    recovery is confirmed as fast; agreeing probes go back to the period."""
+    queue = f"ts-{uuid.uuid4().hex[:8]}"
+    script = [OK, OK,              # 0, 60: healthy
+              FAIL, OK,            # 120, 125: a blip, re-checked 5 s later: still healthy
+              FAIL, FAIL, FAIL,    # 185, 190, 195: unhealthy at the third failure in a row
+              FAIL, OK, OK, OK,    # 255, 315, 320, 325: healthy again at the third good probe
+              OK]                  # 385
+    stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), script)
+    settings = MonitorSettings(period_seconds=60, probe_timeout_seconds=5, unhealthy_after=3, healthy_after=3,
+                               transition_period_seconds=5)
+    async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
+                      activities=stubs.activities(), workflow_runner=workflow_runner()), \
+            Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
+        handle = await start_monitor(time_env, queue, stubs, settings)
+        await time_env.sleep(timedelta(seconds=390))
+        await handle.terminate()
+    probes = [(at - stubs.start).total_seconds() for at in stubs.probes]
+    assert probes[:12] == pytest.approx([0, 60, 120, 125, 185, 190, 195, 255, 315, 320, 325, 385], abs=SLACK * 3)
+    assert [h for _, h, _ in stubs.transitions] == [Health.HEALTHY, Health.UNHEALTHY, Health.HEALTHY]
+    assert [t for t, _, _ in stubs.transitions] == pytest.approx([0, 195, 325], abs=SLACK * 3)
+
+
 async def test_continue_as_new_keeps_health_and_counters(time_env: WorkflowEnvironment) -> None:
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     # Failures 2 and 3 of the outage straddle the end of the first run (4 probes per run).
     stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), [OK, OK, FAIL, FAIL, FAIL, FAIL])
-    settings = MonitorSettings(period_seconds=10, unhealthy_after=3, healthy_after=2, iterations_per_run=4)
+    settings = MonitorSettings(period_seconds=10, unhealthy_after=3, healthy_after=2, iterations_per_run=4,
+                               transition_period_seconds=None)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
                       activities=stubs.activities(), workflow_runner=workflow_runner()), \
             Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
@@ -293,7 +321,8 @@ async def test_silent_agent_probe_timeouts_make_the_pool_unhealthy(time_env: Wor
     """A Kubernetes pool's probe goes to `pool.<name>`, which nobody polls: each probe times out."""
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     stubs = MonitorStubs(time_env, pool_spec(f"k-{uuid.uuid4().hex[:6]}", backend="kubernetes"), [OK])
-    settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=2, unhealthy_after=3)
+    settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=2, unhealthy_after=3,
+                               transition_period_seconds=None)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
                       activities=stubs.activities(), workflow_runner=workflow_runner()), \
             Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
@@ -436,6 +465,82 @@ async def test_job_running_for_hours_then_moved_and_finished(time_env: WorkflowE
     scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in events
                  if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
     assert sorted(scheduled) == ["cancel_job", "launch_job", "launch_job"]
+
+
+async def reserved(stubs: WorkloadStubs, workload_id: str, attempt: int) -> str:
+    """Wait until the admission loop has placed the attempt; the pool it holds GPUs on."""
+    while True:
+        rows = [r for r in stubs.store.active_reservations() if (r.workload_id, r.attempt) == (workload_id, attempt)]
+        if rows:
+            return rows[0].pool
+        await asyncio.sleep(0.05)
+
+
+async def running_on_p1(time_env: WorkflowEnvironment, queue: str, stubs: WorkloadStubs,
+                        name: str) -> WorkflowHandle[Any, Any]:
+    handle = await start_workload(time_env, queue, stubs, name)
+    await launched(stubs, f"{name}-a1")
+    await job_ended(handle, 1, JobState.RUNNING)
+    return handle
+
+
+async def test_a_failover_requeued_by_the_store_and_admitted_before_the_workload_heard(
+        time_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """The monitor's failover re-queues the pool's work in one store write and wakes the loop; the
+    loop may place the next attempt before the workload has taken in the move. The workload keeps
+    that admission, sends no enqueue of its own and launches where it was placed."""
+    from inferofabric.store.admission import requeue_off_pool
+
+    queue = f"ts-{uuid.uuid4().hex[:8]}"
+    stubs = WorkloadStubs(time_env, [pool_spec("p1"), pool_spec("p2")], f"sqlite:///{tmp_path / 'f.db'}")
+    name = f"moved-{uuid.uuid4().hex[:6]}"
+    async with stubs.worker(queue):
+        handle = await running_on_p1(time_env, queue, stubs, name)
+        stubs.store.set_health("p1", Health.UNHEALTHY, "node lost")
+        moved = requeue_off_pool(stubs.store, "p1", Health.UNHEALTHY.value)
+        assert [(m.workload_id, m.attempt, m.next_attempt) for m in moved] == [(name, 1, 2)]
+        await time_env.client.get_workflow_handle(admission_id(queue)).signal("wake", "re-queued off p1")
+        assert await reserved(stubs, name, 2) == "p2"  # placed, and told, before the workload heard
+        await handle.signal("relocate", RelocateSignal(pool="p1", reason="became unhealthy: node lost", attempt=1,
+                                                       requeued_attempt=2, copies_stopped_by_sender=True))
+        await launched(stubs, f"{name}-a2")
+        await job_ended(handle, 2)
+        final = WorkloadStatus.model_validate(await handle.result())
+        events = (await handle.query("explain", result_type=Explanation)).events
+        history = [e async for e in handle.fetch_history_events()]
+
+    assert final.state == WorkloadState.SUCCEEDED and final.attempts == 2 and final.pool == "p2"
+    assert final.history[0].outcome == "moved: pool p1 became unhealthy: node lost"
+    assert any("attempt 2: queued by the failover" in e for e in events), events
+    assert stubs.cancelled == []  # the monitor stops the copy on p1, with every other one there
+    # One enqueue (attempt 1's): attempt 2 was written by the failover.
+    markers = [e for e in history if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+               and b"enqueue_workload" in e.SerializeToString()]
+    assert len(markers) == 1
+    assert not [r for r in stubs.store.active_reservations()]
+
+
+async def test_a_workload_cancelled_after_a_failover_requeued_it_holds_nothing(
+        time_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """Cancelled after the failover placed its next attempt but before it took in the move: the
+    workload ends cancelled and takes that attempt, and its GPUs, out of the queue."""
+    from inferofabric.store.admission import requeue_off_pool
+
+    queue = f"ts-{uuid.uuid4().hex[:8]}"
+    stubs = WorkloadStubs(time_env, [pool_spec("p1"), pool_spec("p2")], f"sqlite:///{tmp_path / 'f.db'}")
+    name = f"cancelled-{uuid.uuid4().hex[:6]}"
+    async with stubs.worker(queue):
+        handle = await running_on_p1(time_env, queue, stubs, name)
+        stubs.store.set_health("p1", Health.UNHEALTHY, "node lost")
+        requeue_off_pool(stubs.store, "p1", Health.UNHEALTHY.value)
+        await time_env.client.get_workflow_handle(admission_id(queue)).signal("wake", "re-queued off p1")
+        await reserved(stubs, name, 2)
+        await handle.signal("request_cancel")
+        final = WorkloadStatus.model_validate(await handle.result())
+
+    assert final.state == WorkloadState.CANCELLED
+    assert f"{name}-a2" not in stubs.launched
+    assert not stubs.store.active_reservations()
 
 
 WAITING_HISTORY_BOUND = 60  # events of a workload that waited a day (docs/admission.md)

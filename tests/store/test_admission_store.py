@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from inferofabric.models import PoolSpec, WorkloadSpec
 from inferofabric.queue import SpecCache, compiled_policy, make_planner
@@ -127,3 +128,35 @@ async def test_a_burst_of_enqueues_is_written_in_few_transactions_and_a_bad_one_
         waiting, _ = queue_store.queue_items(s)
     assert sorted(w.workload_id for w in waiting) == sorted([f"w{i}" for i in range(100)] +
                                                             [f"x{i}" for i in range(5)])
+
+
+def test_a_failover_requeues_the_pools_work_in_one_transaction(store: Store) -> None:
+    """Every attempt on the failed pool whose workload was told gives its GPUs back and its next
+    attempt waits in its old place; one still on its way to its workload is left to the workload."""
+    from inferofabric.models.common import Health
+
+    pool(store, gpus=3)
+    for i, name in enumerate(["a", "b", "c"]):
+        queue_store.enqueue(store, name, 1, i, "vision", spec(name))
+    assert sorted(w.workload_id for w in cycle(store).wake) == ["a", "b", "c"]
+    store.upsert_pool(PoolSpec(name="dc2", location="on-prem", backend="simulated", region="dc2", gpus={"A100": 3}))
+    queue_store.woken(store, [("a", 1), ("b", 1)])  # c's admission has not reached it yet
+    # The placed rows stay (no cycle reads them) and a class change no longer applies to them.
+    assert not queue_store.set_priority_class(store, "a", "high")
+    store.record_probe("dc1", Health.UNHEALTHY, "outage")
+
+    moved = queue_store.requeue_off_pool(store, "dc1", Health.UNHEALTHY.value)
+    assert [(m.workload_id, m.attempt, m.next_attempt) for m in moved] == [("a", 1, 2), ("b", 1, 2), ("c", 1, None)]
+    assert sorted((r.workload_id, r.attempt) for r in store.active_reservations("dc1")) == [("c", 1)]
+    # Idempotent: nothing more to move, and the workload's own retried enqueue of attempt 2 changes nothing.
+    assert [m.next_attempt for m in queue_store.requeue_off_pool(store, "dc1", "unhealthy")] == [None]
+    assert queue_store.enqueue(store, "a", 2, 0, "vision", spec("a"), release_attempt=1) is True
+    again = cycle(store)
+    assert sorted((w.workload_id, w.attempt, w.decision.pool) for w in again.wake if w.workload_id != "c") == [
+        ("a", 2, "dc2"), ("b", 2, "dc2")]
+    # The placed row goes with its GPUs.
+    queue_store.woken(store, [("a", 2)])
+    store.release("a", 2)
+    with store.session() as s:
+        rows = s.execute(select(queue_store._Q.c.workload_id, queue_store._Q.c.state)).all()
+    assert sorted(tuple(r) for r in rows) == [("b", "admitted"), ("c", "admitted")]
