@@ -210,8 +210,12 @@ async def fail_one(fabric: FabricClient, home: Path, pools: list[Any]) -> int:
     others = [home / "simulated" / p.name / "jobs" for p in pools[1:]]
     server = server_pid()
     cpu_before = (cpu_seconds(), cpu_seconds(server) if server else float("nan"))
-    outage = time.time()
+    called = time.time()
     await fabric.fail_pool(victim.name)
+    # The outage starts when the pool stops answering (its state file says so), not when the bench
+    # asked for it: under this load the request takes a moment to go through the control plane.
+    outage = (home / "simulated" / victim.name / "state.json").stat().st_mtime
+    print(f"   the pool stopped answering {outage - called:.2f}s after `fabric pool fail` was called")
     moved: dict[str, float] = {}
     deadline = time.monotonic() + 600
     last_report = time.monotonic()
@@ -242,7 +246,9 @@ async def fail_one(fabric: FabricClient, home: Path, pools: list[Any]) -> int:
         print(f"   admission cycles after the outage: {len(cycles)}, p50 {statistics.median(cycles):.2f}s, "
               f"max {max(cycles):.2f}s (workflow task start -> its cycle's result)")
     print("   timeline of the failed pool's monitor (detection, re-queue, telling the workloads):")
-    for offset, event in (await timeline(fabric, f"pool-monitor-{victim.name}", outage))[:16]:
+    monitor = await timeline(fabric, f"pool-monitor-{victim.name}", outage, limit=200)
+    move = next((i for i, (_, event) in enumerate(monitor) if "control_move_off" in event), 0)
+    for offset, event in monitor[max(0, move - 24):move + 6]:
         print(f"     {offset:7.2f}s  {event}")
     if times:
         slowest = max(moved, key=lambda w: moved[w])
@@ -276,7 +282,7 @@ async def cycle_times(fabric: FabricClient, since: float) -> list[float]:
     return out
 
 
-async def timeline(fabric: FabricClient, workload: str, since: float) -> list[tuple[float, str]]:
+async def timeline(fabric: FabricClient, workload: str, since: float, limit: int = 40) -> list[tuple[float, str]]:
     """The workflow's events after `since` (epoch s): where a slow move spent its time."""
     out: list[tuple[float, str]] = []
     async for event in fabric.temporal.get_workflow_handle(workload).fetch_history_events():
@@ -292,7 +298,7 @@ async def timeline(fabric: FabricClient, workload: str, since: float) -> list[tu
         elif event.HasField("workflow_execution_signaled_event_attributes"):
             extra = event.workflow_execution_signaled_event_attributes.signal_name
         out.append((at - since, f"{name} {extra}".strip()))
-    return out[:40]
+    return out[:limit]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Workflow code must stay deterministic. The worker shares the workflow modules with the sandbox
-(worker/main.py), so the sandbox no longer intercepts clocks, randomness or I/O inside them: this
-test keeps those out of workflows/ statically (the replay tests catch changed command sequences)."""
+"""Workflow code must stay deterministic. The fabric's workflows run outside Temporal's sandbox
+(`sandboxed=False`, worker/main.py says why), so nothing intercepts clocks, randomness or I/O inside
+them: this test keeps those out of workflows/ statically (the replay tests catch changed command
+sequences), and checks every workflow says so explicitly."""
 
 from __future__ import annotations
 
@@ -50,3 +51,10 @@ def test_the_check_catches_a_clock_call(tmp_path: Path) -> None:
     bad.write_text("import datetime\n\ndef f():\n    return datetime.datetime.now()\n")
     with pytest.raises(AssertionError, match=r"datetime\.now"):
         test_workflow_module_has_no_clock_randomness_or_io(bad)
+
+
+@pytest.mark.parametrize("path", [p for p in WORKFLOWS if "@workflow.defn" in p.read_text()], ids=lambda p: p.name)
+def test_every_fabric_workflow_runs_outside_the_sandbox(path: Path) -> None:
+    """A workflow left in the sandbox pays its per-payload cost on every task (worker/main.py)."""
+    text = path.read_text()
+    assert text.count("@workflow.defn(") == text.count("sandboxed=False)"), path.name

@@ -49,9 +49,14 @@ MONITOR_SLOTS = 500  # probes (seconds each) and one long-running watcher per po
 # The fabric's own models and helpers are deterministic and side-effect free: share the host's
 # copies with the sandbox, so a model built in workflow code is the same class activities accept.
 # The workflow modules are shared too: re-importing them for every workflow run cost ~6 ms of CPU per
-# workload (a third of the worker's time, bench/throughput.py). The sandbox still runs each workflow
-# on its deterministic event loop; what it no longer intercepts inside those modules (clocks,
-# randomness, I/O) is kept out by tests/test_workflow_determinism.py and the replay tests.
+# workload (a third of the worker's time, bench/throughput.py). With every module the workflows use
+# shared, the sandbox intercepted nothing of ours, and it still cost: every payload of every workflow
+# task (a memo field, a signal, an activity's input) asked the sandbox for its serialization context,
+# a piece of code run inside it, three times on the way in and three on the way out — a third of the
+# worker's CPU during a failover (py-spy, bench/running.py). So the fabric's workflows are declared
+# `sandboxed=False`: they still run on Temporal's deterministic event loop, and what a sandbox would
+# catch (clocks, randomness, I/O) is kept out by tests/test_workflow_determinism.py and the replay
+# tests. The sandboxed runner stays for any other workflow a worker is given.
 SHARED_MODULES = ("inferofabric.models", "inferofabric.backends", "inferofabric.policies", "inferofabric.secrets",
                   "inferofabric.settings", "inferofabric.workflows", "inferofabric.auth", "jwt")
 

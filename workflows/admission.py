@@ -29,7 +29,7 @@ CYCLE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_
 RETRY_UNWOKEN = timedelta(seconds=2)
 
 
-@workflow.defn(name="AdmissionWorkflow")
+@workflow.defn(name="AdmissionWorkflow", sandboxed=False)
 class AdmissionWorkflow:
     def __init__(self) -> None:
         self._dirty = True  # a new run (first start, continue-as-new) always looks once

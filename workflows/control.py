@@ -63,7 +63,7 @@ def monitor_id(pool: str) -> str:
     return f"pool-monitor-{pool}"
 
 
-@workflow.defn(name="ControlWorkflow")
+@workflow.defn(name="ControlWorkflow", sandboxed=False)
 class ControlWorkflow:
     @workflow.run
     async def run(self, request: ControlRequest) -> Any:

@@ -73,7 +73,7 @@ def endpoint_id(name: str) -> str:
     return f"endpoint-{name}"
 
 
-@workflow.defn(name="EndpointWorkflow")
+@workflow.defn(name="EndpointWorkflow", sandboxed=False)
 class EndpointWorkflow:
     def __init__(self) -> None:
         self._req: EndpointRequest | None = None

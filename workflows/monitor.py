@@ -55,7 +55,7 @@ def next_health(current: Health | None, probe: ProbeResult, failures: int, succe
     return probe.health
 
 
-@workflow.defn(name="PoolMonitorWorkflow")
+@workflow.defn(name="PoolMonitorWorkflow", sandboxed=False)
 class PoolMonitorWorkflow:
     def __init__(self) -> None:
         self._state: MonitorInput | None = None

@@ -27,7 +27,7 @@ def watcher_id(pool: str, task_queue: str) -> str:
     return f"pool-watcher-{task_queue}-{pool}"
 
 
-@workflow.defn(name="PoolWatcherWorkflow")
+@workflow.defn(name="PoolWatcherWorkflow", sandboxed=False)
 class PoolWatcherWorkflow:
     @workflow.run
     async def run(self, state: WatcherInput) -> None:

@@ -83,7 +83,7 @@ class _Moved(Exception):
         self.copy_stopped = copy_stopped  # the pool monitor stops the copy left behind (one batch per pool)
 
 
-@workflow.defn(name="WorkloadWorkflow")
+@workflow.defn(name="WorkloadWorkflow", sandboxed=False)
 class WorkloadWorkflow:
     def __init__(self) -> None:
         self._status: WorkloadStatus | None = None

@@ -12,6 +12,7 @@ outage (`fabric pool fail`) makes the pool stop answering the way a dead cluster
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -142,10 +143,9 @@ class SimulatedBackend(Backend):
         jobs_dir = self._dir / "jobs"
         found: dict[str, JobStatus] = {}
         wanted = set(known)
-        for path in sorted(jobs_dir.glob("*.json")) if jobs_dir.exists() else []:
-            record = read_json(path)
-            if path.stem in wanted or not _ended(record, now - RECENT_SECONDS, since=True):
-                found[path.stem] = self._status_of(path.stem, record, now)
+        for job_id, record in _job_records(jobs_dir):
+            if job_id in wanted or not _ended(record, now - RECENT_SECONDS, since=True):
+                found[job_id] = self._status_of(job_id, record, now)
         for job_id in wanted - found.keys():
             found[job_id] = self._status_of(job_id, None, now)
         return found
@@ -218,6 +218,37 @@ class SimulatedBackend(Backend):
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# jobs folder -> {file name: ((inode, mtime, size), record)}: a look re-reads only the job files that
+# changed since the last one. A cloud's list call costs the cloud, not the worker; a simulated
+# pool's look should not cost the worker a read and a parse of every job file either (10 watchers
+# over 2,000 jobs read 1,000 files a second otherwise).
+_SEEN: dict[str, dict[str, tuple[tuple[int, int, int], dict[str, Any] | None]]] = {}
+
+
+def _job_records(jobs_dir: Path) -> list[tuple[str, dict[str, Any] | None]]:
+    """(job id, record) of every job file in the folder, sorted by job id."""
+    try:
+        with os.scandir(jobs_dir) as entries:
+            files = sorted((e for e in entries if e.name.endswith(".json")), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    before = _SEEN.get(str(jobs_dir), {})
+    now: dict[str, tuple[tuple[int, int, int], dict[str, Any] | None]] = {}
+    out = []
+    for entry in files:
+        try:
+            stat = entry.stat()
+        except FileNotFoundError:
+            continue
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        hit = before.get(entry.name)
+        record = hit[1] if hit is not None and hit[0] == version else read_json(Path(entry.path))
+        now[entry.name] = (version, record)
+        out.append((entry.name[:-5], record))
+    _SEEN[str(jobs_dir)] = now
+    return out
 
 
 def _ended(record: dict[str, Any] | None, now: float, since: bool = False) -> bool:

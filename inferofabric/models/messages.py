@@ -117,8 +117,10 @@ class MonitorSettings(BaseModel):
     period_seconds: float = Field(default=1.0, gt=0)
     # While the pool is in transition (a probe disagreed with its recorded health), the next probe
     # comes this soon (HAProxy's `fastinter`): the hysteresis still asks for `unhealthy_after`
-    # failures in a row, but a dead pool is confirmed in a fraction of the period. None: the period.
-    transition_period_seconds: float | None = Field(default=0.25, gt=0)
+    # failures in a row, but a dead pool is confirmed in a fraction of a long period. None: the
+    # period. Temporal's timers resolve to about a second, so it only helps periods of a few seconds
+    # and more (the default 1 s period has nothing to gain).
+    transition_period_seconds: float | None = Field(default=None, gt=0)
     probe_timeout_seconds: float = Field(default=2.0, gt=0)
     unhealthy_after: int = Field(default=2, ge=1, description="consecutive failed probes")
     healthy_after: int = Field(default=2, ge=1, description="consecutive good probes")

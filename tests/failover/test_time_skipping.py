@@ -231,9 +231,7 @@ async def test_hysteresis_over_long_periods_records_only_real_transitions(
                     {"workload_id": "finished-long-ago", "attempt": 1}]
     stubs.after_recovery = [{"workload_id": "kept", "attempt": 2}]
     stubs.live_jobs = [f"{recorder_id}-a1", "kept-a2"]
-    # One cadence throughout (no fast transition probes): every probe 30 s after the last.
-    settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=5, unhealthy_after=3, healthy_after=3,
-                               transition_period_seconds=None)
+    settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=5, unhealthy_after=3, healthy_after=3)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow, RelocateRecorder],
                       activities=stubs.activities(), workflow_runner=workflow_runner()), \
             Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
@@ -292,8 +290,7 @@ async def test_continue_as_new_keeps_health_and_counters(time_env: WorkflowEnvir
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     # Failures 2 and 3 of the outage straddle the end of the first run (4 probes per run).
     stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), [OK, OK, FAIL, FAIL, FAIL, FAIL])
-    settings = MonitorSettings(period_seconds=10, unhealthy_after=3, healthy_after=2, iterations_per_run=4,
-                               transition_period_seconds=None)
+    settings = MonitorSettings(period_seconds=10, unhealthy_after=3, healthy_after=2, iterations_per_run=4)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
                       activities=stubs.activities(), workflow_runner=workflow_runner()), \
             Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
@@ -321,8 +318,7 @@ async def test_silent_agent_probe_timeouts_make_the_pool_unhealthy(time_env: Wor
     """A Kubernetes pool's probe goes to `pool.<name>`, which nobody polls: each probe times out."""
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     stubs = MonitorStubs(time_env, pool_spec(f"k-{uuid.uuid4().hex[:6]}", backend="kubernetes"), [OK])
-    settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=2, unhealthy_after=3,
-                               transition_period_seconds=None)
+    settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=2, unhealthy_after=3)
     async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
                       activities=stubs.activities(), workflow_runner=workflow_runner()), \
             Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
