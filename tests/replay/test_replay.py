@@ -7,6 +7,7 @@ dev server: tests/replay/record_histories.py regenerates them, for intentional c
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import Counter
 from pathlib import Path
@@ -86,6 +87,20 @@ def test_every_workflow_type_and_scenario_is_recorded() -> None:
     # jobs, the comparison, the orphans removed (one batch again).
     assert activities["pool_job_states"] >= 1 and activities["control_reconcile"] >= 1
     assert activities["cancel_jobs"] >= 1 and activities["cancel_job"] == 0
+
+
+def test_the_failover_s_requeue_path_is_recorded() -> None:
+    """A failover re-queues the pool's work itself: the recorded moved workload is told (`relocate`
+    naming the attempt queued for it) and sends no enqueue of its own after that."""
+    events = json.loads((HISTORIES / "workload-failed-over.json").read_text())["events"]
+    relocate = next(i for i, e in enumerate(events)
+                    if e.get("workflowExecutionSignaledEventAttributes", {}).get("signalName") == "relocate")
+    payload = events[relocate]["workflowExecutionSignaledEventAttributes"]["input"]["payloads"][0]["data"]
+    told = json.loads(base64.b64decode(payload))
+    assert told["attempt"] == 1 and told["requeued_attempt"] == 2, told
+    markers = [e for e in events[relocate:] if e["eventType"] == "EVENT_TYPE_MARKER_RECORDED"
+               and "enqueue_workload" in json.dumps(e)]
+    assert not markers, "the moved workload enqueued its next attempt itself"
 
 
 def test_the_endpoint_s_paths_are_recorded() -> None:
