@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from inferofabric.activities.errors import typed_errors
+from inferofabric.backends.registry import fabric_queue, system_queue
 from inferofabric.models.messages import (
     AdmissionInput,
     AdmittedSignal,
@@ -51,10 +52,11 @@ def admission_id(task_queue: str) -> str:
 async def wake_admission(client: Client, task_queue: str, reason: str) -> None:
     """Signal-with-start the fabric's admission loop; returns once a wake sent after this call began
     has reached Temporal (so the loop will look at whatever the caller committed before)."""
-    key = (id(client), task_queue)
+    fabric = fabric_queue(task_queue)  # called from the fabric's queue or its system queue
+    key = (id(client), fabric)
     batcher = _batchers.get(key)
     if batcher is None:
-        batcher = _batchers[key] = _WakeBatcher(client, task_queue)
+        batcher = _batchers[key] = _WakeBatcher(client, fabric)
     await batcher.wake(reason)
 
 
@@ -91,7 +93,7 @@ class _WakeBatcher:
                 try:
                     await self._client.start_workflow(
                         ADMISSION_WORKFLOW, AdmissionInput(), id=admission_id(self._task_queue),
-                        task_queue=self._task_queue, start_signal="wake", start_signal_args=[summary],
+                        task_queue=system_queue(self._task_queue), start_signal="wake", start_signal_args=[summary],
                         static_summary="fabric admission loop")
                 except Exception as error:  # every caller of this batch sees the failure (and retries)
                     batch.set_exception(error)

@@ -241,10 +241,11 @@ async def fail_one(fabric: FabricClient, home: Path, pools: list[Any]) -> int:
     server_cpu = (cpu_seconds(server) if server else float("nan")) - cpu_before[1]
     print(f"   CPU over the {window:.0f}s of the move: worker (this process) {worker_cpu:.1f}s, "
           f"Temporal dev server {server_cpu:.1f}s ({os.cpu_count()} cores)")
-    cycles = await cycle_times(fabric, outage)
+    cycles, waits = await cycle_times(fabric, outage)
     if cycles:
         print(f"   admission cycles after the outage: {len(cycles)}, p50 {statistics.median(cycles):.2f}s, "
-              f"max {max(cycles):.2f}s (workflow task start -> its cycle's result)")
+              f"max {max(cycles):.2f}s (workflow task start -> its cycle's result); the loop's tasks waited "
+              f"p50 {statistics.median(waits or [0]):.2f}s, max {max(waits or [0]):.2f}s for the worker")
     print("   timeline of the failed pool's monitor (detection, re-queue, telling the workloads):")
     monitor = await timeline(fabric, f"pool-monitor-{victim.name}", outage, limit=200)
     move = next((i for i, (_, event) in enumerate(monitor) if "control_move_off" in event), 0)
@@ -264,22 +265,30 @@ async def fail_one(fabric: FabricClient, home: Path, pools: list[Any]) -> int:
                or percentile(times, 99) > TARGET_MOVE_P99)
 
 
-async def cycle_times(fabric: FabricClient, since: float) -> list[float]:
-    """How long each admission cycle took after `since`, from the admission loop's history."""
+async def cycle_times(fabric: FabricClient, since: float) -> tuple[list[float], list[float]]:
+    """After `since`, from the admission loop's history: how long each cycle took (its workflow task's
+    start to the cycle's result), and how long each wake waited for the worker to take its task up."""
     from inferofabric.activities.admission import admission_id
 
     out: list[float] = []
+    waits: list[float] = []
+    scheduled: float | None = None
     started: float | None = None
     async for event in fabric.temporal.get_workflow_handle(admission_id(fabric.task_queue)).fetch_history_events():
         at = event.event_time.ToDatetime().replace(tzinfo=UTC).timestamp()
         if at < since:
             continue
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+            scheduled = at
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
             started = at
+            if scheduled is not None:
+                waits.append(at - scheduled)
+                scheduled = None
         elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and started is not None:
             out.append(at - started)
             started = None
-    return out
+    return out, waits
 
 
 async def timeline(fabric: FabricClient, workload: str, since: float, limit: int = 40) -> list[tuple[float, str]]:

@@ -32,6 +32,7 @@ from inferofabric.auth.audit import AuditSink
 from inferofabric.auth.client import find_token, with_token
 from inferofabric.auth.gate import AuthGate
 from inferofabric.auth.tokens import SYSTEM, create_token, ensure_admin_token, signing_key
+from inferofabric.backends.registry import system_queue
 from inferofabric.settings import fabric_home, task_queue, workflow_cache_size
 from inferofabric.stack_guard import worker_identity
 from inferofabric.store.db import get_store
@@ -45,6 +46,7 @@ from inferofabric.workflows.workload import WorkloadWorkflow
 
 WORKFLOWS = [WorkloadWorkflow, ControlWorkflow, PoolMonitorWorkflow, PoolWatcherWorkflow, AdmissionWorkflow,
              EndpointWorkflow]
+SYSTEM_WORKFLOWS = [AdmissionWorkflow, PoolMonitorWorkflow, PoolWatcherWorkflow]
 MONITOR_SLOTS = 500  # probes (seconds each) and one long-running watcher per pool
 # The fabric's own models and helpers are deterministic and side-effect free: share the host's
 # copies with the sandbox, so a model built in workflow code is the same class activities accept.
@@ -145,7 +147,14 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     )
     monitors = Worker(client, task_queue=f"{queue}.monitor", activities=monitor_activities(home, store_url, True),
                       max_concurrent_activities=MONITOR_SLOTS, identity=identity)
-    fabric_worker = FabricWorker([main, monitors])
+    # The fabric's own loops on their own queue (backends/registry.py: system_queue): their workflow
+    # tasks, local activities and control calls never wait behind the workloads'.
+    system = Worker(
+        client, task_queue=system_queue(queue), workflows=SYSTEM_WORKFLOWS, activities=activities,
+        workflow_runner=workflow_runner(), interceptors=[AuthGate(key, sink)], max_concurrent_activities=50,
+        max_concurrent_local_activities=50, max_cached_workflows=1000, identity=identity,
+    )
+    fabric_worker = FabricWorker([main, monitors, system])
     fabric_worker.on_close.append(sink.close)
     return fabric_worker
 

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.backends.registry import task_queue_for
+    from inferofabric.backends.registry import system_queue, task_queue_for
     from inferofabric.models.common import Health
     from inferofabric.models.messages import (
         ControlRequest,
@@ -83,7 +83,7 @@ class ControlWorkflow:
         )
         if request.op == "register_pool":
             name = PoolSpec.model_validate(request.args["spec"]).name
-            await self._ensure_monitor(name, request.args.get("monitor"))
+            await self._ensure_monitor(name, request.args.get("monitor"), _fabric(request))
             await self._ensure_watcher(name, request.args.get("watcher"), _fabric(request))
         elif request.op == "remove_pool":
             with contextlib.suppress(Exception):  # the watcher also stops by itself on its next run
@@ -91,13 +91,14 @@ class ControlWorkflow:
                     watcher_id(request.args["name"], _fabric(request))).cancel()
         return result
 
-    async def _ensure_monitor(self, pool: str, settings: dict[str, Any] | None) -> None:
-        """Start the pool's health monitor once; an already running monitor is kept."""
+    async def _ensure_monitor(self, pool: str, settings: dict[str, Any] | None, fabric: str) -> None:
+        """Start the pool's health monitor once, on the fabric's system queue; an already running
+        monitor is kept."""
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await workflow.start_child_workflow(
                 "PoolMonitorWorkflow",
                 MonitorInput(pool=pool, settings=MonitorSettings.model_validate(settings or {})),
-                id=monitor_id(pool), parent_close_policy=ParentClosePolicy.ABANDON,
+                id=monitor_id(pool), task_queue=system_queue(fabric), parent_close_policy=ParentClosePolicy.ABANDON,
                 static_summary=f"health monitor for pool {pool}",
             )
 
@@ -106,8 +107,8 @@ class ControlWorkflow:
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await workflow.start_child_workflow(
                 "PoolWatcherWorkflow", WatcherInput(pool=pool, settings=WatcherSettings.model_validate(settings or {})),
-                id=watcher_id(pool, fabric), parent_close_policy=ParentClosePolicy.ABANDON,
-                static_summary=f"job watcher for pool {pool}",
+                id=watcher_id(pool, fabric), task_queue=system_queue(fabric),
+                parent_close_policy=ParentClosePolicy.ABANDON, static_summary=f"job watcher for pool {pool}",
             )
 
     async def _reconcile(self, name: str) -> ReconcileReport:

@@ -21,7 +21,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.backends.registry import monitor_queue_for, task_queue_for
+    from inferofabric.backends.registry import fabric_queue, monitor_queue_for, task_queue_for
     from inferofabric.models.common import Health
 
     # PoolSpec comes from the module that declares JobInput, so that the spec returned by
@@ -127,8 +127,9 @@ class PoolMonitorWorkflow:
         that the pool is down: it is inconclusive (the back ends' own request timeouts turn a
         hanging cloud API into an explicit failure)."""
         budget = timedelta(seconds=self._state.settings.probe_timeout_seconds)  # type: ignore[union-attr]
-        queue = monitor_queue_for(pool, workflow.info().task_queue)
-        agent = task_queue_for(pool, workflow.info().task_queue) != workflow.info().task_queue
+        fabric = fabric_queue(workflow.info().task_queue)
+        queue = monitor_queue_for(pool, fabric)
+        agent = task_queue_for(pool, fabric) != fabric
         try:
             result: ProbeResult = await workflow.execute_activity(
                 "probe_pool", pool, task_queue=queue, result_type=ProbeResult,

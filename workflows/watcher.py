@@ -15,7 +15,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.backends.registry import monitor_queue_for
+    from inferofabric.backends.registry import fabric_queue, monitor_queue_for
     from inferofabric.models.messages import WatcherInput, WatchPoolInput, WatchPoolResult
     from inferofabric.workflows.pool_spec import current_pool_spec
 
@@ -40,7 +40,8 @@ class PoolWatcherWorkflow:
                                          f"{settings.period_seconds:g}s (one batched look per period)")
             result: WatchPoolResult = await workflow.execute_activity(
                 "watch_pool", WatchPoolInput(pool=pool, settings=settings, known=state.known),
-                task_queue=monitor_queue_for(pool, workflow.info().task_queue), result_type=WatchPoolResult,
+                task_queue=monitor_queue_for(pool, fabric_queue(workflow.info().task_queue)),
+                result_type=WatchPoolResult,
                 start_to_close_timeout=timedelta(seconds=settings.run_seconds + 120), heartbeat_timeout=HEARTBEAT,
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
                 summary=f"watch the jobs of {pool.name}",

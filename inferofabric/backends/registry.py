@@ -51,6 +51,21 @@ def backend_for(pool: PoolSpec, home: Path) -> Backend:
         return backend
 
 
+SYSTEM_SUFFIX = ".system"
+
+
+def system_queue(fabric_queue: str) -> str:
+    """The task queue of the fabric's own loops (admission, pool monitors, pool watchers): a worker
+    polls it with its own slots and sticky cache, so their workflow tasks never wait behind the
+    thousands of workloads' tasks on the fabric's queue (a burst of submissions or a failover)."""
+    return fabric_queue + SYSTEM_SUFFIX
+
+
+def fabric_queue(task_queue: str) -> str:
+    """The fabric's task queue, from the queue a workflow or activity runs on (its own or the system one)."""
+    return task_queue.removesuffix(SYSTEM_SUFFIX)
+
+
 def monitor_queue_for(pool: PoolSpec, default_queue: str) -> str:
     """The task queue of the pool's probes and watcher: its own worker slots, which launches, cancels
     and control calls can never take, so a busy fabric cannot starve its health checks."""

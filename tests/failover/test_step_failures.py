@@ -16,15 +16,11 @@ import pytest
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from inferofabric.backends.base import JobState
 from inferofabric.models import WorkloadState
 from inferofabric.models.messages import WorkloadRequest
 from inferofabric.models.status import WorkloadStatus
-from inferofabric.worker.main import workflow_runner
-from inferofabric.workflows.admission import AdmissionWorkflow
-from inferofabric.workflows.workload import WorkloadWorkflow
 
 from . import test_time_skipping as ts
 from .util import job
@@ -54,8 +50,7 @@ async def run_to_the_end(env: WorkflowEnvironment, tmp_path: Path, broken: str |
     if broken is not None:
         activities = with_failing(activities, broken)
     queue = f"sf-{uuid.uuid4().hex[:8]}"
-    async with Worker(env.client, task_queue=queue, workflows=[WorkloadWorkflow, AdmissionWorkflow],
-                      activities=activities, workflow_runner=workflow_runner()):
+    async with ts.fabric_workers(env, queue, activities):
         handle = await env.client.start_workflow(
             "WorkloadWorkflow", WorkloadRequest(spec=spec, max_attempts=2).model_dump(mode="json"), id=spec.name,
             task_queue=queue)
@@ -109,8 +104,7 @@ async def test_cancel_and_status_failing_do_not_wedge_a_finished_job(time_env: W
     stubs = ts.WorkloadStubs(time_env, [ts.pool_spec("p1")], f"sqlite:///{tmp_path / 'f.db'}")
     activities = with_failing(with_failing(stubs.activities(), "job_status"), "cancel_job")
     queue = f"sf-{uuid.uuid4().hex[:8]}"
-    async with Worker(time_env.client, task_queue=queue, workflows=[WorkloadWorkflow, AdmissionWorkflow],
-                      activities=activities, workflow_runner=workflow_runner()):
+    async with ts.fabric_workers(time_env, queue, activities):
         handle = await time_env.client.start_workflow(
             "WorkloadWorkflow", WorkloadRequest(spec=spec).model_dump(mode="json"), id=spec.name, task_queue=queue)
         await ts.launched(stubs, f"{spec.name}-a1")

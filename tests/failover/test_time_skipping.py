@@ -8,7 +8,9 @@ that runs for hours of workflow time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from temporalio.worker import Worker
 from inferofabric.activities.admission import AdmissionActivities, admission_id
 from inferofabric.activities.placement import PlacementActivities
 from inferofabric.backends.base import JobState, JobStatus
+from inferofabric.backends.registry import system_queue
 from inferofabric.models import Health, PoolSpec, WorkloadState
 from inferofabric.models.messages import (
     JobInput,
@@ -384,9 +387,18 @@ class WorkloadStubs:
         return [*self.admission.all(), self.placement.release_capacity, self.placement.ledger_started, launch_job,
                 cancel_job, job_status]
 
-    def worker(self, queue: str) -> Worker:
-        return Worker(self.env.client, task_queue=queue, workflows=[WorkloadWorkflow, AdmissionWorkflow],
-                      activities=self.activities(), workflow_runner=workflow_runner())
+    def worker(self, queue: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        return fabric_workers(self.env, queue, self.activities())
+
+
+@contextlib.asynccontextmanager
+async def fabric_workers(env: WorkflowEnvironment, queue: str, activities: list[Any]) -> AsyncIterator[None]:
+    """Workloads on the fabric's queue, the admission loop on its system queue (as build_worker has them)."""
+    async with Worker(env.client, task_queue=queue, workflows=[WorkloadWorkflow], activities=activities,
+                      workflow_runner=workflow_runner()), \
+            Worker(env.client, task_queue=system_queue(queue), workflows=[AdmissionWorkflow], activities=activities,
+                   workflow_runner=workflow_runner()):
+        yield
 
 
 async def job_ended(handle: WorkflowHandle[Any, Any], attempt: int, state: JobState = JobState.SUCCEEDED) -> None:

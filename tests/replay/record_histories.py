@@ -26,6 +26,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from inferofabric.activities.admission import admission_id
+from inferofabric.backends.registry import system_queue
 from inferofabric.models import Health, WorkloadState
 from inferofabric.models.messages import AdmissionInput, MonitorSettings
 from inferofabric.sdk.client import FabricClient
@@ -82,7 +83,7 @@ async def record(env: WorkflowEnvironment, home: Path, store_url: str) -> None:
         fabric = FabricClient(client, task_queue=queue, store_url=store_url)  # the admin token it wrote
         # The admission loop, with a small history bound so that the recording covers continue-as-new.
         await fabric.temporal.start_workflow("AdmissionWorkflow", AdmissionInput(history_limit=150),
-                                             id=admission_id(queue), task_queue=queue)
+                                             id=admission_id(queue), task_queue=system_queue(queue))
         await fabric.register_pool(sim_pool("onprem", "on-prem", 8, price=1.2), monitor=FAST)
         await fabric.register_pool(sim_pool("cloud", "cloud", 16, price=4.1), monitor=FAST)
         await fabric.set_policy(FAILOVER_POLICY)
