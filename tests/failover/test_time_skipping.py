@@ -211,6 +211,16 @@ class RelocateRecorder:
         await workflow.wait_condition(lambda: False)
 
 
+@contextlib.asynccontextmanager
+async def monitor_workers(env: WorkflowEnvironment, queue: str, stubs: MonitorStubs,
+                          extra: list[Any] | None = None) -> AsyncIterator[None]:
+    """The monitor on `queue` (its workflows and control calls) and its probes on `<queue>.monitor`."""
+    async with Worker(env.client, task_queue=queue, workflows=[PoolMonitorWorkflow, *(extra or [])],
+                      activities=stubs.activities(), workflow_runner=workflow_runner()), \
+            Worker(env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
+        yield
+
+
 async def start_monitor(env: WorkflowEnvironment, queue: str, stubs: MonitorStubs,
                         settings: MonitorSettings) -> WorkflowHandle[Any, Any]:
     stubs.start = await env.get_current_time()
@@ -235,9 +245,7 @@ async def test_hysteresis_over_long_periods_records_only_real_transitions(
     stubs.after_recovery = [{"workload_id": "kept", "attempt": 2}]
     stubs.live_jobs = [f"{recorder_id}-a1", "kept-a2"]
     settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=5, unhealthy_after=3, healthy_after=3)
-    async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow, RelocateRecorder],
-                      activities=stubs.activities(), workflow_runner=workflow_runner()), \
-            Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
+    async with monitor_workers(time_env, queue, stubs, extra=[RelocateRecorder]):
         recorder = await time_env.client.start_workflow(RelocateRecorder.run, id=recorder_id,
                                                         task_queue=queue)
         handle = await start_monitor(time_env, queue, stubs, settings)
@@ -277,9 +285,7 @@ async def test_a_transition_is_confirmed_at_the_fast_cadence(time_env: WorkflowE
     stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), script)
     settings = MonitorSettings(period_seconds=60, probe_timeout_seconds=5, unhealthy_after=3, healthy_after=3,
                                transition_period_seconds=5)
-    async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
-                      activities=stubs.activities(), workflow_runner=workflow_runner()), \
-            Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
+    async with monitor_workers(time_env, queue, stubs):
         handle = await start_monitor(time_env, queue, stubs, settings)
         await time_env.sleep(timedelta(seconds=390))
         await handle.terminate()
@@ -294,9 +300,7 @@ async def test_continue_as_new_keeps_health_and_counters(time_env: WorkflowEnvir
     # Failures 2 and 3 of the outage straddle the end of the first run (4 probes per run).
     stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), [OK, OK, FAIL, FAIL, FAIL, FAIL])
     settings = MonitorSettings(period_seconds=10, unhealthy_after=3, healthy_after=2, iterations_per_run=4)
-    async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
-                      activities=stubs.activities(), workflow_runner=workflow_runner()), \
-            Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
+    async with monitor_workers(time_env, queue, stubs):
         handle = await start_monitor(time_env, queue, stubs, settings)
         first_run = (await handle.describe()).run_id
         await time_env.sleep(timedelta(seconds=10 * 9 + 5))
@@ -322,9 +326,7 @@ async def test_silent_agent_probe_timeouts_make_the_pool_unhealthy(time_env: Wor
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     stubs = MonitorStubs(time_env, pool_spec(f"k-{uuid.uuid4().hex[:6]}", backend="kubernetes"), [OK])
     settings = MonitorSettings(period_seconds=30, probe_timeout_seconds=2, unhealthy_after=3)
-    async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
-                      activities=stubs.activities(), workflow_runner=workflow_runner()), \
-            Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
+    async with monitor_workers(time_env, queue, stubs):
         handle = await start_monitor(time_env, queue, stubs, settings)
         await time_env.sleep(timedelta(seconds=200))
         await handle.terminate()
@@ -337,9 +339,7 @@ async def test_silent_agent_probe_timeouts_make_the_pool_unhealthy(time_env: Wor
 async def test_monitor_ends_when_its_pool_is_removed(time_env: WorkflowEnvironment) -> None:
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     stubs = MonitorStubs(time_env, pool_spec(f"p-{uuid.uuid4().hex[:6]}"), [OK])
-    async with Worker(time_env.client, task_queue=queue, workflows=[PoolMonitorWorkflow],
-                      activities=stubs.activities(), workflow_runner=workflow_runner()), \
-            Worker(time_env.client, task_queue=f"{queue}.monitor", activities=stubs.activities()):
+    async with monitor_workers(time_env, queue, stubs):
         handle = await start_monitor(time_env, queue, stubs, MonitorSettings(period_seconds=60))
         await time_env.sleep(timedelta(seconds=150))
         stubs.removed = True
