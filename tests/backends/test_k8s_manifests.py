@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from inferofabric.backends.base import JobRequest, job_id_for
-from inferofabric.backends.kubernetes import (
+from inferofabric.backends.kubernetes_manifests import (
     KubernetesConfig,
     build_env_secret,
     build_job_manifest,

@@ -20,13 +20,8 @@ from inferofabric.backends.base import (
     JobState,
     job_id_for,
 )
-from inferofabric.backends.kubernetes import (
-    KubernetesBackend,
-    KubernetesConfig,
-    build_job_manifest,
-    gpu_type_for,
-    k8s_name,
-)
+from inferofabric.backends.kubernetes import KubernetesBackend
+from inferofabric.backends.kubernetes_manifests import KubernetesConfig, build_job_manifest, gpu_type_for, k8s_name
 from inferofabric.backends.registry import backend_for
 from inferofabric.models.common import Health, Location
 from inferofabric.models.pool import PoolSpec

@@ -31,7 +31,7 @@ from inferofabric.agent import run_agent
 from inferofabric.backends.aws_batch import CANCEL_REASON as AWS_CANCEL_REASON
 from inferofabric.backends.azure_batch import azure_job_id, secret_env_var
 from inferofabric.backends.base import job_id_for
-from inferofabric.backends.kubernetes import k8s_name
+from inferofabric.backends.kubernetes_manifests import k8s_name
 from inferofabric.models import WorkloadSpec, WorkloadState, WorkloadStatus
 from inferofabric.models.messages import MonitorSettings
 from inferofabric.sdk.errors import FabricError

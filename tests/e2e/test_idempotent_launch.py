@@ -20,7 +20,7 @@ from temporalio.testing import ActivityEnvironment
 from inferofabric.activities.jobs import JobActivities
 from inferofabric.backends.azure_batch import azure_job_id, secret_env_var
 from inferofabric.backends.base import JobStatus, job_id_for
-from inferofabric.backends.kubernetes import k8s_name
+from inferofabric.backends.kubernetes_manifests import k8s_name
 from inferofabric.backends.simulated import SimulatedBackend
 from inferofabric.models import PoolSpec, WorkloadSpec
 from inferofabric.models.messages import LaunchInput

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from inferofabric.backends.kubernetes import k8s_name, secret_name
+from inferofabric.backends.kubernetes_manifests import k8s_name, secret_name
 from inferofabric.models import WorkloadSpec, WorkloadState, WorkloadStatus
 from inferofabric.sdk.errors import FabricError
 from inferofabric.worker.main import build_agent_worker
