@@ -492,23 +492,32 @@ async def running_on_p1(time_env: WorkflowEnvironment, queue: str, stubs: Worklo
     return handle
 
 
+async def failover_placed_the_next_attempt(time_env: WorkflowEnvironment, queue: str, stubs: WorkloadStubs,
+                                           name: str) -> tuple[WorkflowHandle[Any, Any], list[Any], str]:
+    """The workload runs on p1; p1 fails and the store re-queues its work (as the monitor's failover
+    does) and the loop places the next attempt, all before the workload is told. Returns the
+    workload, what the store re-queued, and the pool attempt 2 holds GPUs on."""
+    from inferofabric.store.admission import requeue_off_pool
+
+    handle = await running_on_p1(time_env, queue, stubs, name)
+    stubs.store.set_health("p1", Health.UNHEALTHY, "node lost")
+    moved = requeue_off_pool(stubs.store, "p1", Health.UNHEALTHY.value)
+    await time_env.client.get_workflow_handle(admission_id(queue)).signal("wake", "re-queued off p1")
+    return handle, moved, await reserved(stubs, name, 2)
+
+
 async def test_a_failover_requeued_by_the_store_and_admitted_before_the_workload_heard(
         time_env: WorkflowEnvironment, tmp_path: Path) -> None:
     """The monitor's failover re-queues the pool's work in one store write and wakes the loop; the
     loop may place the next attempt before the workload has taken in the move. The workload keeps
     that admission, sends no enqueue of its own and launches where it was placed."""
-    from inferofabric.store.admission import requeue_off_pool
-
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     stubs = WorkloadStubs(time_env, [pool_spec("p1"), pool_spec("p2")], f"sqlite:///{tmp_path / 'f.db'}")
     name = f"moved-{uuid.uuid4().hex[:6]}"
     async with stubs.worker(queue):
-        handle = await running_on_p1(time_env, queue, stubs, name)
-        stubs.store.set_health("p1", Health.UNHEALTHY, "node lost")
-        moved = requeue_off_pool(stubs.store, "p1", Health.UNHEALTHY.value)
+        handle, moved, placed_on = await failover_placed_the_next_attempt(time_env, queue, stubs, name)
         assert [(m.workload_id, m.attempt, m.next_attempt) for m in moved] == [(name, 1, 2)]
-        await time_env.client.get_workflow_handle(admission_id(queue)).signal("wake", "re-queued off p1")
-        assert await reserved(stubs, name, 2) == "p2"  # placed, and told, before the workload heard
+        assert placed_on == "p2"  # placed, and told, before the workload heard
         await handle.signal("relocate", RelocateSignal(pool="p1", reason="became unhealthy: node lost", attempt=1,
                                                        requeued_attempt=2, copies_stopped_by_sender=True))
         await launched(stubs, f"{name}-a2")
@@ -532,17 +541,11 @@ async def test_a_workload_cancelled_after_a_failover_requeued_it_holds_nothing(
         time_env: WorkflowEnvironment, tmp_path: Path) -> None:
     """Cancelled after the failover placed its next attempt but before it took in the move: the
     workload ends cancelled and takes that attempt, and its GPUs, out of the queue."""
-    from inferofabric.store.admission import requeue_off_pool
-
     queue = f"ts-{uuid.uuid4().hex[:8]}"
     stubs = WorkloadStubs(time_env, [pool_spec("p1"), pool_spec("p2")], f"sqlite:///{tmp_path / 'f.db'}")
     name = f"cancelled-{uuid.uuid4().hex[:6]}"
     async with stubs.worker(queue):
-        handle = await running_on_p1(time_env, queue, stubs, name)
-        stubs.store.set_health("p1", Health.UNHEALTHY, "node lost")
-        requeue_off_pool(stubs.store, "p1", Health.UNHEALTHY.value)
-        await time_env.client.get_workflow_handle(admission_id(queue)).signal("wake", "re-queued off p1")
-        await reserved(stubs, name, 2)
+        handle, _, _ = await failover_placed_the_next_attempt(time_env, queue, stubs, name)
         await handle.signal("request_cancel")
         final = WorkloadStatus.model_validate(await handle.result())
 
