@@ -2,10 +2,11 @@
 
     fabric agent --pool dc1-gpu          # the CLI calls run_agent("dc1-gpu")
 
-The agent only dials out. It opens one outbound gRPC connection to the fabric's Temporal server
-(`FABRIC_TEMPORAL_ADDRESS`, or `address`) and long-polls the pool's task queue `pool.<name>` for
-launch, watch, status, cancel, logs and probe activities. It listens on no port, so the cluster
-needs no inbound firewall rule, load balancer or ingress: egress to Temporal is enough.
+The agent only dials out. It opens one outbound gRPC connection to the fabric's front door
+(`FABRIC_TEMPORAL_ADDRESS`, or `address`; TLS, its pool's agent token as the API key) and
+long-polls the pool's task queue `pool.<name>` for launch, watch, status, cancel, logs and probe
+activities. It listens on no port, so the cluster needs no inbound firewall rule, load balancer or
+ingress: egress to the door is enough.
 
 It needs no database either: every activity carries the pool's full spec (`LaunchInput.pool`,
 `JobInput.pool`, ...), from which the agent builds the back end (for Kubernetes: the in-cluster
@@ -26,7 +27,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from inferofabric.connection import connect
+from inferofabric.auth.client import find_token, with_token
+from inferofabric.connection import connect, door_tls
+from inferofabric.settings import temporal_address
 from inferofabric.worker.main import build_agent_worker
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,13 @@ async def run_agent(pool: str, address: str | None = None, namespace: str | None
     agent (launch is idempotent, so no job is started twice).
     """
     stop = stop or asyncio.Event()
-    client = await connect(address, namespace)
+    address = address or temporal_address()
+    tls = door_tls(address)
+    token = find_token(home)
+    if tls is not None:  # through the door: the agent token is the API key; the door stamps the identity
+        client = await connect(address, namespace, api_key=token, tls=tls)
+    else:  # straight to Temporal (an agent on the control plane's own host)
+        client = with_token(await connect(address, namespace), token)
     worker = build_agent_worker(client, pool, home)
     installed = _install_signal_handlers(stop)
     try:

@@ -1,16 +1,25 @@
-"""Connecting to Temporal with the fabric's data converter, and registering its search attributes."""
+"""Connecting to the fabric with its data converter, and registering its search attributes.
+
+Two ways in: people, SDKs and agents dial the front door (TLS, the token as Temporal's API key:
+`door_tls` says when); the control plane's own processes (worker, gateway, the embedded stack)
+dial Temporal itself, which listens only where they reach it.
+"""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.service import TLSConfig
 
 from inferofabric.models.messages import SEARCH_ATTRIBUTES
 from inferofabric.sdk.errors import FabricUnreachable
-from inferofabric.settings import temporal_address, temporal_namespace
+from inferofabric.settings import engine_address, fabric_home, temporal_address, temporal_namespace
 from inferofabric.telemetry import interceptors
 
 _runtime: Runtime | None = None
@@ -26,16 +35,36 @@ def quiet_runtime() -> Runtime:
     return _runtime
 
 
-async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+def door_tls(address: str) -> TLSConfig | None:
+    """How to dial `address` as a person does: TLS trusting `$FABRIC_TLS_CA`, else the CA `fabric up`
+    keeps at `$FABRIC_HOME/tls/ca.pem`, else the system's roots when FABRIC_TLS=1; None (plain,
+    straight to Temporal) when there is none of these or `address` is this host's engine itself."""
+    if address == engine_address():
+        return None
+    ca = os.environ.get("FABRIC_TLS_CA")
+    path = Path(ca).expanduser() if ca else fabric_home() / "tls" / "ca.pem"
+    if path.is_file():
+        return TLSConfig(server_root_ca_cert=path.read_bytes())
+    if ca:
+        raise FabricUnreachable(f"FABRIC_TLS_CA={ca}: no such file (the door's CA certificate)")
+    if os.environ.get("FABRIC_TLS") == "1":
+        return TLSConfig()
+    return None
+
+
+async def connect(address: str | None = None, namespace: str | None = None, *, api_key: str | None = None,
+                  tls: TLSConfig | None = None) -> Client:
+    """A client of `address`: plain for the control plane's own processes; with `tls` (and the
+    caller's token as `api_key`) through the door."""
     address = address or temporal_address()
     try:
         return await Client.connect(address, namespace=namespace or temporal_namespace(),
                                     data_converter=pydantic_data_converter, runtime=quiet_runtime(),
-                                    interceptors=interceptors())
+                                    interceptors=interceptors(), api_key=api_key, tls=tls or False)
     except RuntimeError as error:
         reason = "connection refused" if "refused" in str(error).lower() else str(error).splitlines()[0][:120]
         raise FabricUnreachable(
-            f"cannot reach the fabric's Temporal server at {address} ({reason}); "
+            f"cannot reach the fabric at {address} ({reason}); "
             "start one with `fabric up` or set FABRIC_TEMPORAL_ADDRESS") from None
 
 

@@ -64,6 +64,7 @@ class Stack:
     config_source: str = "built-in default"
     dashboard_url: str | None = None
     gateway_url: str | None = None
+    temporal_address: str = ""  # the engine itself: only the control plane's own processes dial it
 
 
 def _stop_stale_server(pid_file: Path) -> None:
@@ -76,7 +77,7 @@ def _stop_stale_server(pid_file: Path) -> None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
         return
-    if b"temporal" in cmdline and b"start-dev" in cmdline:
+    if (b"temporal" in cmdline and b"start-dev" in cmdline) or b"inferofabric.door" in cmdline:
         os.kill(pid, signal.SIGTERM)
         for _ in range(100):
             if not Path(f"/proc/{pid}").exists():
@@ -142,39 +143,60 @@ def read_config(config_path: Path | None, look_here: bool = True) -> tuple[Fabri
     return default_fabric_config(), "built-in default"
 
 
-def _write_stack_file(home: Path, address: str, store_url: str, gateway_url: str | None = None) -> None:
-    """Tell CLI calls on this host where to read (settings.read_store_url): no workflow per read; and
-    where endpoints are served (settings.gateway_url)."""
+def _write_stack_file(home: Path, address: str, store_url: str, gateway_url: str | None = None,
+                      temporal_address: str | None = None) -> None:
+    """Tell CLI calls on this host where the door is (`address`) and where to read
+    (settings.read_store_url): no workflow per read; where endpoints are served (settings.gateway_url);
+    and where the engine is (`temporal_address`, for the host's own operator and tools)."""
     from inferofabric.settings import temporal_namespace
 
-    (home / STACK_FILE).write_text(json.dumps({"address": address, "namespace": temporal_namespace(),
-                                               "task_queue": task_queue(), "store_url": store_url,
-                                               "gateway_url": gateway_url}))
+    path = home / STACK_FILE
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps({"address": address, "temporal_address": temporal_address,
+                                 "namespace": temporal_namespace(), "task_queue": task_queue(),
+                                 "store_url": store_url, "gateway_url": gateway_url}))
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
 async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, config_path: Path | None = None,
                          log: Callable[[str], None] = print, reapply: bool = False,
                          look_here: bool = True, dashboard_port: int | None = None,
-                         gateway_port: int | None = None) -> AsyncIterator[Stack]:
+                         gateway_port: int | None = None, temporal_port: int | None = None) -> AsyncIterator[Stack]:
     """Start everything, apply the configuration (first start, or `reapply`), yield; stop everything
-    on exit. Refuses (StackConflict) to start beside a stack it would break. `dashboard_port`: serve
-    the dashboard there, `gateway_port`: the endpoints' gateway (None or 0: not at all)."""
+    on exit. Refuses (StackConflict) to start beside a stack it would break. `port`: the front door
+    (the one port users need); `temporal_port`: Temporal itself, on loopback (default: a free port);
+    `dashboard_port`: serve the dashboard there, `gateway_port`: the endpoints' gateway (None or 0:
+    not at all)."""
+    from inferofabric.door.tls import ensure_door_tls
+
     config, source = read_config(config_path, look_here)
     address = f"127.0.0.1:{port}"
     with hold_home(home, address=address, ui_port=ui_port):
         os.environ["FABRIC_HOME"] = str(home)
         _stop_stale_server(home / "temporal.pid")  # we hold FABRIC_HOME: a server left there is stale
+        _stop_stale_server(home / "door.pid")
         ensure_port_free(port, "--port")
         ensure_port_free(ui_port, "--ui-port")
+        if temporal_port:
+            ensure_port_free(temporal_port, "--temporal-port")
+        engine = f"127.0.0.1:{temporal_port or free_loopback_port()}"
         if dashboard_port:
             ensure_port_free(dashboard_port, "--dashboard-port")
         if gateway_port:
             ensure_port_free(gateway_port, "--gateway-port")
-        log(f"starting Temporal dev server on {address} (Web UI http://127.0.0.1:{ui_port}, data {home})")
-        process = start_dev_server(home, port, ui_port, log)
+        log(f"starting Temporal dev server on {engine} (loopback, the control plane's only; Web UI "
+            f"http://127.0.0.1:{ui_port}, data {home})")
+        process = start_dev_server(home, int(engine.rsplit(":", 1)[1]), ui_port, log)
+        door = None
         try:
-            client = await wait_for_server(address, process)
+            client = await wait_for_server(engine, process)
             await ensure_search_attributes(client)
             store_url = database_url()
             store = await asyncio.to_thread(get_store, store_url)
@@ -184,29 +206,67 @@ async def embedded_stack(home: Path, port: int = 7233, ui_port: int = 8233, conf
                 fabric = FabricClient(client, store_url=store_url)
                 await configure(fabric, store, config, source, reapply, log)
                 gateway_url = f"http://127.0.0.1:{gateway_port}" if gateway_port else None
-                _write_stack_file(home, address, store_url, gateway_url)
+                await asyncio.to_thread(ensure_door_tls, home)
+                door = await start_door_process(home, engine, port)
+                log(f"the fabric's door on {address} (TLS, API keys; CA {home / 'tls' / 'ca.pem'})")
+                _write_stack_file(home, address, store_url, gateway_url, engine)
                 dashboard = gateway = None
                 if dashboard_port:
                     from inferofabric.dashboard.server import start as start_dashboard
 
                     dashboard = await start_dashboard(fabric, dashboard_port)
                 if gateway_port:
-                    gateway = await start_gateway_process(home, address, gateway_port)
+                    gateway = await start_gateway_process(home, engine, gateway_port)
                 try:
                     yield Stack(client=client, fabric=fabric, address=address,
                                 ui_url=f"http://127.0.0.1:{ui_port}", home=home, config=config,
                                 config_source=source,
                                 dashboard_url=f"http://127.0.0.1:{dashboard_port}/" if dashboard_port else None,
-                                gateway_url=gateway_url)
+                                gateway_url=gateway_url, temporal_address=engine)
                 finally:
                     if gateway is not None:
                         stop_process(gateway)
                     if dashboard is not None:
                         await dashboard.cleanup()
         finally:
+            if door is not None:
+                stop_process(door)
+                (home / "door.pid").unlink(missing_ok=True)
             stop_process(process, signal.SIGINT, timeout=15)
             (home / "temporal.pid").unlink(missing_ok=True)
             (home / STACK_FILE).unlink(missing_ok=True)
+
+
+async def start_door_process(home: Path, engine: str, port: int) -> subprocess.Popen[bytes]:
+    """The front door in a process of its own (inferofabric/door/process.py), in front of `engine`;
+    it dies with this one. Its output goes to logs/door.log."""
+    from inferofabric.settings import temporal_namespace
+
+    env = {**os.environ, "FABRIC_HOME": str(home), "FABRIC_NAMESPACE": temporal_namespace(),
+           "FABRIC_TASK_QUEUE": task_queue()}
+    (home / "logs").mkdir(exist_ok=True)
+    log_file = (home / "logs" / "door.log").open("ab")
+    process = subprocess.Popen([sys.executable, "-m", "inferofabric.door", "--port", str(port), "--upstream", engine],
+                               env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               preexec_fn=_die_with_parent)
+    (home / "door.pid").write_text(str(process.pid))
+    await _wait_listening(process, port, "the door", home / "logs" / "door.log")
+    return process
+
+
+async def _wait_listening(process: subprocess.Popen[bytes], port: int, what: str, log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode}; see {log_path}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_process(process)
+                raise RuntimeError(f"{what} did not listen on port {port} within 30s") from None
+            await asyncio.sleep(0.1)
 
 
 async def start_gateway_process(home: Path, address: str, port: int) -> subprocess.Popen[bytes]:
@@ -221,19 +281,8 @@ async def start_gateway_process(home: Path, address: str, port: int) -> subproce
     process = subprocess.Popen([sys.executable, "-m", "inferofabric.gateway", "--port", str(port)], env=env,
                                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                preexec_fn=_die_with_parent)
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the gateway exited with code {process.returncode}; "
-                               f"see {home / 'logs' / 'gateway.log'}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return process
-        except OSError:
-            if time.monotonic() > deadline:
-                stop_process(process)
-                raise RuntimeError(f"the gateway did not listen on port {port} within 30s") from None
-            await asyncio.sleep(0.1)
+    await _wait_listening(process, port, "the gateway", home / "logs" / "gateway.log")
+    return process
 
 
 def stop_process(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM,

@@ -9,11 +9,40 @@ DEFAULT_TASK_QUEUE = "fabric"
 DEFAULT_NAMESPACE = "default"
 
 
+def fabric_home_path() -> Path:
+    """`$FABRIC_HOME` (default ~/.inferofabric), not created."""
+    return Path(os.environ.get("FABRIC_HOME", "~/.inferofabric")).expanduser()
+
+
 def fabric_home() -> Path:
-    """`$FABRIC_HOME` (default ~/.inferofabric): the SQLite files, logs and simulated/local job state."""
-    home = Path(os.environ.get("FABRIC_HOME", "~/.inferofabric")).expanduser()
-    home.mkdir(parents=True, exist_ok=True)
+    """`$FABRIC_HOME` (default ~/.inferofabric): the SQLite files, logs and simulated/local job state.
+    Made the owner's alone (0700) when created here: it holds the signing and secret keys, the store
+    (sealed secrets, the audit log) and every job's output."""
+    home = fabric_home_path()
+    if not home.exists():
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        home.chmod(0o700)  # mkdir's mode is cut by the umask
     return home
+
+
+def make_private(home: Path) -> None:
+    """Close FABRIC_HOME to everyone but its owner: the folder and every folder under it 0700, every
+    file the owner's only (0600: the Temporal server's database, the store, keys, tokens, logs, job
+    state; a job's own executable keeps its owner's x). Files the fabric makes afterwards are made so
+    by the umask `fabric up` and `fabric worker` set."""
+    for folder, folders, files in os.walk(home):
+        base = Path(folder)
+        for path, is_dir in [(base, True), *((base / name, False) for name in files)]:
+            try:
+                if path.is_symlink():
+                    continue
+                mode = path.stat().st_mode & 0o777
+                wanted = 0o700 if is_dir else mode & 0o700
+                if mode != wanted:
+                    path.chmod(wanted)
+            except OSError:  # gone meanwhile (a job's temporary file), or not ours
+                pass
+        folders[:] = [name for name in folders if not (base / name).is_symlink()]
 
 
 def database_url() -> str:
@@ -28,6 +57,15 @@ def database_url() -> str:
 
 def temporal_address() -> str:
     return os.environ.get("FABRIC_TEMPORAL_ADDRESS", "127.0.0.1:7233")
+
+
+def engine_address() -> str | None:
+    """Temporal itself (not the door), for the control plane's own processes on this host:
+    $FABRIC_ENGINE_ADDRESS, else what the `fabric up` stack under FABRIC_HOME recorded."""
+    if os.environ.get("FABRIC_ENGINE_ADDRESS"):
+        return os.environ["FABRIC_ENGINE_ADDRESS"]
+    found = (_stack_file() or {}).get("temporal_address")
+    return found if isinstance(found, str) else None
 
 
 def temporal_namespace() -> str:

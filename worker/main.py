@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,9 @@ from inferofabric.activities.jobs import JobActivities
 from inferofabric.activities.placement import PlacementActivities
 from inferofabric.activities.watch import PoolWatchActivities
 from inferofabric.auth.audit import AuditSink
-from inferofabric.auth.client import find_token, with_token
 from inferofabric.auth.gate import AuthGate
-from inferofabric.auth.tokens import SYSTEM, create_token, ensure_admin_token, signing_key
+from inferofabric.auth.identity import with_identity
+from inferofabric.auth.tokens import SYSTEM, Identity, ensure_admin_token, signing_key
 from inferofabric.backends.registry import system_queue
 from inferofabric.settings import fabric_home, task_queue, workflow_cache_size
 from inferofabric.stack_guard import worker_identity
@@ -79,23 +78,6 @@ def monitor_activities(home: Path, store_url: str | None = None, store: bool = F
     return [jobs.probe_pool, PoolWatchActivities(home).watch_pool]
 
 
-class SystemToken:
-    """The worker's own identity (role `system`), minted from the fabric's key and renewed before it
-    expires: the signals, signal-with-starts and updates its activities send carry it."""
-
-    def __init__(self, key: bytes) -> None:
-        self.key = key
-        self._token: str | None = None
-        self._renew_at = 0.0
-
-    def __call__(self) -> str:
-        now = time.time()
-        if self._token is None or now >= self._renew_at:
-            self._token = create_token(self.key, SYSTEM, subject="fabric-worker", ttl=timedelta(hours=24), now=now)
-            self._renew_at = now + 12 * 3600
-        return self._token
-
-
 class FabricWorker:
     """The workers of one process, started and stopped together (`async with`)."""
 
@@ -128,7 +110,9 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     queue = queue or task_queue()
     key = signing_key(home)
     ensure_admin_token(home, time.time())  # the local operator's first token (`fabric up`, tests)
-    client = with_token(client, SystemToken(key))
+    # The worker reaches Temporal itself (the control plane's own): what it sends carries the
+    # fabric's own identity, as only the control plane may write it (auth/identity.py).
+    client = with_identity(client, Identity(subject="fabric-worker", role=SYSTEM))
     store = get_store(store_url)
     sink = AuditSink(store)
     identity = worker_identity(instance_id(store))  # names its store: see stack_guard
@@ -146,7 +130,7 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
         max_cached_workflows=workflow_cache_size(), identity=identity,
     )
     monitors = Worker(client, task_queue=f"{queue}.monitor", activities=monitor_activities(home, store_url, True),
-                      max_concurrent_activities=MONITOR_SLOTS, identity=identity)
+                      max_concurrent_activities=MONITOR_SLOTS, identity=identity, interceptors=[AuthGate(key)])
     # The fabric's own loops on their own queue (backends/registry.py: system_queue): their workflow
     # tasks, local activities and control calls never wait behind the workloads'.
     system = Worker(
@@ -159,13 +143,12 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     return fabric_worker
 
 
-def build_agent_worker(client: Client, pool: str, home: Path | None = None,
-                       token: str | None = None) -> FabricWorker:
+def build_agent_worker(client: Client, pool: str, home: Path | None = None) -> FabricWorker:
     """The pool agent's workers: only its own pool's back-end activities, on `pool.<name>` and
-    `pool.<name>.monitor`. Its watcher tells workloads about their jobs: it signs those signals with
-    `token` (default $FABRIC_TOKEN; `fabric token create --role system` makes one for agents)."""
+    `pool.<name>.monitor`. `client` dials the front door with the pool's agent token (`fabric token
+    create --role agent --pool NAME`) as its API key: the door lets it poll and answer only its own
+    pool's queues, and its watcher's job reports reach only workloads placed on its pool."""
     home = home or fabric_home()
-    client = with_token(client, token or find_token(home))
     return FabricWorker([
         Worker(client, task_queue=f"pool.{pool}", activities=job_activities(home), max_concurrent_activities=100),
         Worker(client, task_queue=f"pool.{pool}.monitor", activities=monitor_activities(home),

@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.2
 
 # Actions as people say them (the audit log's `action` column).
-NAMES = {"start:WorkloadWorkflow": "submit", "update:cancel": "cancel", "signal:request_cancel": "cancel",
-         "update:set_priority": "priority", "update:approve": "approve"}
+NAMES = {"start:WorkloadWorkflow": "submit", "start:EndpointWorkflow": "endpoint deploy", "update:cancel": "cancel",
+         "signal:request_cancel": "cancel", "update:set_priority": "priority", "update:approve": "approve",
+         "update:scale": "endpoint scale", "update:update": "endpoint update", "update:delete": "endpoint delete"}
 
 
 def action_name(action: str) -> str:

@@ -1,5 +1,12 @@
-"""The client half: every start, signal, update and schedule a client sends carries a proof of its
-token in the `fabric-auth` header (tokens.py). Reads (queries, describe, list) carry none."""
+"""The client half: which token this host's CLI and SDK use, and how a control-plane client that
+reaches Temporal directly carries the identity that token proves.
+
+Through the front door (the normal path) the token is Temporal's API key and the door stamps the
+identity. A client of the control plane's own (the embedded stack, the worker, tests) talks to
+Temporal itself: it verifies the token with the fabric's key on this host and stamps the identity
+as the door would (inferofabric/auth/identity.py). A token that does not verify stamps nothing, so
+the gate refuses the request as it would refuse one with no identity.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +14,12 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from temporalio.client import (
-    Client,
-    CreateScheduleInput,
-    Interceptor,
-    OutboundInterceptor,
-    ScheduleActionStartWorkflow,
-    SignalWorkflowInput,
-    StartWorkflowInput,
-    StartWorkflowUpdateInput,
-)
-from temporalio.converter import default as default_converter
+from temporalio.client import Client
 
-from inferofabric.auth.tokens import SCHEDULED, admin_token_path, make_proof
+from inferofabric.auth.identity import with_identity
+from inferofabric.auth.tokens import AuthError, Identity, admin_token_path, signing_key, verify_token
 
-HEADER = "fabric-auth"
 TokenSource = Callable[[], str | None]
 
 
@@ -38,57 +34,35 @@ def find_token(home: Path | None = None) -> str | None:
         return None
 
 
-def _header(token: str | None, action: str, target: str, seconds: float | None = None) -> dict[str, Any]:
-    if not token:
-        return {}
-    kwargs = {"seconds": seconds} if seconds else {}
-    proof = make_proof(token, action, target, now=time.time(), **kwargs)
-    return {HEADER: default_converter().payload_converter.to_payloads([proof])[0]}
+class TokenIdentity:
+    """The identity `token()` proves, verified with the fabric's key (cached per token text)."""
 
-
-class AuthInterceptor(Interceptor):
-    def __init__(self, token: TokenSource) -> None:
-        self.token = token
-
-    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
-        return _Outbound(next, self.token)
-
-
-class _Outbound(OutboundInterceptor):
-    def __init__(self, next: OutboundInterceptor, token: TokenSource) -> None:
-        super().__init__(next)
+    def __init__(self, token: TokenSource, key: bytes | Callable[[], bytes]) -> None:
         self._token = token
+        self._key = key
+        self._cached: tuple[str, Identity] | None = None
 
-    async def start_workflow(self, input: StartWorkflowInput) -> Any:
-        input.headers = {**input.headers, **_header(self._token(), f"start:{input.workflow}", input.id)}
-        return await super().start_workflow(input)
-
-    async def signal_workflow(self, input: SignalWorkflowInput) -> None:
-        input.headers = {**input.headers, **_header(self._token(), f"signal:{input.signal}", input.id)}
-        await super().signal_workflow(input)
-
-    async def start_workflow_update(self, input: StartWorkflowUpdateInput) -> Any:
-        input.headers = {**input.headers, **_header(self._token(), f"update:{input.update}", input.id)}
-        return await super().start_workflow_update(input)
-
-    async def create_schedule(self, input: CreateScheduleInput) -> Any:
-        action = input.schedule.action
-        token = self._token()
-        if isinstance(action, ScheduleActionStartWorkflow) and token:
-            from inferofabric.auth.tokens import token_claims
-
-            # The schedule starts workloads later, with ids `<id>-<time>`: its proof lasts as long as
-            # the token and is good for starts of that workflow type under that id only.
-            seconds = max(60.0, float(token_claims(token).get("exp", 0)) - time.time())
-            action.headers = {**(action.headers or {}),
-                              **_header(token, f"{SCHEDULED}start:{action.workflow}", action.id, seconds)}
-        return await super().create_schedule(input)
+    def __call__(self) -> Identity | None:
+        text = self._token()
+        if not text:
+            return None
+        if self._cached is not None and self._cached[0] == text and self._cached[1].expires > time.time():
+            return self._cached[1]
+        key = self._key() if callable(self._key) else self._key
+        try:
+            identity = verify_token(key, text, now=time.time())
+        except AuthError:
+            return None
+        self._cached = (text, identity)
+        return identity
 
 
-def with_token(client: Client, token: TokenSource | str | None) -> Client:
-    """The same connection, with proofs of `token` on every request that changes something."""
+def _home_key() -> bytes:
+    return signing_key(Path(os.environ.get("FABRIC_HOME", "~/.inferofabric")).expanduser())
+
+
+def with_token(client: Client, token: TokenSource | str | None, key: bytes | None = None) -> Client:
+    """The same direct connection, carrying the identity `token` proves (checked with `key`, default
+    the key under FABRIC_HOME) on every request."""
     source: TokenSource = token if callable(token) else (lambda: token)  # type: ignore[assignment,return-value]
-    config = client.config()
-    interceptors = [i for i in config.get("interceptors", []) if not isinstance(i, AuthInterceptor)]
-    config["interceptors"] = [*interceptors, AuthInterceptor(source)]
-    return Client(**config)
+    return with_identity(client, TokenIdentity(source, key if key is not None else _home_key))

@@ -4,7 +4,8 @@
 - `operator`: drain, cordon, reclaim, reconcile, fail/restore simulated pools, cancel anyone's work;
 - `member` of team T: submit, cancel and re-prioritise T's workloads, and deploy, scale, update and
   delete T's endpoints, only;
-- `system`: the fabric's own workers (admission, watchers, monitors): the internal signals.
+- `system`: the fabric's own workers (admission, watchers, monitors): the internal signals;
+- `agent` of pool P: its watcher's `job_state` reports (the door lets it poll `pool.P` only).
 Reads (status, list, queue, pool list, logs) need any valid identity.
 """
 
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inferofabric.auth.tokens import SYSTEM, AuthError, Identity
+from inferofabric.auth.tokens import AGENT, SYSTEM, AuthError, Identity
 
 ADMIN_OPS = {"register_pool", "remove_pool", "set_policy", "put_secret"}
 OPERATOR_OPS = {"cordon", "drain", "simulate", "reconcile", "audit"}
+# A member may ask for these; the control activity then allows its own team's only (a member stores
+# its team's secrets: activities/control.py, auth/readers.py authorize_put_secret).
+MEMBER_CONTROL_OPS = {"put_secret"}
 READ_OPS = {"list_pools", "pool_spec", "get_policy", "list_secrets", "decisions", "queue", "logs", "cost",
             "budgets"}
 UNAUDITED_OPS = READ_OPS | {"audit"}  # reads: not written to the audit log
@@ -23,6 +27,7 @@ INTERNAL_WORKFLOWS = {"PoolMonitorWorkflow", "PoolWatcherWorkflow", "AdmissionWo
 # `replica`: a replica's report to its endpoint; `metrics`: the gateway's measurements (it runs with
 # the fabric's own identity: in `fabric up`, the stack's).
 INTERNAL_SIGNALS = {"relocate", "admitted", "preempt", "waiting", "job_state", "replica", "metrics"}
+AGENT_SIGNALS = {"signal:job_state"}  # what a pool's agent sends (its watcher: a job's state changed)
 OPEN_SIGNALS = {"wake"}  # only makes the admission loop look again: harmless from anyone
 TEAM_ACTIONS = {"signal:request_cancel", "update:cancel", "update:set_priority", "update:scale", "update:update",
                 "update:delete"}
@@ -49,8 +54,14 @@ def authorize(identity: Identity, request: Request) -> None:
     role, action = identity.role, request.action
     if role in ("admin", SYSTEM):
         return
+    if role == AGENT:  # a pool's agent: its watcher's reports on the jobs of its pool, nothing else
+        if action in AGENT_SIGNALS:
+            return
+        raise AuthError(f"{identity.describe()} may not {action}: an agent token serves its pool only")
     if action.startswith("control:"):
         op = action.removeprefix("control:")
+        if op in MEMBER_CONTROL_OPS and role == "member" and request.team in (None, identity.team):
+            return
         if op in READ_OPS or (op in OPERATOR_OPS and role == "operator"):
             return
         needed = "admin" if op in ADMIN_OPS else "operator or admin"

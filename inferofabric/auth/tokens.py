@@ -1,15 +1,13 @@
-"""Tokens and request proofs.
+"""Tokens: the fabric's API keys.
 
 A token (`fabric token create`) is `<grant>~<secret>`: the grant is a JWT signed by the fabric's key
-(subject, role, team, expiry, id); the secret is derived from the fabric's key and the token id, so
-the fabric can recompute it and nobody else can. A client never sends its token: with each request
-it sends a *proof*, a short-lived JWT signed with the token's secret that names the grant, the action
-and the target (`start:WorkloadWorkflow` on workload `w-1`). Temporal keeps request headers in
-workflow history; a proof found there is good for nothing but that same request on that same
-target, for a few minutes, so the history never holds a reusable credential.
-
-Verification is deterministic (no clock of its own: the caller passes "now", the workflow's time),
-so the gate can run inside workflow code and replay gives the same answer.
+(subject, role, team or pool, expiry, id); the secret is derived from the fabric's key and the token
+id, so the fabric can recompute it and nobody else can. A client sends its token as Temporal's API
+key (`authorization: Bearer <token>`) to the fabric's front door (inferofabric/door), which checks
+it on every call and writes the verified identity into the request's Temporal header. The token
+never enters workflow history; the identity the door writes there grants nothing to whoever reads
+it, because the door strips any identity a caller sends and nobody but the control plane reaches
+Temporal itself.
 """
 
 from __future__ import annotations
@@ -29,8 +27,7 @@ import jwt
 ALGORITHM = "HS256"
 ROLES = ("admin", "operator", "member")
 SYSTEM = "system"  # the fabric's own parts (workers, agents); never handed to people
-PROOF_SECONDS = 900  # a proof is good this long after it was made (clock skew, a busy worker)
-SCHEDULED = "scheduled:"  # prefix of a proof a Temporal Schedule carries for the starts it makes
+AGENT = "agent"  # a pool's agent: polls and answers only `pool.<its pool>` (the token names the pool)
 SEPARATOR = "~"
 KEY_FILE = "auth.key"
 ADMIN_TOKEN_FILE = "admin.token"
@@ -46,6 +43,8 @@ class Identity:
     role: str
     team: str | None = None
     token_id: str = ""
+    expires: float = 0.0  # the token's expiry (epoch seconds): the gate refuses a start after it
+    pool: str | None = None  # an agent's pool
 
     def describe(self) -> str:
         return f"{self.subject} ({self.role}{' of ' + self.team if self.team else ''})"
@@ -73,16 +72,20 @@ def _token_secret(key: bytes, token_id: str) -> str:
 
 
 def create_token(key: bytes, role: str, *, team: str | None = None, subject: str | None = None,
-                 ttl: timedelta = timedelta(days=30), now: float) -> str:
-    if role not in (*ROLES, SYSTEM):
-        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+                 ttl: timedelta = timedelta(days=30), now: float, pool: str | None = None) -> str:
+    if role not in (*ROLES, SYSTEM, AGENT):
+        raise ValueError(f"unknown role {role!r}; one of {', '.join((*ROLES, AGENT))}")
     if role == "member" and not team:
         raise ValueError("a member token needs --team")
+    if role == AGENT and not pool:
+        raise ValueError("an agent token needs --pool (an agent serves one pool)")
     token_id = uuid.uuid4().hex
     claims: dict[str, Any] = {"sub": subject or f"{role}-{token_id[:8]}", "role": role, "jti": token_id,
                               "iat": int(now), "exp": int(now + ttl.total_seconds())}
     if team:
         claims["team"] = team
+    if pool:
+        claims["pool"] = pool
     grant = jwt.encode(claims, key, algorithm=ALGORITHM)
     return f"{grant}{SEPARATOR}{_token_secret(key, token_id)}"
 
@@ -96,40 +99,29 @@ def token_claims(token: str) -> dict[str, Any]:
         raise AuthError(f"not a fabric token: {error}") from None
 
 
-def make_proof(token: str, action: str, target: str, *, now: float, seconds: float = PROOF_SECONDS) -> str:
+def verify_token(key: bytes, token: str, *, now: float) -> Identity:
+    """The identity a token proves, or AuthError: the grant must be signed with `key`, unexpired,
+    and the secret half must be the one the fabric derives for its id (constant-time compare)."""
     grant, sep, secret = token.strip().partition(SEPARATOR)
     if not sep or not secret:
         raise AuthError("not a fabric token (expected the text `fabric token create` printed)")
-    return jwt.encode({"grant": grant, "act": action, "tgt": target, "iat": int(now), "exp": int(now + seconds)},
-                      secret, algorithm=ALGORITHM)
+    try:
+        claims = jwt.decode(grant, key, algorithms=[ALGORITHM], options=_NO_CLOCK)
+    except jwt.PyJWTError:
+        raise AuthError("the token is not one this fabric issued") from None
+    if not hmac.compare_digest(secret.encode(), _token_secret(key, str(claims.get("jti", ""))).encode()):
+        raise AuthError("the token is not one this fabric issued")
+    expires = float(claims.get("exp", 0))
+    if expires < now:
+        raise AuthError(f"the token of {claims.get('sub')} has expired")
+    role = str(claims.get("role", ""))
+    if role not in (*ROLES, SYSTEM, AGENT):
+        raise AuthError(f"the token has an unknown role {role!r}")
+    return Identity(subject=str(claims.get("sub", "?")), role=role, team=claims.get("team"),
+                    token_id=str(claims.get("jti", "")), expires=expires, pool=claims.get("pool"))
 
 
 _NO_CLOCK: Any = {"verify_exp": False, "verify_iat": False, "verify_nbf": False}
-
-
-def verify_proof(key: bytes, proof: str, action: str, target: str, *, now: float) -> Identity:
-    """The identity behind a proof for exactly this action on this target, or AuthError."""
-    try:
-        outer = jwt.decode(proof, options={"verify_signature": False})
-        claims = jwt.decode(str(outer.get("grant", "")), key, algorithms=[ALGORITHM], options=_NO_CLOCK)
-    except jwt.PyJWTError:
-        raise AuthError("the token is not one this fabric issued") from None
-    if float(claims.get("exp", 0)) < now:
-        raise AuthError(f"the token of {claims.get('sub')} has expired")
-    try:
-        body = jwt.decode(proof, _token_secret(key, str(claims.get("jti", ""))), algorithms=[ALGORITHM],
-                          options=_NO_CLOCK)
-    except jwt.PyJWTError:
-        raise AuthError("the request was not signed with the token's secret") from None
-    scheduled = str(body.get("act", "")).startswith(SCHEDULED)
-    act = str(body.get("act", "")).removeprefix(SCHEDULED)
-    tgt = str(body.get("tgt", ""))
-    if act != action or not (tgt == target or (scheduled and target.startswith(tgt + "-"))):
-        raise AuthError("the request's proof was made for another request")
-    if float(body.get("exp", 0)) < now or float(body.get("iat", 0)) > now + PROOF_SECONDS:
-        raise AuthError("the request's proof has expired (is this machine's clock right?)")
-    return Identity(subject=str(claims.get("sub", "?")), role=str(claims.get("role", "")),
-                    team=claims.get("team"), token_id=str(claims.get("jti", "")))
 
 
 def admin_token_path(home: Path) -> Path:

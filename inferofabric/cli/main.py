@@ -68,6 +68,8 @@ def exit_code_for(error: BaseException) -> int | None:
 
     if raised("inferofabric.sdk.errors", "FabricUnreachable", "NoAnswer"):
         return 4
+    if door_refusal(error):
+        return 3
     if raised("inferofabric.sdk.errors", "FabricNotFound", "PermissionDenied") or \
             raised("inferofabric.store.db", "NotFound") or raised("inferofabric.auth.tokens", "AuthError"):
         return 3
@@ -77,6 +79,14 @@ def exit_code_for(error: BaseException) -> int | None:
     if raised("inferofabric.sdk.errors", "FabricError"):
         return 1
     return None
+
+
+def door_refusal(error: BaseException) -> bool:
+    """A call the fabric's front door refused (no or a bad API key, or a call the role may not make)."""
+    service = sys.modules.get("temporalio.service")
+    if service is None or not isinstance(error, service.RPCError):
+        return False
+    return error.status in (service.RPCStatusCode.PERMISSION_DENIED, service.RPCStatusCode.UNAUTHENTICATED)
 
 
 def main() -> None:

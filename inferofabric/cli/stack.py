@@ -18,20 +18,22 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def serve(home: Path, port: int, ui_port: int, config: Path | None, reapply: bool,
-                dashboard_port: int = 8234, gateway_port: int = 8235) -> None:
+                dashboard_port: int = 8234, gateway_port: int = 8235, temporal_port: int | None = None) -> None:
     from inferofabric.embedded import embedded_stack
 
     stop = _stop_on_signals()
     async with embedded_stack(home, port, ui_port, config, log=lambda m: render.console.print(m),
-                              reapply=reapply, dashboard_port=dashboard_port, gateway_port=gateway_port) as stack:
+                              reapply=reapply, dashboard_port=dashboard_port, gateway_port=gateway_port,
+                              temporal_port=temporal_port) as stack:
         source = stack.config_source
         render.console.print(render.pools_table(await stack.fabric.pools()))
         dashboard = (f"  dashboard [link={stack.dashboard_url}]{stack.dashboard_url}[/link]"
                      if stack.dashboard_url else "")
         gateway = f"  endpoints {stack.gateway_url}/e/NAME/" if stack.gateway_url else ""
         render.console.print(
-            f"\n[bold green]fabric is up[/]  Temporal {stack.address}  "
+            f"\n[bold green]fabric is up[/]  door {stack.address} (TLS, API keys)  "
             f"Web UI [link={stack.ui_url}]{stack.ui_url}[/link]{dashboard}{gateway}"
+            f"\n  engine: Temporal on {stack.temporal_address} (loopback: the control plane's only)"
             f"\n  config: {source}\n  state:  {home}\n  log:    {home / 'logs' / 'fabric.log'}\n"
             f"  try: fabric submit -f workload.yaml --wait   (export FABRIC_TEMPORAL_ADDRESS={stack.address})\n"
             "  Ctrl-C stops everything; state survives restarts.")

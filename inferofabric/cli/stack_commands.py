@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +22,10 @@ def register(app: typer.Typer) -> None:
 
 
 def up(
-    port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
+    port: Annotated[int, typer.Option(
+        help="The fabric's front door (TLS, API keys): the one port users, SDKs and agents dial.")] = 7233,
+    temporal_port: Annotated[int | None, typer.Option(
+        help="Temporal itself, on 127.0.0.1 for the control plane only [default: a free port].")] = None,
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
     dashboard_port: Annotated[int, typer.Option(
         help="The fabric's dashboard (pools, queue, cost) on 127.0.0.1; 0: none.")] = 8234,
@@ -36,7 +40,12 @@ def up(
     home: HomeOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Run the embedded fabric in the foreground: Temporal dev server + Web UI, store, worker, pools and policy.
+    """Run the embedded fabric in the foreground: the front door, Temporal dev server + Web UI, store, worker,
+    pools and policy.
+
+    Users, SDKs, the `temporal` CLI and agents dial the door (--port; TLS with the CA at
+    FABRIC_HOME/tls/ca.pem, a fabric token as the API key); Temporal itself listens on a loopback
+    port of its own (--temporal-port) that only the control plane dials.
 
     The first start applies ./fabric.yaml (or --config FILE), else a documented default (a simulated
     on-prem pool and simulated cloud pools in two regions). Later starts keep what the store holds —
@@ -48,11 +57,14 @@ def up(
     """
     from inferofabric.cli.stack import serve
     from inferofabric.logs import setup_logging
+    from inferofabric.settings import make_private
 
+    os.umask(0o077)  # before anything is made: every file of the stack (the Temporal server's too) is 0600
     home_dir = fabric_home(home)
     home_dir.mkdir(parents=True, exist_ok=True)
+    make_private(home_dir)  # what an older version left readable
     setup_logging(home_dir, debug)
-    run(serve(home_dir, port, ui_port, config, apply_config, dashboard_port, gateway_port))
+    run(serve(home_dir, port, ui_port, config, apply_config, dashboard_port, gateway_port, temporal_port))
 
 
 def worker(
@@ -66,6 +78,7 @@ def worker(
     from inferofabric.cli.stack import run_worker
     from inferofabric.logs import setup_logging
 
+    os.umask(0o077)  # job state, job output and logs under FABRIC_HOME: the owner's only
     setup_logging(fabric_home(None), debug)
     run(run_worker(address, task_queue))
 
@@ -84,6 +97,7 @@ def agent(
     from inferofabric.agent import run_agent
     from inferofabric.logs import setup_logging
 
+    os.umask(0o077)
     setup_logging(fabric_home(None), debug)
     console().print(f"agent for pool [bold]{pool}[/] polling task queue pool.{pool}")
     run(run_agent(pool, address))

@@ -26,7 +26,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
 from inferofabric.auth.client import find_token, with_token
-from inferofabric.connection import connect, task_queue_pollers
+from inferofabric.connection import connect, door_tls, task_queue_pollers
 from inferofabric.models.common import Health, Location, WorkloadState
 from inferofabric.models.messages import ControlRequest, MonitorSettings, ReconcileReport, WorkloadRequest
 from inferofabric.models.policy import PlacementPolicy
@@ -45,6 +45,7 @@ from inferofabric.sdk.errors import (
 )
 from inferofabric.secrets import seal
 from inferofabric.settings import task_queue as default_task_queue
+from inferofabric.settings import temporal_address
 from inferofabric.workflows.workload_visibility import initial_search_attributes
 
 QUERY_TIMEOUT = timedelta(seconds=10)
@@ -60,11 +61,13 @@ class FabricClient:
 
     def __init__(self, client: Client, task_queue: str | None = None, store_url: str | None = None,
                  token: str | None = None) -> None:
-        # Every request that changes something carries a proof of the token (inferofabric/auth):
         # `token`, else $FABRIC_TOKEN, else the admin token `fabric up` wrote under FABRIC_HOME (looked
         # up at the first request, so a client made before its stack's first start still finds it).
+        # Through the door (a client connected with an API key) the door stamps the identity; a client
+        # of the control plane's own, straight to Temporal, stamps the identity the token proves.
         self._token = token
-        self.temporal = with_token(client, self._current_token)
+        through_door = bool(client.service_client.config.api_key)
+        self.temporal = client if through_door else with_token(client, self._current_token)
         self.task_queue = task_queue or default_task_queue()
         self.store_url = store_url
         self._pools_seen: tuple[float, list[PoolStatus]] | None = None  # for the door's checks
@@ -83,7 +86,14 @@ class FabricClient:
     async def connect(cls, address: str | None = None, namespace: str | None = None,
                       task_queue: str | None = None, store_url: str | None = None,
                       token: str | None = None) -> FabricClient:
-        return cls(await connect(address, namespace), task_queue, store_url, token)
+        """Connect to the fabric's front door (TLS; `token` is sent as Temporal's API key), or, on
+        the fabric's own host with no door CA to trust, straight to its Temporal (connection.door_tls)."""
+        address = address or temporal_address()
+        tls = door_tls(address)
+        if tls is None:
+            return cls(await connect(address, namespace), task_queue, store_url, token)
+        token = token or find_token()
+        return cls(await connect(address, namespace, api_key=token, tls=tls), task_queue, store_url, token)
 
     def _store(self) -> Any:
         from inferofabric.store.db import get_store
@@ -143,7 +153,9 @@ class FabricClient:
         return pollers is None or bool(pollers)  # cannot tell: keep waiting rather than claim something untrue
 
     def _refused(self, error: RPCError, op: str) -> FabricError:
-        """What a refusal by the Temporal server means for a fabric user."""
+        """What a refusal by the Temporal server (or the fabric's door) means for a fabric user."""
+        if error.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED):
+            return PermissionDenied(error.message.removeprefix("fabric door: "))
         if "no mapping defined for search attribute" in error.message:
             return NoAnswer(f"{op}: the Temporal server at {self.temporal.service_client.config.target_host} "
                             f"(namespace {self.temporal.namespace!r}) has never run a fabric (its search attributes "
@@ -167,8 +179,21 @@ class FabricClient:
     async def remove_pool(self, name: str) -> None:
         await self._control("remove_pool", name=name, fabric=self.task_queue)
 
+    def _reader(self) -> Any:
+        """The caller's identity for a read no gate sees (the store path, job output): its token checked
+        with the fabric's key (inferofabric/auth/readers.py); PermissionDenied without a valid one."""
+        from inferofabric.auth.readers import reader_identity
+        from inferofabric.auth.tokens import AuthError
+        from inferofabric.settings import fabric_home_path
+
+        try:
+            return reader_identity(self.token, fabric_home_path())
+        except AuthError as error:
+            raise PermissionDenied(f"permission denied: {error}") from None
+
     async def pools(self) -> list[PoolStatus]:
         if self.store_url:
+            self._reader()
             return await asyncio.to_thread(lambda: self._store().pool_statuses())  # type: ignore[no-any-return]
         return [PoolStatus.model_validate(p) for p in await self._control("list_pools")]
 
@@ -177,6 +202,7 @@ class FabricClient:
         if self.store_url:
             from inferofabric.queue import snapshot
 
+            self._reader()
             return await asyncio.to_thread(snapshot, self._store(), team, workload_id)
         return QueueView.model_validate(await self._control("queue", team=team, workload_id=workload_id))
 
@@ -199,6 +225,7 @@ class FabricClient:
         if self.store_url:
             from inferofabric.policies.engine import policy_document
 
+            self._reader()
             return policy_document(*await asyncio.to_thread(lambda: self._store().active_policy()))
         return dict(await self._control("get_policy"))
 
@@ -220,7 +247,13 @@ class FabricClient:
         """The newest audit entries (who did what, when, with what result), oldest first."""
         if self.store_url:
             from inferofabric.auth.audit import audit_entries
+            from inferofabric.auth.readers import require_audit_reader
+            from inferofabric.auth.tokens import AuthError
 
+            try:
+                require_audit_reader(self._reader())
+            except AuthError as error:
+                raise PermissionDenied(f"permission denied: {error}") from None
             return await asyncio.to_thread(audit_entries, self._store(), limit, identity)
         return list(await self._control("audit", limit=limit, identity=identity))
 
@@ -257,6 +290,7 @@ class FabricClient:
             from inferofabric.queue import compiled_policy
             from inferofabric.store.budget import budget_view
 
+            self._reader()
             store = self._store()
             return await asyncio.to_thread(lambda: budget_view(store, compiled_policy(store).policy))
         return list(await self._control("budgets"))
@@ -275,12 +309,13 @@ class FabricClient:
 
     async def _cost_view(self, **args: Any) -> dict[str, Any]:
         if self.store_url:
-            from inferofabric.store.ledger import cost_view
+            from inferofabric.auth.readers import scoped_cost_view
 
+            reader = self._reader()  # a member sees its own team's lines only
             try:
-                return await asyncio.to_thread(cost_view, self._store(), args.get("by") or "team", args.get("start"),
-                                               args.get("end"), args.get("step"), args.get("workload_id"),
-                                               bool(args.get("idle")))
+                return await asyncio.to_thread(scoped_cost_view, self._store(), reader, args.get("by") or "team",
+                                               args.get("start"), args.get("end"), args.get("step"),
+                                               args.get("workload_id"), bool(args.get("idle")))
             except ValueError as error:
                 raise InvalidInput(str(error)) from None
         return dict(await self._control("cost", **args))
@@ -300,11 +335,19 @@ class FabricClient:
     async def set_simulated_health(self, pool: str, health: Health | str) -> None:
         await self._control("simulate", name=pool, action=Health(health).value)
 
-    async def set_secret(self, name: str, value: str, pool: str | None = None) -> None:
-        """Seal the value here (FABRIC_SECRET_KEY or the key under FABRIC_HOME): only sealed text travels."""
-        await self._control("put_secret", name=name, sealed_value=seal(value), pool=pool)
+    async def set_secret(self, name: str, value: str, pool: str | None = None, *, team: str | None = None,
+                         fabric: bool = False, share_with: list[str] | None = None) -> None:
+        """Store a secret owned by `team` (its workloads may use it, and those of the teams in
+        `share_with`), or with `fabric=True` the fabric's own (admin only: pools' credentials; no workload
+        may use it). A member's token defaults to its own team. Sealed here (FABRIC_SECRET_KEY or the key
+        under FABRIC_HOME): only sealed text travels."""
+        if fabric and team:
+            raise InvalidInput("a secret is a team's (team=...) or the fabric's own (fabric=True), not both")
+        await self._control("put_secret", name=name, sealed_value=seal(value), pool=pool, team=team,
+                            shared_with=sorted(set(share_with or [])), fabric=fabric)
 
     async def secrets(self) -> list[dict[str, Any]]:
+        """Secret names with their pool scope, owner (a team, or `fabric`) and sharing; never values."""
         return list(await self._control("list_secrets"))
 
     # -- workloads ----------------------------------------------------------------------------------
@@ -597,11 +640,41 @@ class WorkloadHandle:
         status = await self.status()
         if not status.pool or not status.job_id:
             return ""
-        return await self.job_logs(status.pool, status.job_id, tail)
+        return await self.attempt_logs(status, status.pool, status.job_id, tail)
 
     async def job_logs(self, pool: str, job_id: str, tail: int = 200) -> str:
         """The last `tail` lines of one attempt's job (pool and job id from `status().history`)."""
-        return str(await self.fabric._control("logs", pool=pool, job_id=job_id, tail=tail))
+        return await self.attempt_logs(await self.status(), pool, job_id, tail)
+
+    async def attempt_logs(self, status: WorkloadStatus, pool: str, job_id: str, tail: int = 200) -> str:
+        """One attempt's output, read from its pool here, never through a workflow (whose history would
+        keep the text). Only an attempt the workload's own record names (`status.history`); a member
+        reads its own team's only. Needs the store (the pool's settings): the fabric's host."""
+        reader = self.fabric._reader()
+        from inferofabric.auth.readers import require_team_reader
+        from inferofabric.auth.tokens import AuthError
+
+        try:
+            require_team_reader(reader, status.team, f"the output of workload {self.id!r}")
+        except AuthError as error:
+            raise PermissionDenied(f"permission denied: {error}") from None
+        if not any(a.pool == pool and a.job_id == job_id for a in status.history) and \
+                (status.pool, status.job_id) != (pool, job_id):
+            raise InvalidInput(f"workload {self.id!r} has no attempt {job_id!r} on pool {pool!r}")
+        if not self.fabric.store_url:
+            raise FabricError("logs are read from the pool on the fabric's host (they never pass through "
+                              "Temporal): run `fabric logs` there, or give the client the store "
+                              "(FABRIC_DATABASE_URL)")
+        from inferofabric.activities.jobs import reading_backend
+        from inferofabric.backends.base import BackendError
+        from inferofabric.settings import fabric_home_path
+
+        spec = await asyncio.to_thread(lambda: self.fabric._store().pool_spec(pool))
+        try:
+            backend = reading_backend(spec, fabric_home_path(), self.fabric.store_url)
+            return str(await asyncio.to_thread(backend.logs, job_id, tail))
+        except BackendError as error:
+            raise FabricError(f"logs of {job_id} on {pool}: {error}") from None
 
 
 async def _retry_not_ready(call: Any, attempts: int = 10) -> Any:

@@ -1,0 +1,3 @@
+from inferofabric.door.process import main
+
+main()

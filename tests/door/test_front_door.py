@@ -1,0 +1,178 @@
+"""The front door, attacked as an outsider would: the plain temporalio SDK (and the `temporal` CLI)
+against the door's address. Every attack is refused or contained and changes nothing (judged from
+Temporal itself, the store and the pool's own job records); the mutating ones are in the audit log."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from temporalio.api.common.v1 import Header, Payload, Payloads, WorkflowType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import (
+    PollActivityTaskQueueRequest,
+    PollWorkflowTaskQueueRequest,
+    StartWorkflowExecutionRequest,
+)
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from inferofabric.backends.simulated import SimulatedBackend
+from inferofabric.models import WorkloadSpec
+from inferofabric.models.messages import ControlRequest, WorkloadRequest
+from inferofabric.sdk.client import FabricClient
+from inferofabric.sdk.errors import PermissionDenied
+from .conftest import Doorway
+
+POOL = {"name": "dc1", "location": "on-prem", "backend": "simulated", "region": "dc1", "gpus": {"A100": 8}}
+
+
+def spec(name: str, team: str, seconds: int = 600) -> WorkloadSpec:
+    return WorkloadSpec.model_validate({"name": name, "team": team, "image": "img",
+                                        "resources": {"gpu": {"type": "A100", "count": 1}},
+                                        "annotations": {"sim.inferofabric.io/duration": f"{seconds}s"}})
+
+
+def json_payload(value: Any) -> Payload:
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(value).encode())
+
+
+@pytest.fixture(scope="module")
+async def admin(doorway: Doorway) -> FabricClient:
+    client = await doorway.fabric(doorway.token("admin", subject="root-admin"))
+    pools = {p.name for p in await client.pools()}
+    if "dc1" not in pools:
+        await client.register_pool(POOL)
+    return client
+
+
+def jobs_on(doorway: Doorway, pool: str) -> list[dict[str, Any]]:
+    return SimulatedBackend(doorway.store.pool_spec(pool), doorway.home).job_records()
+
+
+async def refused(call: Any, *codes: RPCStatusCode) -> Exception:
+    """`call` fails with one of `codes` (a lazy client's first call fails in its connect's handshake)."""
+    with pytest.raises((RPCError, RuntimeError)) as raised:
+        await call
+    error = raised.value
+    wanted = codes or (RPCStatusCode.PERMISSION_DENIED,)
+    if isinstance(error, RuntimeError):
+        assert any(code.name.replace("_", "").lower() in str(error).replace(" ", "").lower() for code in wanted), error
+    else:
+        assert error.status in wanted, error
+    return error
+
+
+async def test_no_key_and_a_garbage_key_are_refused_for_writes_and_reads(doorway: Doorway, admin: Any) -> None:
+    for key in (None, "garbage", doorway.token("admin").replace("~", "~x")):
+        client = await doorway.client(key)
+        await refused(client.start_workflow("WorkloadWorkflow", WorkloadRequest(spec=spec("nokey", "ads")),
+                                            id=f"nokey-{uuid.uuid4().hex[:6]}", task_queue=doorway.queue),
+                      RPCStatusCode.UNAUTHENTICATED)
+        await refused(client.count_workflows(), RPCStatusCode.UNAUTHENTICATED)
+        await refused(client.get_workflow_handle("anything").describe(), RPCStatusCode.UNAUTHENTICATED)
+    assert (await doorway.engine.count_workflows(f"TaskQueue = '{doorway.queue}' AND WorkflowId STARTS_WITH 'nokey'"
+                                                 )).count == 0
+
+
+async def test_a_member_submits_through_the_door_and_history_holds_no_credential(doorway: Doorway,
+                                                                                 admin: Any) -> None:
+    token = doorway.token("member", "ads", subject="alice")
+    alice = await doorway.fabric(token)
+    handle = await alice.submit(spec("ads-through-door", "ads"))
+    status = await handle.status()
+    assert status.team == "ads"
+    history = await doorway.engine.get_workflow_handle("ads-through-door").fetch_history()
+    start = history.events[0].workflow_execution_started_event_attributes
+    stamped = json.loads(start.header.fields["fabric-identity"].data)
+    assert (stamped["sub"], stamped["role"], stamped["team"], stamped["door"]) == ("alice", "member", "ads", True)
+    secret = token.split("~", 1)[1]
+    assert secret not in history.to_json() and token.split("~")[0] not in history.to_json()
+    [entry] = [e for e in await doorway.audit("submit") if e["target"] == "ads-through-door"]
+    assert (entry["identity"], entry["result"]) == ("alice", "ok")
+
+
+async def test_nobody_polls_the_fabric_queues_through_the_door(doorway: Doorway, admin: Any) -> None:
+    for key in (doorway.token("admin"), doorway.token("member", "ads"), doorway.token("agent", pool="dc1")):
+        client = await doorway.client(key)
+        for queue in (doorway.queue, f"{doorway.queue}.system", f"{doorway.queue}.monitor"):
+            await refused(client.workflow_service.poll_workflow_task_queue(PollWorkflowTaskQueueRequest(
+                namespace=doorway.namespace, task_queue=TaskQueue(name=queue), identity="attacker")))
+            await refused(client.workflow_service.poll_activity_task_queue(PollActivityTaskQueueRequest(
+                namespace=doorway.namespace, task_queue=TaskQueue(name=queue), identity="attacker")))
+
+
+async def test_an_agent_token_serves_its_own_pool_only(doorway: Doorway, admin: Any) -> None:
+    agent = await doorway.client(doorway.token("agent", pool="dc1"))
+    await refused(agent.workflow_service.poll_activity_task_queue(PollActivityTaskQueueRequest(
+        namespace=doorway.namespace, task_queue=TaskQueue(name="pool.other"), identity="agent")))
+    await refused(agent.start_workflow("WorkloadWorkflow", WorkloadRequest(spec=spec("agent-job", "ads")),
+                                       id="agent-job", task_queue=doorway.queue))
+    await refused(agent.get_workflow_handle("ads-through-door").signal("relocate", {}))
+
+
+async def test_internal_types_other_queues_cron_and_eager_starts_are_refused(doorway: Doorway, admin: Any) -> None:
+    client = await doorway.client(doorway.token("admin"))
+    request = WorkloadRequest(spec=spec("sneaky-cron", "ads"))
+    await refused(client.start_workflow("AdmissionWorkflow", {}, id="fake-admission", task_queue=doorway.queue))
+    await refused(client.start_workflow("AttackerWorkflow", {}, id="attacker-wf", task_queue="attacker-queue"))
+    await refused(client.start_workflow("WorkloadWorkflow", request, id="other-queue", task_queue="attacker-queue"))
+    await refused(client.start_workflow("WorkloadWorkflow", request, id="sneaky-cron", task_queue=doorway.queue,
+                                        cron_schedule="* * * * *"))
+    await refused(client.start_workflow("WorkloadWorkflow", request, id=f"{doorway.queue}-sys",
+                                        task_queue=f"{doorway.queue}.system"))
+    for workflow_id in ("fake-admission", "attacker-wf", "other-queue", "sneaky-cron"):
+        with pytest.raises(RPCError):
+            await doorway.engine.get_workflow_handle(workflow_id).describe()
+
+
+async def test_a_stamped_header_copied_from_history_grants_nothing(doorway: Doorway, admin: Any) -> None:
+    await admin.pools()  # an admin's control call: its history holds the admin's stamped identity
+    [control] = [w async for w in doorway.engine.list_workflows(
+        f"WorkflowType = 'ControlWorkflow' AND TaskQueue = '{doorway.queue}'", limit=1)]
+    history = await doorway.engine.get_workflow_handle(control.id, run_id=control.run_id).fetch_history()
+    copied = history.events[0].workflow_execution_started_event_attributes.header.fields["fabric-identity"]
+    assert json.loads(copied.data)["role"] == "admin"
+    member = await doorway.client(doorway.token("member", "ads", subject="mallory"))
+    policy_id = f"fabric-control-set_policy-{uuid.uuid4().hex[:8]}"
+    request = StartWorkflowExecutionRequest(
+        namespace=doorway.namespace, workflow_id=policy_id, workflow_type=WorkflowType(name="ControlWorkflow"),
+        task_queue=TaskQueue(name=doorway.queue), request_id=uuid.uuid4().hex,
+        input=Payloads(payloads=[json_payload(ControlRequest(op="set_policy", args={
+            "policy": {"placement": {"default": "cloud"}}}).model_dump(mode="json"))]),
+        header=Header(fields={"fabric-identity": copied}))
+    await refused(member.workflow_service.start_workflow_execution(request))
+    assert (await admin.policy())["default"]  # still the default policy
+    [entry] = [e for e in await doorway.audit("set_policy") if e["identity"] == "mallory"]
+    assert entry["result"] == "refused" and "may not set_policy" in entry["detail"]
+
+
+async def test_a_payload_nested_too_deep_ends_at_the_door(doorway: Doorway, admin: Any) -> None:
+    client = await doorway.client(doorway.token("admin"))
+    deep: Any = "x"
+    for _ in range(100_000):
+        deep = [deep]
+    request = StartWorkflowExecutionRequest(
+        namespace=doorway.namespace, workflow_id="deep-payload", workflow_type=WorkflowType(name="WorkloadWorkflow"),
+        task_queue=TaskQueue(name=doorway.queue), request_id=uuid.uuid4().hex,
+        input=Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"},
+                                         data=b"[" * 100_000 + b"]" * 100_000)]))
+    error = await refused(client.workflow_service.start_workflow_execution(request), RPCStatusCode.INVALID_ARGUMENT)
+    assert "nested" in str(error)
+    with pytest.raises(RPCError):
+        await doorway.engine.get_workflow_handle("deep-payload").describe()
+
+
+async def test_members_act_on_their_own_team_only_and_the_door_audits_it(doorway: Doorway, admin: Any) -> None:
+    bob = await doorway.fabric(doorway.token("member", "vision", subject="bob"))
+    with pytest.raises(PermissionDenied, match="may not submit work for team 'ads'"):
+        await (await bob.submit(spec("bob-for-ads", "ads"))).status()
+    with pytest.raises((PermissionDenied, RPCError)):
+        await bob.get("ads-through-door").cancel()
+    bob_client: Client = bob.temporal
+    await refused(bob_client.get_workflow_handle("ads-through-door").fetch_history())
+    refusals = [e for e in await doorway.audit("cancel") if e["identity"] == "bob"]
+    assert refusals and refusals[0]["result"] == "refused"
+    assert len(jobs_on(doorway, "dc1")) >= 1  # alice's job still runs: nothing of hers changed
