@@ -1,4 +1,4 @@
-"""Tokens, proofs and the role table (pure: no server)."""
+"""Tokens (the door's API keys), the identity header and the role table (pure: no server)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pytest
 
+from inferofabric.auth.identity import HEADER, identity_payload, read_identity, stamped
 from inferofabric.auth.roles import Request, authorize
-from inferofabric.auth.tokens import AuthError, Identity, create_token, make_proof, token_claims, verify_proof
+from inferofabric.auth.tokens import AuthError, Identity, create_token, token_claims, verify_token
 
 KEY = b"k" * 48
 NOW = 1_800_000_000.0
@@ -17,36 +18,44 @@ def member(team: str = "ads") -> str:
     return create_token(KEY, "member", team=team, subject="alice", now=NOW)
 
 
-def test_a_proof_names_one_request_and_carries_the_identity() -> None:
-    proof = make_proof(member(), "start:WorkloadWorkflow", "w-1", now=NOW)
-    identity = verify_proof(KEY, proof, "start:WorkloadWorkflow", "w-1", now=NOW + 5)
-    assert identity == Identity(subject="alice", role="member", team="ads", token_id=identity.token_id)
-
-
-@pytest.mark.parametrize(("action", "target", "now", "why"), [
-    ("start:WorkloadWorkflow", "w-2", NOW, "another request"),        # replayed on another workload
-    ("update:cancel", "w-1", NOW, "another request"),                # replayed as another action
-    ("start:WorkloadWorkflow", "w-1", NOW + 3600, "expired"),         # a proof lives minutes, not hours
-])
-def test_a_proof_is_good_for_nothing_else(action: str, target: str, now: float, why: str) -> None:
-    proof = make_proof(member(), "start:WorkloadWorkflow", "w-1", now=NOW)
-    with pytest.raises(AuthError, match=why):
-        verify_proof(KEY, proof, action, target, now=now)
+def test_a_token_proves_its_identity() -> None:
+    identity = verify_token(KEY, member(), now=NOW + 5)
+    assert (identity.subject, identity.role, identity.team) == ("alice", "member", "ads")
+    assert identity.expires == NOW + 30 * 86400
 
 
 def test_tokens_from_another_fabric_and_expired_tokens_are_refused() -> None:
     foreign = create_token(b"x" * 48, "admin", now=NOW)
     with pytest.raises(AuthError, match="not one this fabric issued"):
-        verify_proof(KEY, make_proof(foreign, "a", "t", now=NOW), "a", "t", now=NOW)
+        verify_token(KEY, foreign, now=NOW)
     short = create_token(KEY, "admin", ttl=timedelta(seconds=10), now=NOW)
     with pytest.raises(AuthError, match="expired"):
-        verify_proof(KEY, make_proof(short, "a", "t", now=NOW + 20), "a", "t", now=NOW + 20)
+        verify_token(KEY, short, now=NOW + 20)
 
 
 def test_a_forged_grant_with_a_guessed_secret_is_refused() -> None:
     grant = member().split("~")[0]
-    with pytest.raises(AuthError, match="not signed with the token's secret"):
-        verify_proof(KEY, make_proof(f"{grant}~{'g' * 64}", "a", "t", now=NOW), "a", "t", now=NOW)
+    with pytest.raises(AuthError, match="not one this fabric issued"):
+        verify_token(KEY, f"{grant}~{'g' * 64}", now=NOW)
+    with pytest.raises(AuthError, match="not a fabric token"):
+        verify_token(KEY, grant, now=NOW)
+
+
+def test_an_agent_token_names_its_pool() -> None:
+    agent = verify_token(KEY, create_token(KEY, "agent", pool="dc1", now=NOW), now=NOW)
+    assert (agent.role, agent.pool) == ("agent", "dc1")
+    with pytest.raises(ValueError, match="needs --pool"):
+        create_token(KEY, "agent", now=NOW)
+
+
+def test_the_identity_header_replaces_any_fabric_header_a_caller_sent() -> None:
+    forged = identity_payload(Identity(subject="root", role="admin"))
+    headers = stamped({HEADER: forged, "fabric-auth": forged, "other": forged},
+                      Identity(subject="alice", role="member", team="ads"))
+    assert set(headers) == {HEADER, "other"}
+    found = read_identity(headers)
+    assert found is not None and found[0].subject == "alice" and not found[1]
+    assert read_identity(stamped({HEADER: forged}, None)) is None
 
 
 def test_claims_are_readable_without_the_key_but_say_nothing_secret() -> None:
@@ -67,6 +76,9 @@ def test_claims_are_readable_without_the_key_but_say_nothing_secret() -> None:
     ("member", "ads", "signal:relocate", "ads", False),
     ("operator", None, "signal:admitted", "ads", False),
     ("system", None, "signal:admitted", "ads", True),
+    ("agent", None, "signal:job_state", "ads", True),
+    ("agent", None, "signal:relocate", "ads", False),
+    ("agent", None, "start:WorkloadWorkflow", "ads", False),
     ("admin", None, "control:put_secret", None, True),
 ])
 def test_roles(role: str, team: str | None, action: str, on_team: str | None, allowed: bool) -> None:
