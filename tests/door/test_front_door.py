@@ -4,6 +4,7 @@ Temporal itself, the store and the pool's own job records); the mutating ones ar
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -176,3 +177,32 @@ async def test_members_act_on_their_own_team_only_and_the_door_audits_it(doorway
     refusals = [e for e in await doorway.audit("cancel") if e["identity"] == "bob"]
     assert refusals and refusals[0]["result"] == "refused"
     assert len(jobs_on(doorway, "dc1")) >= 1  # alice's job still runs: nothing of hers changed
+
+
+async def test_schedules_carry_their_creators_identity_and_only_the_team_changes_them(doorway: Doorway,
+                                                                                      admin: Any) -> None:
+    alice = await doorway.fabric(doorway.token("member", "ads", subject="alice"))
+    bob = await doorway.fabric(doorway.token("member", "vision", subject="bob"))
+    with pytest.raises(PermissionDenied, match="may not submit work for team 'ads'"):
+        await bob.schedule("bob-nightly-for-ads", spec("bob-nightly-for-ads", "ads"), "0 3 * * *")
+    await alice.schedule("ads-nightly", spec("ads-nightly", "ads", seconds=1), "0 3 * * *")
+    described = await doorway.engine.get_schedule_handle("ads-nightly").describe()
+    header = described.schedule.action.headers["fabric-identity"]  # type: ignore[union-attr]
+    assert json.loads(header.data)["sub"] == "alice"
+    with pytest.raises(RPCError):
+        await bob.temporal.get_schedule_handle("ads-nightly").delete()
+    with pytest.raises(RPCError):
+        await bob.temporal.get_schedule_handle("ads-nightly").trigger()
+    await alice.temporal.get_schedule_handle("ads-nightly").trigger()  # a run now, as alice
+    runs = [w async for w in doorway.engine.list_workflows("WorkflowId STARTS_WITH 'ads-nightly'")]
+    for _ in range(50):
+        if runs:
+            break
+        await asyncio.sleep(0.2)
+        runs = [w async for w in doorway.engine.list_workflows("WorkflowId STARTS_WITH 'ads-nightly'")]
+    history = await doorway.engine.get_workflow_handle(runs[0].id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert json.loads(started.header.fields["fabric-identity"].data)["sub"] == "alice"
+    await alice.unschedule("ads-nightly")
+    refusals = [e for e in await doorway.audit("schedule delete") if e["identity"] == "bob"]
+    assert refusals and refusals[0]["result"] == "refused"
