@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from inferofabric import safe_yaml
 from inferofabric.models.common import Location
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
+from inferofabric.safe_yaml import FileError
 
-
-class FileError(ValueError):
-    """A file that cannot be read or does not describe what it should (exit code 2 in the CLI)."""
+__all__ = ["FabricConfig", "FileError", "default_fabric_config", "load_documents", "load_fabric_config", "parse",
+           "validation_message"]
 
 
 def validation_message(error: ValidationError, source: str = "") -> str:
@@ -29,22 +29,24 @@ def validation_message(error: ValidationError, source: str = "") -> str:
 
 
 def load_documents(path: str | Path) -> list[dict[str, Any]]:
-    """Every YAML document in the file ("-" reads stdin); a top-level list counts as several."""
+    """Every YAML document in the file ("-" reads stdin); a top-level list counts as several.
+
+    Read with the limits of inferofabric/safe_yaml.py (size, nesting depth, alias expansion)."""
     import sys
 
     try:
-        text = sys.stdin.read() if str(path) == "-" else Path(path).expanduser().read_text()
+        if str(path) == "-":
+            text = sys.stdin.read(safe_yaml.MAX_BYTES + 1)
+        else:
+            with Path(path).expanduser().open(encoding="utf-8", errors="surrogateescape") as file:
+                text = file.read(safe_yaml.MAX_BYTES + 1)  # never more than the limit into memory
     except FileNotFoundError:
         raise FileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FileError(f"{path}: is a directory") from None
     except OSError as error:
         raise FileError(f"{path}: {error.strerror}") from None
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise FileError(f"{path}: not valid YAML{where}: {problem}") from None
+    documents = [d for d in safe_yaml.load_all(text, str(path)) if d is not None]
     flat: list[Any] = []
     for document in documents:
         flat.extend(document if isinstance(document, list) else [document])

@@ -23,13 +23,14 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from inferofabric.models.messages import AdmissionInput, CycleSummary
+    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
 
 CYCLE_TIMEOUT = timedelta(seconds=120)
 CYCLE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
 RETRY_UNWOKEN = timedelta(seconds=2)
 
 
-@workflow.defn(name="AdmissionWorkflow", sandboxed=False)
+@workflow.defn(name="AdmissionWorkflow", failure_exception_types=DECODE_FAILURES, sandboxed=False)
 class AdmissionWorkflow:
     def __init__(self) -> None:
         self._dirty = True  # a new run (first start, continue-as-new) always looks once

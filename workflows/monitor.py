@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     # control_pool_spec is an instance of the very class JobInput.pool expects: in the sandbox,
     # inferofabric.models.pool can be a re-imported copy of the class messages.py refers to.
     from inferofabric.models.messages import MonitorInput, PoolSpec, ProbeResult, ReconcileReport
+    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.pool_spec import current_pool_spec
     from inferofabric.workflows.reconcile import reconcile, stop_jobs
 
@@ -55,7 +56,7 @@ def next_health(current: Health | None, probe: ProbeResult, failures: int, succe
     return probe.health
 
 
-@workflow.defn(name="PoolMonitorWorkflow", sandboxed=False)
+@workflow.defn(name="PoolMonitorWorkflow", failure_exception_types=DECODE_FAILURES, sandboxed=False)
 class PoolMonitorWorkflow:
     def __init__(self) -> None:
         self._state: MonitorInput | None = None

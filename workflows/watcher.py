@@ -17,6 +17,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from inferofabric.backends.registry import fabric_queue, monitor_queue_for
     from inferofabric.models.messages import WatcherInput, WatchPoolInput, WatchPoolResult
+    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.pool_spec import current_pool_spec
 
 HEARTBEAT = timedelta(seconds=30)
@@ -27,7 +28,7 @@ def watcher_id(pool: str, task_queue: str) -> str:
     return f"pool-watcher-{task_queue}-{pool}"
 
 
-@workflow.defn(name="PoolWatcherWorkflow", sandboxed=False)
+@workflow.defn(name="PoolWatcherWorkflow", failure_exception_types=DECODE_FAILURES, sandboxed=False)
 class PoolWatcherWorkflow:
     @workflow.run
     async def run(self, state: WatcherInput) -> None:

@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from inferofabric.models.pool import PoolSpec
     from inferofabric.models.status import AttemptRecord, Decision, Explanation, WorkloadStatus
+    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.failures import cause_message, cause_type, summarize
     from inferofabric.workflows.workload_steps import (
         EXCLUDE_FAILED_POOL,
@@ -60,7 +61,7 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.workflows.workload_visibility import STARTED_WITH, show_decision
 
 
-@workflow.defn(name="WorkloadWorkflow", sandboxed=False)
+@workflow.defn(name="WorkloadWorkflow", failure_exception_types=DECODE_FAILURES, sandboxed=False)
 class WorkloadWorkflow(WorkloadSteps):
     """Decides a workload's course (queue, admission, launch, move, end); WorkloadSteps carries it out."""
 

@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from inferofabric.models.common import Location, Name, StrictModel, duration_seconds
+from inferofabric.models.common import (
+    MAX_COUNT,
+    MAX_USD,
+    Location,
+    Name,
+    StrictModel,
+    check_document_depth,
+    duration_seconds,
+)
 
 
 def _as_list(value: Any) -> Any:
@@ -143,9 +151,9 @@ class QuotaLimit(StrictModel):
     (`borrowing_limit`, none = as much as the cohort lends), and how much of its unused nominal
     quota it lends (`lending_limit`, none = all of it)."""
 
-    nominal: int = Field(ge=0)
-    borrowing_limit: int | None = Field(default=None, ge=0)
-    lending_limit: int | None = Field(default=None, ge=0)
+    nominal: int = Field(ge=0, le=MAX_COUNT)
+    borrowing_limit: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    lending_limit: int | None = Field(default=None, ge=0, le=MAX_COUNT)
 
     @model_validator(mode="after")
     def _lend_within_nominal(self) -> QuotaLimit:
@@ -161,10 +169,10 @@ class BudgetLimit(StrictModel):
     """A spending limit in USD per calendar period (UTC weeks from Monday, calendar months) or in all
     (`total`), with the shares of it at which an alert is raised (`alert_at: [0.5, 0.9]`)."""
 
-    weekly: float | None = Field(default=None, ge=0)
-    monthly: float | None = Field(default=None, ge=0)
-    total: float | None = Field(default=None, ge=0)
-    alert_at: list[float] = Field(default_factory=list)
+    weekly: float | None = Field(default=None, ge=0, le=MAX_USD)
+    monthly: float | None = Field(default=None, ge=0, le=MAX_USD)
+    total: float | None = Field(default=None, ge=0, le=MAX_USD)
+    alert_at: list[float] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="after")
     def _some_limit(self) -> BudgetLimit:
@@ -226,7 +234,7 @@ class TeamPolicy(StrictModel):
     holding GPU types: `{A100: {nominal: 8}, cloud: {A100: {nominal: 4}}}`.
     """
 
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, le=1_000_000)
     cohort: Name | None = None
     quota: dict[str, QuotaLimit | dict[str, QuotaLimit]] = Field(default_factory=dict)
     budget: Budget | None = None
@@ -278,6 +286,11 @@ class PlacementPolicy(StrictModel):
     projects: dict[str, ProjectPolicy] = Field(default_factory=dict)
     cost: CostPolicy = Field(default_factory=lambda: CostPolicy())
     endpoints: EndpointDefaults = Field(default_factory=lambda: EndpointDefaults())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_deep(cls, data: Any) -> Any:
+        return check_document_depth(data)
 
     @model_validator(mode="after")
     def _one_default_class(self) -> PlacementPolicy:
@@ -341,14 +354,10 @@ class PlacementPolicy(StrictModel):
 
     @classmethod
     def from_yaml(cls, text: str) -> PlacementPolicy:
-        import yaml
+        from inferofabric import safe_yaml
 
-        try:
-            document = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ValueError(f"the policy is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+        # The fabric's limited loader (size, depth, aliases): its FileError is a ValueError.
+        document = safe_yaml.load(text, "the policy") or {}
         if not isinstance(document, dict):
             raise ValueError("a policy document must be a mapping with 'placement:' (and optional 'constraints:')")
         return cls.model_validate(document)

@@ -8,10 +8,13 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from inferofabric.models.common import (
+    MAX_CPU,
+    MAX_SECONDS,
     DataClassification,
     Location,
     Name,
     StrictModel,
+    check_document_depth,
     duration_seconds,
     memory_bytes,
 )
@@ -48,12 +51,15 @@ class GpuRequest(StrictModel):
 
 class Resources(StrictModel):
     gpu: GpuRequest = Field(default_factory=lambda: GpuRequest(type=[], count=0))
-    cpu: float = Field(default=1, gt=0)
+    cpu: float = Field(default=1, gt=0, le=MAX_CPU)
     memory: str = "4Gi"
 
     @field_validator("memory", mode="before")
     @classmethod
     def _valid_memory(cls, value: Any) -> Any:
+        # Bounded (length and size): "9" * 400 is refused here, not an OverflowError at launch.
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ValueError("memory must be a quantity such as 32Gi, 512Mi or 16G")
         memory_bytes(value if isinstance(value, str | int) else str(value))
         return str(value)
 
@@ -93,11 +99,18 @@ class WorkloadSpec(StrictModel):
     annotations: dict[str, str] = Field(default_factory=dict)
     placement: PlacementHints = Field(default_factory=PlacementHints)
     max_retries: int = Field(default=0, ge=0, le=10, description="back-end retries of a failing job (backoffLimit)")
-    max_runtime_seconds: int | None = Field(default=None, gt=0, description="activeDeadlineSeconds")
-    launch_timeout_seconds: int | None = Field(default=None, gt=0,
+    max_runtime_seconds: int | None = Field(default=None, gt=0, le=MAX_SECONDS, description="activeDeadlineSeconds")
+    launch_timeout_seconds: int | None = Field(default=None, gt=0, le=MAX_SECONDS,
                                                description="move a job pending longer (default: the pool's)")
     replicas: int = Field(default=1, ge=1, le=64, description="a gang: replicas admitted all-or-nothing on one "
                           "pool and launched as one job group (multi-node training); GPUs are per replica")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_deep(cls, data: Any) -> Any:
+        # Before anything walks the document (a field, a message, a repr): a value nested 100,000
+        # deep in labels, env or args is one error here, not a RecursionError deeper down.
+        return check_document_depth(data)
 
     @field_validator("annotations")
     @classmethod
@@ -124,8 +137,10 @@ class WorkloadSpec(StrictModel):
     @field_validator("command", "args", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:
+        # Scalars only become text: anything else is left to fail as "not a string" (str() of a value
+        # nested 100,000 deep would be a RecursionError).
         if isinstance(value, list):
-            return [str(item) for item in value]
+            return [str(item) if item is None or isinstance(item, str | int | float) else item for item in value]
         if isinstance(value, str):
             return [value]
         return value
