@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         WatcherSettings,
     )
     from inferofabric.models.pool import PoolSpec
+    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.reconcile import reconcile
     from inferofabric.workflows.watcher import watcher_id
 
@@ -63,7 +64,7 @@ def monitor_id(pool: str) -> str:
     return f"pool-monitor-{pool}"
 
 
-@workflow.defn(name="ControlWorkflow", sandboxed=False)
+@workflow.defn(name="ControlWorkflow", failure_exception_types=DECODE_FAILURES, sandboxed=False)
 class ControlWorkflow:
     @workflow.run
     async def run(self, request: ControlRequest) -> Any:

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.models.workload import SIM_LATENCY_ANNOTATION
     from inferofabric.policies.autoscale import Sample, ScaleState, recommend
     from inferofabric.policies.replicas import plan_replicas
+    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.workload_visibility import initial_search_attributes
 
 TICK = timedelta(seconds=30)  # an idle endpoint still looks now and then (scale to zero, stale samples)
@@ -73,7 +74,7 @@ def endpoint_id(name: str) -> str:
     return f"endpoint-{name}"
 
 
-@workflow.defn(name="EndpointWorkflow", sandboxed=False)
+@workflow.defn(name="EndpointWorkflow", failure_exception_types=DECODE_FAILURES, sandboxed=False)
 class EndpointWorkflow:
     def __init__(self) -> None:
         self._req: EndpointRequest | None = None

@@ -6,7 +6,16 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from inferofabric.models.common import Location, Name, StrictModel
+from inferofabric.models.common import (
+    MAX_COUNT,
+    MAX_PRICE,
+    MAX_SECONDS,
+    Location,
+    Name,
+    StrictModel,
+    check_document_depth,
+    finite,
+)
 
 BackendKind = Literal["local", "simulated", "kubernetes", "aws-batch", "gcp-batch", "azure-batch"]
 
@@ -34,11 +43,14 @@ class PoolSpec(StrictModel):
     region: str = Field(default="local", min_length=1)
     gpus: dict[str, int] = Field(default_factory=dict, description="GPU inventory the fabric may use, by type")
     price_per_gpu_hour: dict[str, float] = Field(default_factory=dict)
-    price_per_cpu_hour: float | None = Field(default=None, ge=0, description="USD per CPU-hour a job requests")
-    price_per_gib_hour: float | None = Field(default=None, ge=0, description="USD per GiB-hour of memory requested")
+    price_per_cpu_hour: float | None = Field(default=None, ge=0, le=MAX_PRICE,
+                                             description="USD per CPU-hour a job requests")
+    price_per_gib_hour: float | None = Field(default=None, ge=0, le=MAX_PRICE,
+                                             description="USD per GiB-hour of memory requested")
     labels: dict[str, str] = Field(default_factory=dict)
     spot: bool = Field(default=False, description="spot/preemptible capacity: cheaper, may be reclaimed")
-    launch_timeout_seconds: int = Field(default=900, gt=0, description="a job pending longer than this moves")
+    launch_timeout_seconds: int = Field(default=900, gt=0, le=MAX_SECONDS,
+                                        description="a job pending longer than this moves")
     checkpoint_root: str | None = Field(default=None, description="where FABRIC_CHECKPOINT_DIR points jobs")
     local: dict[str, Any] | None = None
     simulated: dict[str, Any] | None = None
@@ -47,12 +59,21 @@ class PoolSpec(StrictModel):
     gcp: dict[str, Any] | None = None
     azure: dict[str, Any] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_deep(cls, data: Any) -> Any:
+        # The back-end settings are free-form: a value nested 100,000 deep is refused here, not
+        # a RecursionError (or a serialization error) in an activity.
+        return check_document_depth(data)
+
     @field_validator("gpus")
     @classmethod
     def _non_negative_gpus(cls, value: dict[str, int]) -> dict[str, int]:
         for gpu_type, count in value.items():
             if count < 0:
                 raise ValueError(f"GPU count for {gpu_type} must be 0 or more, got {count}")
+            if count > MAX_COUNT:
+                raise ValueError(f"GPU count for {gpu_type} must be at most {MAX_COUNT:,}, got {count}")
         return value
 
     @field_validator("price_per_gpu_hour")
@@ -61,6 +82,7 @@ class PoolSpec(StrictModel):
         for gpu_type, price in value.items():
             if price < 0:
                 raise ValueError(f"price for {gpu_type} must be 0 or more, got {price}")
+            finite(price, f"price for {gpu_type}", 0, MAX_PRICE)
         return value
 
     @model_validator(mode="after")
