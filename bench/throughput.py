@@ -12,7 +12,12 @@ the same run and on the same server:
   (b) bare: a trivial workflow that executes one trivial activity, on a worker with the same
       concurrency limits; the same N started concurrently; time until all completed.
 
-Prints both rates (workflows completed per second), the ratio and the target (fabric >= 0.5 x bare).
+  (c) fabric through the door: the same as (a), submitted through the front door (a process of its
+      own, TLS, the admin token as the API key), as every user's SDK does.
+
+Prints the rates (workflows completed per second), the ratio and the target (fabric >= 0.5 x bare),
+the door's cost (target: at most 10 % of workloads/s) and the door's added latency per call (p50,
+p99 of a workflow describe, through the door vs straight to Temporal).
 With --profile, the fabric run is repeated under cProfile (the asyncio thread: workflow activations,
 data conversion and the SDK) and the heaviest functions are printed, plus the time spent inside the
 placement activity itself.
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -32,21 +38,24 @@ from pathlib import Path
 
 from temporalio import activity, workflow
 
-from inferofabric.policies.engine import EXAMPLE_POLICY_YAML
-
 with workflow.unsafe.imports_passed_through():
+    import subprocess  # the door's process (the sandbox may not import it itself)
+
     from temporalio.client import Client
     from temporalio.common import SearchAttributeKey
     from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.service import TLSConfig
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
     from inferofabric.models import WorkloadSpec, WorkloadState
     from inferofabric.models.messages import SEARCH_ATTRIBUTES
+    from inferofabric.policies.engine import EXAMPLE_POLICY_YAML
     from inferofabric.sdk.client import FabricClient
     from inferofabric.worker.main import build_worker
 
 TARGET_RATIO = 0.5
+DOOR_TARGET = 0.90  # through the door: at least 90 % of the workloads/s straight to Temporal
 POLICY = EXAMPLE_POLICY_YAML  # the brief's policy, as written
 
 
@@ -128,6 +137,31 @@ class Fabric:
         self.worker = build_worker(client, queue=self.queue, home=home, store_url=self.store_url)
         self.fabric = FabricClient(client, task_queue=self.queue)
         self.batch = 0
+        self.door: subprocess.Popen[bytes] | None = None
+        self.door_address = ""
+
+    async def open_door(self) -> FabricClient:
+        """The front door as `fabric up` runs it, in front of the same server; a client of it."""
+        from inferofabric.auth.client import find_token
+        from inferofabric.connection import connect
+        from inferofabric.door.tls import ensure_door_tls
+        from inferofabric.embedded import free_loopback_port, start_door_process
+
+        os.environ["FABRIC_TASK_QUEUE"] = self.queue
+        os.environ["FABRIC_DATABASE_URL"] = self.store_url
+        tls = ensure_door_tls(self.home)
+        port = free_loopback_port()
+        self.door = await start_door_process(self.home, self.client.service_client.config.target_host, port)
+        self.door_address = f"127.0.0.1:{port}"
+        token = find_token(self.home)
+        client = await connect(self.door_address, self.client.namespace, api_key=token,
+                               tls=TLSConfig(server_root_ca_cert=tls.ca_pem))
+        return FabricClient(client, task_queue=self.queue, token=token)
+
+    def close_door(self) -> None:
+        if self.door is not None:
+            self.door.terminate()
+            self.door.wait(timeout=10)
 
     async def setup(self, count: int) -> None:
         pools = [
@@ -152,7 +186,8 @@ class Fabric:
             await self.fabric.register_pool(pool)
         await self.fabric.set_policy(POLICY)
 
-    async def run(self, count: int) -> float:
+    async def run(self, count: int, through: FabricClient | None = None) -> float:
+        fabric = through or self.fabric
         self.batch += 1
         specs = [
             WorkloadSpec.model_validate(
@@ -167,7 +202,7 @@ class Fabric:
             for i in range(count)
         ]
         started = time.perf_counter()
-        handles = await asyncio.gather(*(self.fabric.submit(spec) for spec in specs))
+        handles = await asyncio.gather(*(fabric.submit(spec) for spec in specs))
         results = await asyncio.gather(*(h.result() for h in handles))
         elapsed = time.perf_counter() - started
         bad = [r for r in results if r.state != WorkloadState.SUCCEEDED]
@@ -254,23 +289,34 @@ async def main() -> int:
     env = await start_server()
     bare: list[Meter] = []
     fabric_runs: list[Meter] = []
+    door_runs: list[Meter] = []
+    latency: dict[str, list[float]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="fabric-bench-") as directory:
             os.environ["FABRIC_HOME"] = directory
             fabric = Fabric(env.client, Path(directory))
             async with fabric.worker:
-                await fabric.setup(args.count * (args.rounds + 2) + args.warmup)
-                await run_bare(env.client, args.warmup)
-                await fabric.run(args.warmup)
-                for _ in range(args.rounds):
-                    with Meter() as meter:
-                        await run_bare(env.client, args.count)
-                    bare.append(meter)
-                    with Meter() as meter:
-                        await fabric.run(args.count)
-                    fabric_runs.append(meter)
-                if args.profile:
-                    await profiled(fabric, args.count)
+                await fabric.setup(args.count * (args.rounds * 2 + 2) + args.warmup * 2)
+                door = await fabric.open_door()
+                try:
+                    await run_bare(env.client, args.warmup)
+                    await fabric.run(args.warmup)
+                    await fabric.run(args.warmup, through=door)
+                    for _ in range(args.rounds):
+                        with Meter() as meter:
+                            await run_bare(env.client, args.count)
+                        bare.append(meter)
+                        with Meter() as meter:
+                            await fabric.run(args.count)
+                        fabric_runs.append(meter)
+                        with Meter() as meter:
+                            await fabric.run(args.count, through=door)
+                        door_runs.append(meter)
+                    latency = await call_latency(fabric.fabric, door, f"bench-{fabric.queue[-8:]}-1-0")
+                    if args.profile:
+                        await profiled(fabric, args.count)
+                finally:
+                    fabric.close_door()
     finally:
         await env.shutdown()
 
@@ -298,7 +344,30 @@ async def main() -> int:
     print(f"bare one-activity workflow: {bare_rate:7.1f} workflows/s")
     print(f"fabric workloads:           {fabric_rate:7.1f} workloads/s (all succeeded)")
     print(f"ratio fabric/bare: {ratio:.2f}  target >= {TARGET_RATIO} -> {verdict}")
-    return 0 if verdict == "PASS" else 1
+    door_rate = n * len(door_runs) / sum(r.wall for r in door_runs)
+    door_ratio = door_rate / fabric_rate
+    door_verdict = "PASS" if door_ratio >= DOOR_TARGET else "FAIL"
+    print(f"fabric through the door:    {door_rate:7.1f} workloads/s (all succeeded)")
+    print(f"door/direct: {door_ratio:.2f}  target >= {DOOR_TARGET} (the door costs at most 10 %) -> {door_verdict}")
+    direct, through = (sorted(latency[k]) for k in ("direct", "door"))
+    for label, q in (("p50", 0.5), ("p99", 0.99)):
+        added = (through[int(q * (len(through) - 1))] - direct[int(q * (len(direct) - 1))]) * 1000
+        print(f"  describe {label}: direct {direct[int(q * (len(direct) - 1))] * 1000:5.2f} ms, through the door "
+              f"{through[int(q * (len(through) - 1))] * 1000:5.2f} ms, added {added:5.2f} ms")
+    print(f"  describe mean added: {(statistics.mean(through) - statistics.mean(direct)) * 1000:5.2f} ms")
+    return 0 if verdict == "PASS" and door_verdict == "PASS" else 1
+
+
+async def call_latency(direct: FabricClient, door: FabricClient, workflow_id: str,
+                       calls: int = 500) -> dict[str, list[float]]:
+    """One workflow describe at a time, `calls` times each way: the door's added latency per call."""
+    found: dict[str, list[float]] = {"direct": [], "door": []}
+    for _ in range(calls):
+        for label, client in (("direct", direct), ("door", door)):
+            started = time.perf_counter()
+            await client.temporal.get_workflow_handle(workflow_id).describe()
+            found[label].append(time.perf_counter() - started)
+    return found
 
 
 if __name__ == "__main__":
