@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import select
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from inferofabric.activities.admission import wake_from_activity as _wake
 from inferofabric.activities.errors import typed_errors
 from inferofabric.activities.reconcile import reconcile_pool
+from inferofabric.auth.readers import authorize_put_secret, caller_identity, scoped_cost_view, visible_secrets
+from inferofabric.auth.tokens import AuthError, Identity, signing_key
 from inferofabric.backends import simulated
 from inferofabric.backends.base import job_id_for
 from inferofabric.backends.registry import backend_class
@@ -208,14 +213,61 @@ class ControlActivities:
 
     @activity.defn(name="control_put_secret")
     @typed_errors
-    async def put_secret(self, name: str, sealed_value: str, pool: str | None = None) -> None:
-        """Store an already-sealed value: the clear text never crosses Temporal."""
-        await in_store(self.store.put_secret, name, sealed_value, pool)
+    async def put_secret(self, name: str, sealed_value: str, pool: str | None = None, team: str | None = None,
+                         shared_with: list[str] | None = None, fabric: bool | None = None) -> None:
+        """Store an already-sealed value (the clear text never crosses Temporal), owned by `team`, or the
+        fabric's own with `fabric`. An admin sets any; a member its own team's only (the gate let it
+        through for this check), and its team is the default owner."""
+        identity = await self._caller()
+        if team is None and not fabric:
+            if identity.role != "member" or not identity.team:
+                raise ValueError(f"secret {name!r}: say whose it is: --team T (team=...), or --fabric "
+                                 "(fabric=True: the fabric's own, for pools' credentials)")
+            team = identity.team
+        existing = await in_store(self.store.find_secret, name)
+        try:
+            authorize_put_secret(identity, name, team, existing.team if existing else None, existing is not None)
+        except AuthError as error:
+            await in_store(self._audit_refusal, identity, "put_secret", name, str(error))
+            raise ApplicationError(f"permission denied: {error}", type="PermissionDenied", non_retryable=True) from None
+        await in_store(self.store.put_secret, name, sealed_value, pool, team, shared_with or [])
 
     @activity.defn(name="control_list_secrets")
     @typed_errors
     async def list_secrets(self) -> list[dict[str, Any]]:
-        return [{"name": n, "pool": p} for n, p in await in_store(self.store.secret_names)]
+        """Names, pool scope, owner and sharing (never values); a member sees its team's and those
+        shared with it."""
+        identity = await self._caller()
+        return visible_secrets(await in_store(self.store.secret_rows), identity)
+
+    async def _caller(self) -> Identity:
+        """Who started this activity's ControlWorkflow: the identity the gate checked at its start."""
+        info = activity.info()
+        workflow_id, workflow_type = info.workflow_id or "", info.workflow_type or ""
+        handle = activity.client().get_workflow_handle(workflow_id, run_id=info.workflow_run_id)
+        async for event in handle.fetch_history_events():
+            started = event.workflow_execution_started_event_attributes
+            now = event.event_time.ToDatetime(tzinfo=UTC).timestamp()
+            try:
+                return caller_identity(dict(started.header.fields), signing_key(self.home), workflow_id,
+                                       workflow_type, now)
+            except AuthError as error:
+                raise ApplicationError(f"permission denied: {error}", type="PermissionDenied",
+                                       non_retryable=True) from None
+        raise ApplicationError("permission denied: no start event", type="PermissionDenied", non_retryable=True)
+
+    def _audit_refusal(self, identity: Identity, action: str, target: str, detail: str) -> None:
+        """The gate let the request through to this activity's finer check; record that check's refusal."""
+        from inferofabric.store.tables import AuditRow
+
+        info = activity.info()
+        with self.store.session(write=True) as session:
+            if session.exec(select(AuditRow).where(AuditRow.dedupe == f"{info.workflow_run_id}:{action}:refused")
+                            ).first() is None:
+                session.add(AuditRow(identity=identity.subject, role=identity.role, team=identity.team,
+                                     action=action, target=target, result="refused", detail=detail[:2000],
+                                     dedupe=f"{info.workflow_run_id}:{action}:refused"))
+                session.commit()
 
     @activity.defn(name="control_decisions")
     @typed_errors
@@ -235,9 +287,9 @@ class ControlActivities:
     async def cost(self, by: str | None = None, start: str | None = None, end: str | None = None,
                    step: str | None = None, workload_id: str | None = None, idle: bool = False) -> dict[str, Any]:
         """Cost report rows or one workload's ledger lines, for clients without the store."""
-        from inferofabric.store.ledger import cost_view
-
-        return await in_store(cost_view, self.store, by or "team", start, end, step, workload_id, idle)
+        identity = await self._caller()  # a member's report holds its own team's lines only
+        return await in_store(scoped_cost_view, self.store, identity, by or "team", start, end, step, workload_id,
+                              idle)
 
     @activity.defn(name="control_budgets")
     @typed_errors

@@ -59,9 +59,18 @@ def store_secret_resolver(store_url: str | None, pool: str, home: Path,
         except NotFound:
             raise BackendConfigError(f"pool {pool!r}: secret {name!r} is neither in the environment "
                                      "nor in the fabric's secret store (`fabric secret set`)") from None
+        if row.team is not None:  # a team's secret is for its workloads, never a pool's credentials
+            raise BackendConfigError(f"pool {pool!r}: secret {name!r} belongs to team {row.team!r}; a pool's "
+                                     "credentials are the fabric's own (`fabric secret set NAME --fabric`)")
         return unseal(row.ciphertext, pool=row.pool, home=home)
 
     return resolve
+
+
+def reading_backend(pool: PoolSpec, home: Path, store_url: str | None) -> Any:
+    """The pool's back end as the control plane's worker builds it (credentials from the store too),
+    for reads on the fabric's host that must not pass through a workflow (`fabric logs`)."""
+    return JobActivities(home, store_url, store=True)._backend(pool)
 
 
 class JobActivities:
@@ -139,9 +148,12 @@ class JobActivities:
         return dict(await asyncio.gather(*(one(job_id) for job_id in request.job_ids)))
 
     @activity.defn(name="job_logs")
-    @typed_errors
     async def job_logs(self, request: JobInput) -> str:
-        return await in_backend(self._backend(request.pool).logs, request.job_id, request.tail)
+        """Refused: an activity's result is kept in its workflow's history, and a job's output may hold
+        anything it printed (a secret). `fabric logs` reads the pool from the caller's side."""
+        raise ApplicationError("logs are not read through workflows (their text would stay in history): "
+                               "`fabric logs` reads them from the pool on the fabric's host",
+                               type="InvalidInput", non_retryable=True)
 
     @activity.defn(name="list_pool_jobs")
     @typed_errors

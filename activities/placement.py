@@ -12,7 +12,7 @@ from inferofabric.activities.admission import wake_from_activity
 from inferofabric.activities.errors import typed_errors
 from inferofabric.models.messages import ReleaseInput, StartedInput
 from inferofabric.models.workload import SecretRef, WorkloadSpec
-from inferofabric.secrets import seal, unseal
+from inferofabric.secrets import check_use, seal, unseal
 from inferofabric.store.db import Store, get_store
 from inferofabric.threads import in_store
 
@@ -53,6 +53,7 @@ class PlacementActivities:
             if not isinstance(value, SecretRef):
                 continue
             row = self.store.get_secret(value.secret)
+            check_use(value.secret, row.team, row.shared_with, spec.team)  # before anything is opened
             if row.pool and row.pool != pool:
                 raise ValueError(f"secret {value.secret!r} is scoped to pool {row.pool!r}, not {pool!r}")
             # Re-seal for the pool so an agent holding only its pool's key can open it.

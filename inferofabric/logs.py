@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 from pathlib import Path
 
 LOG_NAME = "fabric.log"
@@ -40,8 +41,11 @@ def setup_logging(home: Path, debug: bool = False) -> Path:
     """Send log records to the terminal (one line each, unless `debug`) and to FABRIC_HOME/logs/fabric.log
     (rotated at 10 MB, 5 kept); returns the log file's path."""
     folder = home / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)  # jobs' output and the fabric's own log: the owner's only
     path = folder / LOG_NAME
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600))
+    path.chmod(0o600)
     to_file = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"))
     to_file.setLevel(logging.INFO)

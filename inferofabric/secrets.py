@@ -5,6 +5,10 @@ from $FABRIC_SECRET_KEY (a Fernet key; give the same key to agents), else a key 
 under $FABRIC_HOME (mode 0600). A pool may be given its own key with
 $FABRIC_SECRET_KEY_<POOL> (upper case, '-' as '_'): secrets scoped to that pool are sealed with it,
 so only that pool's agent can open them.
+
+Secrets have owners: a team (its members set it, its workloads use it, and those of the teams it is
+shared with), or the fabric itself (`team` None: set by an admin, used for pools' credentials, never
+by a workload). A workload that names a secret it may not use fails before anything is opened.
 """
 
 from __future__ import annotations
@@ -16,9 +20,30 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from inferofabric.settings import fabric_home
 
+FABRIC_OWNER = "fabric"  # how the fabric's own secrets' owner is shown
+
 
 class SecretError(ValueError):
-    """A secret that cannot be opened (wrong key) or is missing."""
+    """A secret that cannot be opened (wrong key), is missing, or is not the workload's to use."""
+
+
+def owner_of(team: str | None) -> str:
+    return team or FABRIC_OWNER
+
+
+def shared_teams(shared_with: str | None) -> list[str]:
+    return [t for t in (shared_with or "").split(",") if t]
+
+
+def check_use(name: str, owner_team: str | None, shared_with: str | None, workload_team: str) -> None:
+    """Raise SecretError (one line, not retryable) unless a workload of `workload_team` may use the
+    secret: its own team's, or one shared with its team; never another team's or the fabric's own."""
+    if owner_team is not None and (owner_team == workload_team or workload_team in shared_teams(shared_with)):
+        return
+    whose = "the fabric's own (admin only)" if owner_team is None else f"team {owner_team!r}'s"
+    raise SecretError(f"secret {name!r} is {whose}, not team {workload_team!r}'s: a workload may use only its "
+                      f"own team's secrets (or ones shared with it: `fabric secret set {name} --team "
+                      f"{owner_team or 'T'} --share-with {workload_team}`)")
 
 
 def _env_name(pool: str | None) -> str:

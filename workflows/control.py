@@ -17,11 +17,10 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.backends.registry import system_queue, task_queue_for
+    from inferofabric.backends.registry import system_queue
     from inferofabric.models.common import Health
     from inferofabric.models.messages import (
         ControlRequest,
-        JobInput,
         MonitorInput,
         MonitorSettings,
         ReconcileReport,
@@ -45,7 +44,7 @@ OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "get_policy": ("control_get_policy", ()),
     "cordon": ("control_cordon", ("name", "cordoned")),
     "simulate": ("control_simulate", ("name", "action")),
-    "put_secret": ("control_put_secret", ("name", "sealed_value", "pool")),
+    "put_secret": ("control_put_secret", ("name", "sealed_value", "pool", "team", "shared_with", "fabric")),
     "list_secrets": ("control_list_secrets", ()),
     "decisions": ("control_decisions", ("workload_id",)),
     "queue": ("control_queue", ("team", "workload_id")),
@@ -68,8 +67,10 @@ def monitor_id(pool: str) -> str:
 class ControlWorkflow:
     @workflow.run
     async def run(self, request: ControlRequest) -> Any:
-        if request.op == "logs":
-            return await self._logs(request.args["pool"], request.args["job_id"], int(request.args.get("tail", 200)))
+        if request.op == "logs":  # an activity's result stays in history: job output never travels this way
+            raise ApplicationError("logs are not read through the control plane (their text would stay in workflow "
+                                   "history): `fabric logs` reads them from the pool on the fabric's host",
+                                   type="InvalidInput", non_retryable=True)
         if request.op == "drain":
             return await self._drain(request.args["name"], request.args.get("reason", "drained by operator"))
         if request.op == "reconcile":
@@ -117,15 +118,6 @@ class ControlWorkflow:
             "control_pool_spec", name, result_type=PoolSpec, start_to_close_timeout=CONTROL_TIMEOUT,
             retry_policy=CONTROL_RETRY)
         return await reconcile(pool)
-
-    async def _logs(self, pool_name: str, job_id: str, tail: int) -> str:
-        pool: PoolSpec = await workflow.execute_activity(
-            "control_pool_spec", pool_name, result_type=PoolSpec, start_to_close_timeout=CONTROL_TIMEOUT,
-            retry_policy=CONTROL_RETRY)
-        return str(await workflow.execute_activity(
-            "job_logs", JobInput(pool=pool, job_id=job_id, tail=tail),
-            task_queue=task_queue_for(pool, workflow.info().task_queue), start_to_close_timeout=CONTROL_TIMEOUT,
-            retry_policy=RetryPolicy(maximum_attempts=2), summary=f"logs of {job_id}"))
 
     async def _drain(self, pool: str, reason: str) -> list[str]:
         """Move every workload off the pool on purpose, with the failover machinery (one activity tells

@@ -50,6 +50,7 @@ from inferofabric.backends.base import (
     JobState,
     JobStatus,
     PoolProbe,
+    checked_job_id,
 )
 from inferofabric.models.common import Health
 from inferofabric.models.pool import PoolSpec
@@ -681,7 +682,7 @@ class AwsBatchBackend(Backend):
             log.warning("aws-batch %s: could not delete secrets of %s: %s", self.pool.name, job_id, error)
 
     def logs(self, job_id: str, tail: int = 200) -> str:
-        name = batch_job_name(job_id)
+        name = batch_job_name(checked_job_id(job_id))
         with self._calling("logs"):
             job = self._lookup(name, use_cache=True)
             stream = _log_stream(job) if job else None

@@ -46,6 +46,7 @@ from inferofabric.backends.base import (
     JobState,
     JobStatus,
     PoolProbe,
+    checked_job_id,
 )
 from inferofabric.models.common import Health, StrictModel
 from inferofabric.models.pool import PoolSpec
@@ -453,7 +454,7 @@ class AzureBatchBackend(Backend):
 
     def logs(self, job_id: str, tail: int = 200) -> str:
         """The last `tail` lines of the task's stdout.txt; "" until the task has written one."""
-        azure_id = azure_job_id(job_id)
+        azure_id = azure_job_id(checked_job_id(job_id))
 
         def read() -> bytes:
             return b"".join(self.client.download_task_file(azure_id, TASK_ID, STDOUT_FILE))

@@ -8,6 +8,7 @@ back end touches this folder only.
 from __future__ import annotations
 
 import abc
+import re
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -157,6 +158,18 @@ class Backend(abc.ABC):
         saw before: one that is gone comes back LOST). The pool watcher's one call per period."""
         ids = sorted(set(self.list_jobs()) | set(known))
         return self.statuses(ids)
+
+
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+
+
+def checked_job_id(job_id: str) -> str:
+    """`job_id` when it is a plain id (letters, digits, '.', '_', '-'; no '/', no '..'), else JobRejected:
+    back ends that read files by job id (local, simulated) must never be led out of their folder."""
+    if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id) or ".." in job_id:
+        shown = job_id[:80] if isinstance(job_id, str) else type(job_id).__name__
+        raise JobRejected(f"not a job id: {shown!r} (a job id is letters, digits, '.', '_' and '-')")
+    return job_id
 
 
 def job_id_for(workload_id: str, attempt: int) -> str:

@@ -50,6 +50,7 @@ from inferofabric.backends.base import (
     JobState,
     JobStatus,
     PoolProbe,
+    checked_job_id,
 )
 from inferofabric.models.common import Health
 from inferofabric.models.pool import PoolSpec
@@ -325,7 +326,7 @@ class GcpBatchBackend(Backend):
         Logging API, which this back end does not call (and the test fake does not serve), so the
         caller gets the link filtered on the job's uid. `tail` is ignored.
         """
-        status = self.status(job_id)
+        status = self.status(checked_job_id(job_id))
         if status.logs_url is None:
             return f"GCP Batch job {job_id} not found; no logs link available."
         return f"Logs of GCP Batch job {job_id} are in Cloud Logging: {status.logs_url}"

@@ -33,6 +33,7 @@ from inferofabric.backends.base import (
     JobState,
     JobStatus,
     PoolProbe,
+    checked_job_id,
 )
 from inferofabric.backends.kubernetes_manifests import (
     CONTAINER_NAME,
@@ -211,7 +212,7 @@ class KubernetesBackend(Backend):
                 lambda: self.core.delete_namespaced_service(name, self.ns, _request_timeout=self.timeout))
 
     def logs(self, job_id: str, tail: int = 200) -> str:
-        name = k8s_name(job_id)
+        name = k8s_name(checked_job_id(job_id))
         with self._errors(f"logs of job {name}"):
             pods = newest_first(self._job_pods(name))
             if not pods or not pods[0].metadata or not pods[0].metadata.name:

@@ -29,6 +29,7 @@ from inferofabric.backends.base import (
     JobState,
     JobStatus,
     PoolProbe,
+    checked_job_id,
 )
 from inferofabric.models.common import Health, duration_seconds
 from inferofabric.models.workload import (
@@ -192,7 +193,7 @@ class SimulatedBackend(Backend):
             write_json_atomic(path, record)
 
     def logs(self, job_id: str, tail: int = 200) -> str:
-        status = self.status(job_id)
+        status = self.status(checked_job_id(job_id))
         lines = [f"{SIMULATED_TAG} job {job_id} on pool {self.pool.name}: {status.state.value}", status.message]
         return "\n".join(lines[-tail:])
 

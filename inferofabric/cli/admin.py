@@ -25,8 +25,9 @@ def register(app: typer.Typer) -> None:
 
 @token_app.command("create")
 def token_create(
-    role: Annotated[str, typer.Option("--role", help="admin | operator | member (agents: system)")],
+    role: Annotated[str, typer.Option("--role", help="admin | operator | member | agent (a pool's agent)")],
     team: Annotated[str | None, typer.Option("--team", help="The team of a member token.")] = None,
+    pool: Annotated[str | None, typer.Option("--pool", help="The pool of an agent token.")] = None,
     ttl: Annotated[str, typer.Option("--ttl", help="How long it is valid: 30d, 12h, 90m.")] = "30d",
     name: Annotated[str | None, typer.Option("--name", help="Who holds it (shown in the audit log).")] = None,
     home: HomeOpt = None,
@@ -36,14 +37,16 @@ def token_create(
     import time
     from datetime import timedelta
 
-    from inferofabric.auth.tokens import KEY_FILE, ROLES, SYSTEM, create_token, signing_key
+    from inferofabric.auth.tokens import AGENT, KEY_FILE, ROLES, create_token, signing_key
     from inferofabric.models.common import duration_seconds
 
     home_dir = fabric_home(home)
-    if role not in (*ROLES, SYSTEM):
-        fail(f"unknown role {role!r}: one of {', '.join(ROLES)}", 2)
+    if role not in (*ROLES, AGENT):
+        fail(f"unknown role {role!r}: one of {', '.join((*ROLES, AGENT))}", 2)
     if role == "member" and not team:
         fail("a member token needs --team TEAM", 2)
+    if role == AGENT and not pool:
+        fail("an agent token needs --pool POOL (an agent serves one pool)", 2)
     if not os.environ.get("FABRIC_AUTH_KEY") and not (home_dir / KEY_FILE).exists():
         fail(f"no signing key here: run on the control plane (FABRIC_AUTH_KEY, or {home_dir / KEY_FILE} "
              "that `fabric up` creates)", 2)
@@ -52,7 +55,7 @@ def token_create(
     except ValueError as error:
         fail(f"--ttl {ttl!r}: {error}", 2)
     token = create_token(signing_key(home_dir), role, team=team, subject=name, ttl=timedelta(seconds=seconds),
-                         now=time.time())
+                         now=time.time(), pool=pool if role == AGENT else None)
     print(token)
 
 
@@ -76,10 +79,25 @@ def audit(
 def secret_set(
     name: str,
     from_env: Annotated[str | None, typer.Option(help="Read the value from this environment variable.")] = None,
+    team: Annotated[str | None, typer.Option(
+        help="The team that owns it: its workloads may use it [default: a member token's own team].")] = None,
+    fabric: Annotated[bool, typer.Option(
+        "--fabric", help="The fabric's own (admin only): pools' credentials; no workload may use it.")] = False,
+    share_with: Annotated[list[str] | None, typer.Option(
+        "--share-with", help="Another team whose workloads may use it too (repeat for more).")] = None,
     pool: Annotated[str | None, typer.Option(help="Scope the secret to one pool.")] = None,
     address: AddressOpt = None,
 ) -> None:
-    """Store a secret (value from --from-env or stdin); it is sealed here and never sent in clear text."""
+    """Store a secret (value from --from-env or stdin); it is sealed here and never sent in clear text.
+
+    A secret is a team's (--team T: an admin may set any team's, a member its own team's only) or
+    the fabric's own (--fabric, admin only). A workload may use its own team's secrets and those
+    shared with its team, nothing else.
+    """
+    if fabric and team:
+        fail("a secret is a team's (--team) or the fabric's own (--fabric), not both", 2)
+    if fabric and share_with:
+        fail("the fabric's own secrets are not shared with teams (--share-with needs --team)", 2)
     if from_env:
         value = os.environ.get(from_env)
         if value is None:
@@ -91,13 +109,15 @@ def secret_set(
     else:
         value = sys.stdin.read().rstrip("\n")
     assert value is not None
-    with_client(address, lambda c: c.set_secret(name, value, pool))
-    console().print(f"stored secret {name}" + (f" (pool {pool})" if pool else ""))
+    with_client(address, lambda c: c.set_secret(name, value, pool, team=team, fabric=fabric, share_with=share_with))
+    whose = "the fabric's own" if fabric else f"team {team}" if team else "your team's"
+    console().print(f"stored secret {name} ({whose}" + (f", pool {pool}" if pool else "")
+                    + (f", shared with {', '.join(share_with)}" if share_with else "") + ")")
 
 
 @secret_app.command("list")
 def secret_list(address: AddressOpt = None, json_out: JsonOpt = False) -> None:
-    """Secret names (never values)."""
+    """Secret names with their owner (a team, or `fabric`), sharing and pool scope (never values)."""
     from inferofabric.cli import render
 
     names = with_client(address, lambda c: c.secrets())
@@ -105,7 +125,12 @@ def secret_list(address: AddressOpt = None, json_out: JsonOpt = False) -> None:
         render.print_json(names)
     else:
         for item in names:
-            console().print(item["name"] + (f"  (pool {item['pool']})" if item["pool"] else ""))
+            extra = [f"owner {item.get('owner', 'fabric')}"]
+            if item.get("shared_with"):
+                extra.append(f"shared with {', '.join(item['shared_with'])}")
+            if item.get("pool"):
+                extra.append(f"pool {item['pool']}")
+            console().print(f"{item['name']}  ({'; '.join(extra)})", highlight=False)
 
 
 @schedule_app.command("add")

@@ -183,6 +183,9 @@ def logs(
 ) -> None:
     """The output of the workload's job (each attempt under its own header with --all or --follow).
 
+    Read from the pool on the fabric's host, never through Temporal (whose history would keep it);
+    a member reads its own team's workloads only.
+
     Example: fabric logs train-7 --follow
     """
     from inferofabric.cli import render
@@ -192,7 +195,7 @@ def logs(
         if json_out:
             current = await handle.status()
             return [{"attempt": a.attempt, "pool": a.pool, "job_id": a.job_id, "outcome": a.outcome,
-                     "lines": (await handle.job_logs(a.pool, a.job_id, tail)).splitlines()}
+                     "lines": (await handle.attempt_logs(current, a.pool, a.job_id, tail)).splitlines()}
                     for a in current.history if a.pool and a.job_id]
         if not (follow_ or all_attempts):
             print(await handle.logs(tail) or "(no output yet)")
@@ -218,7 +221,8 @@ async def _print_attempts(handle: Any, tail: int, keep_going: bool, every: float
                 continue
             if record.ended_at is not None:
                 finished.add(record.job_id)
-            text = await handle.job_logs(record.pool, record.job_id, max(tail, 10_000) if keep_going else tail)
+            text = await handle.attempt_logs(current, record.pool, record.job_id,
+                                             max(tail, 10_000) if keep_going else tail)
             lines = text.splitlines()
             seen = printed.get(record.job_id, 0)
             if record.job_id not in printed or len(lines) > seen:

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, DateTime, Engine, bindparam, event, text
+from sqlalchemy import CursorResult, DateTime, Engine, bindparam, event, make_url, text
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, create_engine, func, select
 
@@ -239,6 +239,25 @@ def _sqlite_setup(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _private_file(url: str) -> None:
+    """A SQLite store is the owner's alone (mode 0600; SQLite gives its -wal and -shm files the same):
+    it holds sealed secrets, the audit log and every team's costs."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if extra.exists() and extra.stat().st_mode & 0o077:
+                extra.chmod(0o600)
+    except OSError:  # not ours to change (a shared read-only copy): SQLite says what it can do
+        pass
+
+
 def _wal(cursor: Any) -> None:
     """Switch a SQLite database to WAL once. Switching needs a moment of exclusive access, and SQLite
     answers "database is locked" at once (no busy wait) while another process holds the database, as
@@ -261,6 +280,7 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
+            _private_file(url)
             self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             _sqlite_setup(self.engine)
         else:
@@ -542,11 +562,16 @@ class Store:
             return [Decision.model_validate_json(r.decision) for r in rows]
 
     # -- secrets ------------------------------------------------------------------------------------
-    def put_secret(self, name: str, ciphertext: str, pool: str | None = None) -> None:
+    def put_secret(self, name: str, ciphertext: str, pool: str | None = None, team: str | None = None,
+                   shared_with: list[str] | tuple[str, ...] = ()) -> None:
+        """Store a sealed value owned by `team` (None: the fabric's own), usable by its team's workloads
+        and those of the teams in `shared_with`."""
         with self.session(write=True) as s:
             row = s.get(SecretRow, name) or SecretRow(name=name, ciphertext=ciphertext)
             row.ciphertext = ciphertext
             row.pool = pool
+            row.team = team
+            row.shared_with = ",".join(sorted({t for t in shared_with if t}))
             s.add(row)
             s.commit()
 
@@ -557,9 +582,18 @@ class Store:
                 raise NotFound(f"no secret named {name!r}")
             return row
 
+    def find_secret(self, name: str) -> SecretRow | None:
+        with self.session() as s:
+            return s.get(SecretRow, name)
+
     def secret_names(self) -> list[tuple[str, str | None]]:
         with self.session() as s:
             return [(r.name, r.pool) for r in s.exec(select(SecretRow).order_by(SecretRow.name))]
+
+    def secret_rows(self) -> list[SecretRow]:
+        """Every secret's row (names, scope and owner; the sealed values too: never show those)."""
+        with self.session() as s:
+            return list(s.exec(select(SecretRow).order_by(SecretRow.name)))
 
 
 @contextmanager

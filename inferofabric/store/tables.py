@@ -121,6 +121,11 @@ class SecretRow(SQLModel, table=True):
     pool: str | None = Field(default=None, max_length=63)  # scoped to one pool when set
     ciphertext: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+    # Its owner: a team (its members may set it; its workloads may use it), or None for the fabric's
+    # own (admin only; pool credentials; no workload may use it). `shared_with`: further teams whose
+    # workloads may use it, comma-separated.
+    team: str | None = Field(default=None, max_length=63)
+    shared_with: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 
 
 class AuditRow(SQLModel, table=True):

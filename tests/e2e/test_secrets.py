@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -132,8 +133,9 @@ async def test_secret_reaches_local_job_and_nothing_else(fabric: Any) -> None:
     await fabric.client.register_pool({"name": pool, "location": "on-prem", "backend": "local",
                                        "gpus": {"A100": 1}, "local": {"discover_gpus": False}})
     await fabric.client.set_policy({"placement": {"default": [pool]}})
-    await fabric.client.set_secret("db-password", SECRET)
-    assert await fabric.client.secrets() == [{"name": "db-password", "pool": None}]
+    await fabric.client.set_secret("db-password", SECRET, team="payments")
+    assert await fabric.client.secrets() == [{"name": "db-password", "pool": None, "owner": "payments",
+                                              "shared_with": []}]
 
     # The command compares a digest: the value itself written in the spec would be in history by design.
     check = f'test "$(printf %s "$DB_PASSWORD" | sha256sum | cut -d" " -f1)" = {DIGEST} && echo ok'
@@ -161,7 +163,7 @@ async def test_kubernetes_job_references_a_secret(fabric: Any, kube_api: FakeKub
         "kubernetes": {"api_server": kube_api.url, "namespace": NAMESPACE, "request_timeout": 2},
     })
     await fabric.client.set_policy({"placement": {"default": [pool]}})
-    await fabric.client.set_secret("db-password", SECRET)
+    await fabric.client.set_secret("db-password", SECRET, team="payments")
 
     async with build_agent_worker(fabric.temporal, pool, fabric.home):
         handle = await fabric.client.submit(spec(["./migrate"]))
@@ -183,3 +185,78 @@ async def test_kubernetes_job_references_a_secret(fabric: Any, kube_api: FakeKub
         await wait_for(handle, WorkloadState.SUCCEEDED)
         assert (NAMESPACE, secret_name(job_name)) not in kube_api.secrets  # not left behind in the cluster
         await assert_nowhere_but_the_job(fabric, handle)
+
+
+# -- secrets have owners -------------------------------------------------------------------------------
+def member_client(fabric: Any, team: str, subject: str) -> Any:
+    from inferofabric.auth.tokens import create_token, signing_key
+    from inferofabric.sdk.client import FabricClient
+
+    made = create_token(signing_key(fabric.home), "member", team=team, subject=subject, now=time.time())
+    return FabricClient(fabric.temporal, task_queue=fabric.task_queue, store_url=fabric.client.store_url, token=made)
+
+
+async def local_pool(fabric: Any) -> str:
+    pool = f"local-{uuid.uuid4().hex[:6]}"
+    await fabric.client.register_pool({"name": pool, "location": "on-prem", "backend": "local",
+                                       "gpus": {"A100": 1}, "local": {"discover_gpus": False}})
+    await fabric.client.set_policy({"placement": {"default": [pool]}})
+    return pool
+
+
+def owned_spec(team: str, secret: str, name: str) -> WorkloadSpec:
+    return WorkloadSpec.model_validate({
+        "name": name, "team": team, "image": "busybox", "resources": {"gpu": {"type": "A100", "count": 1}},
+        "command": ["sh", "-c", 'printf "%s" "$PW"; echo; echo leaked-or-not'],
+        "env": {"PW": {"secret": secret}}})
+
+
+async def test_a_workload_may_not_use_another_teams_or_the_fabrics_secret(fabric: Any) -> None:
+    pool = await local_pool(fabric)
+    await fabric.client.set_secret("db-password", SECRET, team="payments")  # the admin sets payments' secret
+    await fabric.client.set_secret("pool-cred", "fabric-only-value", fabric=True)
+    ads = member_client(fabric, "ads", "mallory")
+    for name, secret, whose in (("steal", "db-password", "team 'payments'"),
+                                ("steal-fabric", "pool-cred", "the fabric's own")):
+        handle = await ads.submit(owned_spec("ads", secret, name))
+        done = await wait_for(handle, WorkloadState.FAILED)
+        assert f"secret {secret!r} is {whose}" in done.message and "\n" not in done.message, done.message
+        assert done.attempts <= 1
+    # The job never ran: the local pool never made a job folder or a log for those attempts.
+    jobs = fabric.home / "local" / pool / "jobs"
+    assert not jobs.exists() or not any(jobs.iterdir())
+    assert not list((fabric.home / "logs").glob("steal*.log"))
+    assert not fabric.store.active_reservations()
+
+
+async def test_members_set_their_own_teams_secrets_only_and_sharing_opens_one_to_another_team(fabric: Any) -> None:
+    from inferofabric.sdk.errors import PermissionDenied
+
+    pool = await local_pool(fabric)
+    await fabric.client.set_secret("pool-cred", "x", fabric=True)
+    ads, vision = member_client(fabric, "ads", "alice"), member_client(fabric, "vision", "victor")
+    await ads.set_secret("ads-key", SECRET)  # a member's secret is its own team's
+    with pytest.raises(PermissionDenied, match="may not set a secret of team 'vision'"):
+        await ads.set_secret("vision-key", "v", team="vision")
+    with pytest.raises(PermissionDenied, match="may not set the fabric's own secret"):
+        await ads.set_secret("pool-cred", "mine now", fabric=True)
+    with pytest.raises(PermissionDenied, match="may not replace secret 'pool-cred'"):
+        await ads.set_secret("pool-cred", "mine now")
+    with pytest.raises(PermissionDenied, match="may not replace secret 'ads-key'"):
+        await vision.set_secret("ads-key", "overwritten")
+    assert fabric.store.get_secret("pool-cred").team is None  # nothing changed
+    listed = {s["name"]: s for s in await fabric.client.secrets()}
+    assert (listed["ads-key"]["owner"], listed["pool-cred"]["owner"]) == ("ads", "fabric")
+    assert [s["name"] for s in await vision.secrets()] == []  # a member sees its team's (and shared) only
+
+    refused = [e for e in await fabric.client.audit(limit=100) if e["action"] == "put_secret"
+               and e["result"] == "refused"]
+    assert {e["identity"] for e in refused} == {"alice", "victor"}
+
+    # Shared with vision: vision's workload gets it (and the job sees it: the digest matches).
+    await ads.set_secret("ads-key", SECRET, share_with=["vision"])
+    assert [s["name"] for s in await vision.secrets()] == ["ads-key"]
+    check = f'test "$(printf %s "$PW" | sha256sum | cut -d" " -f1)" = {DIGEST} && echo ok'
+    spec = owned_spec("vision", "ads-key", "shared-use").model_copy(update={"command": ["sh", "-c", check]})
+    done = await wait_for(await vision.submit(spec), WorkloadState.SUCCEEDED)
+    assert done.pool == pool and (fabric.home / "logs" / f"{done.job_id}.log").read_text() == "ok\n"

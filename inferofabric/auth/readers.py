@@ -1,0 +1,161 @@
+"""Reads need a token too: who may read what, on the paths that never reach the gate.
+
+A client on the fabric's host reads the store directly (`FabricClient(store_url=...)`: queue, pools,
+policy, cost, budgets, the audit log) and reads job output from the pool itself (`fabric logs`), so no
+workflow and no gate sees those reads. `reader_identity` checks the caller's token there with the
+fabric's signing key, as the front door would: a missing, malformed, foreign or expired token is an
+AuthError (the SDK raises PermissionDenied; the CLI prints one line and exits 3). What it may then
+read: the audit log is for operators and admins; a member reads only its own team's job output and
+cost lines (`scoped_cost_view`).
+
+The control activities that need to know who asked (a member storing its team's secret, a member's
+cost report) read the identity the gate checked from their ControlWorkflow's start (`caller_identity`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from inferofabric.auth import tokens
+from inferofabric.auth.tokens import ALGORITHM, KEY_FILE, SEPARATOR, AuthError, Identity, signing_key
+
+AUDIT_READERS = ("admin", "operator", "system")
+NO_TOKEN = ("no token: set FABRIC_TOKEN (see `fabric token create`) or use the token `fabric up` wrote "
+            "under FABRIC_HOME")
+_NO_CLOCK: Any = {"verify_exp": False, "verify_iat": False, "verify_nbf": False}
+
+
+def reader_key(home: Path) -> bytes:
+    """The fabric's signing key, as the worker has it; never made here (a read must not create one)."""
+    if not os.environ.get("FABRIC_AUTH_KEY") and not (home / KEY_FILE).exists():
+        raise AuthError(f"cannot check the token here: no signing key (FABRIC_AUTH_KEY, or {home / KEY_FILE}); "
+                        "read through the fabric's host")
+    return signing_key(home)
+
+
+def reader_identity(token: str | None, home: Path, now: float | None = None) -> Identity:
+    """The identity a token proves, checked with the fabric's key: the grant's signature and expiry,
+    and its secret half (which only the fabric can derive: a grant copied from anywhere is not enough)."""
+    if not token or not token.strip():
+        raise AuthError(NO_TOKEN)
+    grant, sep, secret = token.strip().partition(SEPARATOR)
+    if not sep or not secret:
+        raise AuthError("not a fabric token (expected the text `fabric token create` printed)")
+    key = reader_key(home)
+    try:
+        claims = jwt.decode(grant, key, algorithms=[ALGORITHM], options=_NO_CLOCK)
+    except jwt.PyJWTError:
+        raise AuthError("the token is not one this fabric issued") from None
+    wanted = tokens._token_secret(key, str(claims.get("jti", "")))
+    if not hmac.compare_digest(secret.encode(), wanted.encode()):
+        raise AuthError("the token is not one this fabric issued")
+    if float(claims.get("exp", 0)) < (time.time() if now is None else now):
+        raise AuthError(f"the token of {claims.get('sub')} has expired")
+    role = str(claims.get("role", ""))
+    if role not in (*tokens.ROLES, tokens.SYSTEM):
+        raise AuthError(f"a {role or 'role-less'} token reads nothing here")
+    return Identity(subject=str(claims.get("sub", "?")), role=role, team=claims.get("team"),
+                    token_id=str(claims.get("jti", "")))
+
+
+def require_audit_reader(identity: Identity) -> None:
+    if identity.role not in AUDIT_READERS:
+        raise AuthError(f"{identity.describe()} may not read the audit log: that needs the operator or admin role")
+
+
+def require_team_reader(identity: Identity, team: str | None, what: str) -> None:
+    """A member reads only its own team's `what`; every other role reads everyone's."""
+    if identity.role == "member" and (team is None or team != identity.team):
+        raise AuthError(f"{identity.describe()} may not read {what} of team {team!r}")
+
+
+def scoped_cost_view(store: Any, identity: Identity, by: str = "team", start: str | None = None,
+                     end: str | None = None, step: str | None = None, workload_id: str | None = None,
+                     idle: bool = False) -> dict[str, Any]:
+    """`fabric cost` as `identity` may see it: everything for operators and admins; for a member, only
+    its own team's lines (idle on-prem cost is per pool, no team's lines: shown as it is)."""
+    from inferofabric.store.ledger import GROUPS, STEPS, cost_view, lines, summarize
+    from inferofabric.store.tables import LedgerRow
+
+    if identity.role != "member" or idle:
+        return cost_view(store, by, start, end, step, workload_id, idle)
+    team = identity.team
+    if workload_id is not None:
+        view = cost_view(store, by, start, end, step, workload_id, idle)
+        mine = [line for line in view["lines"] if line.get("team") == team]
+        return {**view, "lines": mine, "cost_total": round(sum(line["cost"] for line in mine), 6)}
+    if by in ("team", "workload"):  # rows that name the team (by team: with its share of idle cost)
+        view = cost_view(store, by, start, end, step, workload_id, idle)
+        field = "key" if by == "team" else "team"
+        return {**view, "rows": [row for row in view["rows"] if row.get(field) == team]}
+    if by not in GROUPS:
+        raise ValueError(f"--by {by!r}: one of {', '.join(GROUPS)}")
+    if step is not None and step not in STEPS:
+        raise ValueError(f"--step {step!r}: one of {', '.join(STEPS)}")
+    begin = datetime.fromisoformat(start) if start else None
+    until = datetime.fromisoformat(end) if end else None
+    found = lines(store, begin, until, where=LedgerRow.team == team)
+    return {"by": by, "step": step, "from": start, "to": end, "rows": summarize(found, by, step)}
+
+
+def visible_secrets(rows: list[Any], identity: Identity) -> list[dict[str, Any]]:
+    """`fabric secret list`: names, pool scope, owner and sharing (never values); a member sees its own
+    team's and those shared with it."""
+    from inferofabric.secrets import owner_of, shared_teams
+
+    out = []
+    for row in rows:
+        shared = shared_teams(row.shared_with)
+        if identity.role == "member" and row.team != identity.team and identity.team not in shared:
+            continue
+        out.append({"name": row.name, "pool": row.pool, "owner": owner_of(row.team), "shared_with": shared})
+    return out
+
+
+def authorize_put_secret(identity: Identity, name: str, team: str | None, existing_team: str | None,
+                         exists: bool) -> None:
+    """An admin sets any secret (a team's, or the fabric's own with `team` None); a member only its own
+    team's, and never over another team's or the fabric's secret of the same name."""
+    if identity.role in ("admin", tokens.SYSTEM):
+        return
+    if identity.role != "member":
+        raise AuthError(f"{identity.describe()} may not put_secret: that needs the admin role (or a member of "
+                        "the secret's team)")
+    if team is None:
+        raise AuthError(f"{identity.describe()} may not set the fabric's own secret {name!r}: that needs the "
+                        "admin role")
+    if team != identity.team:
+        raise AuthError(f"{identity.describe()} may not set a secret of team {team!r}")
+    if exists and existing_team != team:
+        whose = "the fabric's own" if existing_team is None else f"team {existing_team!r}'s"
+        raise AuthError(f"{identity.describe()} may not replace secret {name!r}: it is {whose}")
+
+
+def caller_identity(headers: Mapping[str, Any], key: bytes, workflow_id: str, workflow_type: str,
+                    now: float) -> Identity:
+    """Who started a control workflow, from its start's headers (what the gate checked before the
+    workflow's first line): the identity the front door or the control plane stamped
+    (`fabric-identity`), or a client's signed proof (`fabric-auth`, older clients)."""
+    if "fabric-identity" in headers:
+        from inferofabric.auth.identity import read_identity
+
+        found = read_identity(headers)
+        if found is None:
+            raise AuthError("the request carries no identity the fabric could have written")
+        return found[0]
+    verify = getattr(tokens, "verify_proof", None)
+    if "fabric-auth" in headers and verify is not None:
+        from temporalio.converter import default as default_converter
+
+        proof = default_converter().payload_converter.from_payload(headers["fabric-auth"], str)
+        identity: Identity = verify(key, proof, f"start:{workflow_type}", workflow_id, now=now)
+        return identity
+    raise AuthError(NO_TOKEN)
