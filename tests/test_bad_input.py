@@ -186,7 +186,7 @@ DEEP_JSON = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
     ("WorkloadWorkflow", raw_json(b'{"spec": {"team": '), "EOF while parsing"),
     ("WorkloadWorkflow", raw_json(b"\xff\xfe garbage"), "Invalid JSON"),
     ("WorkloadWorkflow", raw_json(b"x", encoding=b"binary/hostile"), "binary/hostile"),
-    ("ControlWorkflow", raw_json(b'"not a request"'), "ControlRequest"),
+    ("ControlWorkflow", raw_json(b'"not a request"'), "invalid input: input: Input should be an object"),
     ("AdmissionWorkflow", raw_json(DEEP_JSON), "recursion limit exceeded"),
 ], ids=["workload-100000-deep", "workload-truncated", "workload-garbage", "workload-unknown-encoding",
         "control-wrong-shape", "admission-100000-deep"])

@@ -36,6 +36,7 @@ from inferofabric.settings import fabric_home, task_queue, workflow_cache_size
 from inferofabric.stack_guard import worker_identity
 from inferofabric.store.db import get_store
 from inferofabric.store.meta import instance_id
+from inferofabric.worker.input_errors import with_input_errors
 from inferofabric.workflows.admission import AdmissionWorkflow
 from inferofabric.workflows.control import ControlWorkflow
 from inferofabric.workflows.endpoint import EndpointWorkflow
@@ -113,6 +114,9 @@ def build_worker(client: Client, queue: str | None = None, home: Path | None = N
     # The worker reaches Temporal itself (the control plane's own): what it sends carries the
     # fabric's own identity, as only the control plane may write it (auth/identity.py).
     client = with_identity(client, Identity(subject="fabric-worker", role=SYSTEM))
+    # Input that cannot be decoded fails its workflow or activity at once, non-retryable, with the
+    # reason (worker/input_errors.py), instead of a task retried for ever.
+    client = with_input_errors(client)
     store = get_store(store_url)
     sink = AuditSink(store)
     identity = worker_identity(instance_id(store))  # names its store: see stack_guard

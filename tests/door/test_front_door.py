@@ -25,6 +25,7 @@ from inferofabric.models import WorkloadSpec
 from inferofabric.models.messages import ControlRequest, WorkloadRequest
 from inferofabric.sdk.client import FabricClient
 from inferofabric.sdk.errors import PermissionDenied
+
 from .conftest import Doorway
 
 POOL = {"name": "dc1", "location": "on-prem", "backend": "simulated", "region": "dc1", "gpus": {"A100": 8}}
