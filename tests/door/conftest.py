@@ -70,6 +70,23 @@ class Doorway:
             await asyncio.sleep(0.2)
 
 
+POOL = {"name": "dc1", "location": "on-prem", "backend": "simulated", "region": "dc1", "gpus": {"A100": 8}}
+
+
+@pytest_asyncio.fixture(scope="module")
+async def admin(doorway: Doorway) -> FabricClient:
+    """An admin's SDK client through the door, with the simulated pool `dc1` registered."""
+    client = await doorway.fabric(doorway.token("admin", subject="root-admin"))
+    if "dc1" not in {p.name for p in await client.pools()}:
+        await client.register_pool(POOL)
+    return client
+
+
+@pytest_asyncio.fixture(scope="module")
+async def pool(admin: FabricClient) -> str:
+    return "dc1"
+
+
 @pytest_asyncio.fixture(scope="module")
 async def doorway(temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
                   ) -> AsyncIterator[Doorway]:

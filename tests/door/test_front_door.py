@@ -23,12 +23,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from inferofabric.backends.simulated import SimulatedBackend
 from inferofabric.models import WorkloadSpec
 from inferofabric.models.messages import ControlRequest, WorkloadRequest
-from inferofabric.sdk.client import FabricClient
 from inferofabric.sdk.errors import PermissionDenied
 
 from .conftest import Doorway
-
-POOL = {"name": "dc1", "location": "on-prem", "backend": "simulated", "region": "dc1", "gpus": {"A100": 8}}
 
 
 def spec(name: str, team: str, seconds: int = 600) -> WorkloadSpec:
@@ -39,15 +36,6 @@ def spec(name: str, team: str, seconds: int = 600) -> WorkloadSpec:
 
 def json_payload(value: Any) -> Payload:
     return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(value).encode())
-
-
-@pytest.fixture(scope="module")
-async def admin(doorway: Doorway) -> FabricClient:
-    client = await doorway.fabric(doorway.token("admin", subject="root-admin"))
-    pools = {p.name for p in await client.pools()}
-    if "dc1" not in pools:
-        await client.register_pool(POOL)
-    return client
 
 
 def jobs_on(doorway: Doorway, pool: str) -> list[dict[str, Any]]:

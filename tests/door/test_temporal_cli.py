@@ -25,16 +25,8 @@ from temporalio.service import RPCError
 
 from .conftest import Doorway
 
-POOL = {"name": "dc1", "location": "on-prem", "backend": "simulated", "region": "dc1", "gpus": {"A100": 8}}
 TEMPORAL = Path(sys.executable).parent / "temporal"
 RECIPES = Path(__file__).resolve().parents[2] / "docs" / "door-recipes.md"
-
-
-@pytest.fixture(scope="module")
-async def pool(doorway: Doorway) -> None:
-    admin = await doorway.fabric(doorway.token("admin", subject="root-admin"))
-    if "dc1" not in {p.name for p in await admin.pools()}:
-        await admin.register_pool(POOL)
 
 
 @pytest.fixture

@@ -29,7 +29,6 @@ TS = Path(__file__).parent / "ts"
 SCRIPT = TS / "start_and_query.mjs"
 RECIPES = Path(__file__).resolve().parents[2] / "docs" / "door-recipes.md"
 STAMP = TS / "node_modules" / ".inferofabric-lock.sha256"  # the lock file node_modules was installed from
-POOL = {"name": "dc1", "location": "on-prem", "backend": "simulated", "region": "dc1", "gpus": {"A100": 8}}
 
 
 def node() -> str:
@@ -55,13 +54,6 @@ def ts_client() -> str:
     assert done.returncode == 0, f"npm ci in {TS} failed:\n{done.stdout}\n{done.stderr}"
     STAMP.write_text(lock + "\n")
     return found
-
-
-@pytest.fixture(scope="module")
-async def pool(doorway: Doorway) -> None:
-    admin = await doorway.fabric(doorway.token("admin", subject="root-admin"))
-    if "dc1" not in {p.name for p in await admin.pools()}:
-        await admin.register_pool(POOL)
 
 
 def workload_spec(name: str, team: str) -> dict[str, Any]:
