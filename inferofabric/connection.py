@@ -57,6 +57,18 @@ async def connect(address: str | None = None, namespace: str | None = None, *, a
     """A client of `address`: plain for the control plane's own processes; with `tls` (and the
     caller's token as `api_key`) through the door."""
     address = address or temporal_address()
+    if tls is None:
+        # The plain path (the control plane's own processes): mTLS when FABRIC_ENGINE_TLS_* name a
+        # client certificate (the production stack's engine requires one), else plaintext.
+        from inferofabric.door.upstream import EngineTlsError, engine_tls
+
+        try:
+            engine = engine_tls()
+        except EngineTlsError as error:
+            raise FabricUnreachable(f"cannot dial the fabric's engine at {address}: {error}") from None
+        if engine is not None:
+            tls = TLSConfig(server_root_ca_cert=engine.ca_pem, client_cert=engine.cert_pem,
+                            client_private_key=engine.key_pem, domain=engine.server_name)
     try:
         return await Client.connect(address, namespace=namespace or temporal_namespace(),
                                     data_converter=pydantic_data_converter, runtime=quiet_runtime(),

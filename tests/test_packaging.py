@@ -29,10 +29,22 @@ from inferofabric.models.messages import SEARCH_ATTRIBUTES
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_ENV = {"POSTGRES_PASSWORD": "pg-secret", "FABRIC_DB_PASSWORD": "fabric-secret",
-               "FABRIC_SECRET_KEY": "fernet-key", "FABRIC_GATEWAY_TOKEN": "gateway-token"}
-EXPECTED_SERVICES = {"postgresql", "temporal-schema", "fabric-db", "temporal", "temporal-setup",
-                     "temporal-ui", "fabric-worker", "fabric-gateway"}
-ONE_SHOTS = {"temporal-schema", "fabric-db", "temporal-setup"}
+               "FABRIC_SECRET_KEY": "fernet-key", "FABRIC_AUTH_KEY": "auth-key",
+               "FABRIC_GATEWAY_TOKEN": "gateway-token",
+               "OAUTH2_PROXY_OIDC_ISSUER_URL": "https://login.example.com", "OAUTH2_PROXY_CLIENT_ID": "fabric-ui",
+               "OAUTH2_PROXY_CLIENT_SECRET": "oidc-secret",
+               "OAUTH2_PROXY_COOKIE_SECRET": "cookie-secret-32-bytes-long-abcd",
+               "OAUTH2_PROXY_EMAIL_DOMAINS": "example.com"}
+# The embedded stack's processes (Temporal and its UI, the worker, the door, the gateway), plus what a
+# multi-container deployment adds: PostgreSQL, its one-shots, the engine's certificates, the UI's login.
+EXPECTED_SERVICES = {"postgresql", "temporal-schema", "fabric-db", "certs", "temporal", "temporal-setup",
+                     "temporal-ui", "oauth2-proxy", "fabric-worker", "fabric-door", "fabric-gateway"}
+ONE_SHOTS = {"certs", "temporal-schema", "fabric-db", "temporal-setup"}
+# Who dials Temporal itself, and the client certificate (certs.sh's directory) each one presents.
+ENGINE_CLIENTS = {"fabric-worker": "fabric-worker", "fabric-door": "fabric-door",
+                  "fabric-gateway": "fabric-gateway", "temporal-ui": "temporal-ui",
+                  "temporal-setup": "temporal-admin-tools"}
+CERTS_SCRIPT = ROOT / "deploy/compose/certs.sh"
 
 
 @cache
@@ -122,7 +134,6 @@ def test_compose_services() -> None:
     assert environment("temporal")["DB"] == "postgres12"
     assert environment("temporal")["POSTGRES_SEEDS"] == "postgresql"
     assert services["temporal-ui"]["image"].startswith("temporalio/ui:")
-    assert any(str(p).endswith(":8080") for p in services["temporal-ui"]["ports"])
     assert environment("temporal-ui")["TEMPORAL_ADDRESS"] == "temporal:7233"
 
 
@@ -136,7 +147,7 @@ def test_compose_worker() -> None:
     assert re.fullmatch(r"postgresql\+psycopg://fabric:\$\{FABRIC_DB_PASSWORD[^}]*\}@postgresql:5432/fabric",
                         env["FABRIC_DATABASE_URL"])
     assert env["FABRIC_SECRET_KEY"].startswith("${FABRIC_SECRET_KEY:?")
-    assert set(worker["depends_on"]) == {"temporal", "temporal-setup", "fabric-db"}
+    assert set(worker["depends_on"]) == {"certs", "temporal", "temporal-setup", "fabric-db"}
 
 
 def test_compose_gateway() -> None:
@@ -146,6 +157,144 @@ def test_compose_gateway() -> None:
     assert environment("fabric-gateway")["FABRIC_TOKEN"].startswith("${FABRIC_GATEWAY_TOKEN:?")
     assert any(str(p).endswith(":8235") for p in gateway["ports"])
     assert importlib.util.find_spec("inferofabric.gateway.__main__") is not None
+
+
+def published_ports(name: str) -> list[str]:
+    return [str(port) for port in service(name).get("ports", [])]
+
+
+def networks(name: str) -> set[str]:
+    found = service(name).get("networks", [])
+    return set(found if isinstance(found, list) else found.keys())
+
+
+def test_compose_publishes_only_the_door_the_gateway_and_the_ui_login() -> None:
+    """docs/security.md: the door is the only published gRPC port; the UI only behind its login."""
+    publishing = {name for name, spec in compose()["services"].items() if spec.get("ports")}
+    assert publishing == {"fabric-door", "fabric-gateway", "oauth2-proxy"}
+    assert published_ports("fabric-door") == ["${FABRIC_DOOR_BIND:-0.0.0.0}:${FABRIC_DOOR_PORT:-7233}:7233"]
+    # HTTP only, and loopback unless the operator says otherwise.
+    assert published_ports("fabric-gateway") == ["${FABRIC_GATEWAY_BIND:-127.0.0.1}:${FABRIC_GATEWAY_PORT:-8235}:8235"]
+    assert published_ports("oauth2-proxy") == ["${TEMPORAL_UI_BIND:-127.0.0.1}:${TEMPORAL_UI_PORT:-8080}:4180"]
+    for name in ("temporal", "temporal-ui", "postgresql", "fabric-worker"):
+        assert "ports" not in service(name), name
+    for name, spec in compose()["services"].items():
+        assert spec.get("network_mode") in (None, "none"), f"{name} leaves the stack's networks"
+
+
+def test_compose_networks_keep_the_engine_room_internal() -> None:
+    defined = compose()["networks"]
+    assert defined["internal"] == {"internal": True}
+    outward = {name for name, spec in defined.items() if not (spec or {}).get("internal")}
+    assert outward == {"edge", "egress"}
+    # The engine, its database and the one-shots: the internal network only.
+    for name in ("postgresql", "temporal-schema", "fabric-db", "temporal", "temporal-setup", "temporal-ui"):
+        assert networks(name) == {"internal"}, name
+    assert networks("fabric-door") == networks("fabric-gateway") == networks("oauth2-proxy") == {"internal", "edge"}
+    # The worker reaches the back ends' APIs; nothing of it is published.
+    assert networks("fabric-worker") == {"internal", "egress"}
+    assert service("certs")["network_mode"] == "none"
+    for name, spec in compose()["services"].items():
+        # Published ports need a network with a way out; everything else talks inside.
+        if spec.get("ports"):
+            assert networks(name) & outward, name
+        if name != "certs":
+            assert "internal" in networks(name) and "network_mode" not in spec, name
+            assert "default" not in networks(name), name
+
+
+def test_compose_temporal_requires_client_certificates() -> None:
+    env = environment("temporal")
+    assert env["TEMPORAL_TLS_REQUIRE_CLIENT_AUTH"] == "true"
+    for setting in ("SERVER_CERT", "FRONTEND_CERT"):
+        assert env[f"TEMPORAL_TLS_{setting}"] == "/certs/temporal/tls.pem"
+    for setting in ("SERVER_KEY", "FRONTEND_KEY"):
+        assert env[f"TEMPORAL_TLS_{setting}"] == "/certs/temporal/tls.key"
+    assert env["TEMPORAL_TLS_SERVER_CA_CERT"] == env["TEMPORAL_TLS_CLIENT1_CA_CERT"] == "/certs/temporal/ca.pem"
+    assert env["TEMPORAL_TLS_INTERNODE_SERVER_NAME"] == env["TEMPORAL_TLS_FRONTEND_SERVER_NAME"] == "temporal"
+    assert env["TEMPORAL_TLS_INTERNODE_DISABLE_HOST_VERIFICATION"] == "false"
+    assert env["TEMPORAL_TLS_FRONTEND_DISABLE_HOST_VERIFICATION"] == "false"
+    assert "certs:/certs:ro" in service("temporal")["volumes"]
+    assert service("temporal")["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+
+
+def issued_certificates() -> set[str]:
+    """The leaf directories deploy/compose/certs.sh issues (TEMPORAL_HOST defaults to temporal)."""
+    script = CERTS_SCRIPT.read_text()
+    names = {"temporal"} if re.search(r'^issue "\$TEMPORAL_HOST"', script, re.MULTILINE) else set()
+    for loop in re.findall(r"^for name in ([^;]+); do\n\s+issue ", script, re.MULTILINE):
+        names.update(loop.split())
+    return names
+
+
+def test_compose_engine_clients_present_their_certificates() -> None:
+    """Everything that dials Temporal carries the engine's mTLS client settings, from certs.sh's files."""
+    assert set(ENGINE_CLIENTS.values()) | {"temporal"} == issued_certificates()
+    for name, leaf in ENGINE_CLIENTS.items():
+        env = environment(name)
+        prefix = "FABRIC_ENGINE_TLS_" if name.startswith("fabric-") else "TEMPORAL_TLS_"
+        assert env[f"{prefix}CA"] == f"/certs/{leaf}/ca.pem", name
+        assert env[f"{prefix}CERT"] == f"/certs/{leaf}/tls.pem", name
+        assert env[f"{prefix}KEY"] == f"/certs/{leaf}/tls.key", name
+        assert env[f"{prefix}SERVER_NAME"] == "temporal", name
+        assert "certs:/certs:ro" in service(name)["volumes"], name
+        assert service(name)["depends_on"]["certs"]["condition"] == "service_completed_successfully", name
+    assert environment("temporal-ui")["TEMPORAL_TLS_ENABLE_HOST_VERIFICATION"] == "true"
+    # The worker and the gateway dial the engine by its service name; the door forwards to it.
+    for name in ("fabric-worker", "fabric-gateway"):
+        env = environment(name)
+        assert env["FABRIC_TEMPORAL_ADDRESS"] == env["FABRIC_ENGINE_ADDRESS"] == "temporal:7233"
+    # Only the certs one-shot holds the CA's key.
+    holders = {name for name, spec in compose()["services"].items()
+               if any(str(v).startswith("certs-ca:") for v in spec.get("volumes", []))}
+    assert holders == {"certs"}
+    assert "certs:/certs" in service("certs")["volumes"]
+
+
+def test_compose_door() -> None:
+    door, worker = service("fabric-door"), service("fabric-worker")
+    assert door["image"] == worker["image"] and worker["build"]["dockerfile"] == "Dockerfile"
+    assert [*door["entrypoint"], *door["command"]] == [
+        "python", "-m", "inferofabric.door", "--host", "0.0.0.0", "--port", "7233", "--upstream", "temporal:7233"]
+    assert importlib.util.find_spec("inferofabric.door.__main__") is not None
+    env, worker_env = environment("fabric-door"), environment("fabric-worker")
+    # The door verifies the tokens the worker's key signs, and audits into the same store.
+    assert env["FABRIC_AUTH_KEY"] == worker_env["FABRIC_AUTH_KEY"]
+    assert env["FABRIC_AUTH_KEY"].startswith("${FABRIC_AUTH_KEY:?")
+    assert env["FABRIC_DATABASE_URL"] == worker_env["FABRIC_DATABASE_URL"]
+    for name in ("FABRIC_NAMESPACE", "FABRIC_TASK_QUEUE"):
+        assert env[name] == worker_env[name]
+    # Its own home (its TLS CA, the file users are given): not the worker's volume.
+    assert "door-home:/var/lib/inferofabric" in door["volumes"]
+    assert env["FABRIC_HOME"] == "/var/lib/inferofabric"
+    assert not set(door["volumes"]) & set(worker["volumes"]) - {"certs:/certs:ro"}
+    assert "fabric-door:/var/lib/inferofabric/tls/ca.pem" in COMPOSE_FILE.read_text()  # the usage lines
+    assert set(door["depends_on"]) == {"certs", "temporal", "temporal-setup", "fabric-db"}
+
+
+def test_compose_ui_sits_behind_its_login() -> None:
+    proxy = service("oauth2-proxy")
+    assert proxy["image"].startswith("quay.io/oauth2-proxy/oauth2-proxy:")
+    env = environment("oauth2-proxy")
+    assert env["OAUTH2_PROXY_PROVIDER"] == "oidc"
+    assert env["OAUTH2_PROXY_UPSTREAMS"] == "http://temporal-ui:8080/"
+    assert env["OAUTH2_PROXY_HTTP_ADDRESS"] == "0.0.0.0:4180"
+    for name in ("OIDC_ISSUER_URL", "CLIENT_ID", "CLIENT_SECRET", "COOKIE_SECRET", "EMAIL_DOMAINS"):
+        assert env[f"OAUTH2_PROXY_{name}"].startswith(f"${{OAUTH2_PROXY_{name}:?"), name
+    assert "ports" not in service("temporal-ui")
+    # Writes go through the door (token, roles, audit), never through the UI's own certificate.
+    assert environment("temporal-ui")["TEMPORAL_DISABLE_WRITE_ACTIONS"] == "true"
+
+
+def test_compose_requires_every_secret_without_docker() -> None:
+    """The static half of test_docker_compose_config_requires_the_secrets (which needs Compose)."""
+    text = COMPOSE_FILE.read_text()
+    example = (ROOT / "deploy/compose/env.example").read_text()
+    for name in COMPOSE_ENV:
+        assert f"${{{name}:?set {name} (see deploy/compose/env.example)}}" in text, name
+        assert re.search(rf"^{name}=$", example, re.MULTILINE), f"env.example lacks {name}="
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
+    assert required == set(COMPOSE_ENV)
 
 
 def test_compose_dependencies_are_meaningful() -> None:
@@ -192,6 +341,164 @@ def test_compose_scripts_are_valid_sh(script: Path) -> None:
     assert shell is not None
     done = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# -- the engine's mTLS: certs.sh's PKI, the door's upstream channel, connect()'s plain path ---------------
+@pytest.fixture(scope="module")
+def engine_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """deploy/compose/certs.sh run here (as the certs one-shot runs it, with this user as every owner)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl here")
+    base = tmp_path_factory.mktemp("pki")
+    uid = str(os.getuid())
+    env = {**os.environ, "CA_DIR": str(base / "ca"), "CERTS_DIR": str(base / "certs"), "FABRIC_UID": uid,
+           "TEMPORAL_UID": uid}
+    done = subprocess.run(["sh", str(CERTS_SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return base
+
+
+def rerun_certs(base: Path) -> str:
+    uid = str(os.getuid())
+    env = {**os.environ, "CA_DIR": str(base / "ca"), "CERTS_DIR": str(base / "certs"), "FABRIC_UID": uid,
+           "TEMPORAL_UID": uid}
+    done = subprocess.run(["sh", str(CERTS_SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def openssl(*args: str) -> str:
+    done = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_certs_script_issues_the_engine_pki(engine_pki: Path) -> None:
+    certs = engine_pki / "certs"
+    ca = engine_pki / "ca" / "ca.pem"
+    assert {p.name for p in certs.iterdir()} == issued_certificates()
+    for leaf in issued_certificates():
+        folder = certs / leaf
+        assert openssl("verify", "-CAfile", str(ca), str(folder / "tls.pem")).strip().endswith(": OK")
+        assert (folder / "ca.pem").read_bytes() == ca.read_bytes()
+        assert (folder / "tls.key").stat().st_mode & 0o777 == 0o400, leaf
+        text = openssl("x509", "-in", str(folder / "tls.pem"), "-noout", "-text")
+        assert "TLS Web Client Authentication" in text, leaf
+        assert ("TLS Web Server Authentication" in text) == (leaf == "temporal"), leaf
+    server = openssl("x509", "-in", str(certs / "temporal" / "tls.pem"), "-noout", "-ext", "subjectAltName")
+    assert "DNS:temporal" in server and "IP Address:127.0.0.1" in server
+    # The CA's key never lands in the volume the services mount.
+    assert not list(certs.rglob("ca.key"))
+    # Idempotent: a second run keeps every certificate; a lost key reissues that leaf only.
+    before = {leaf: (certs / leaf / "tls.pem").read_bytes() for leaf in issued_certificates()}
+    assert rerun_certs(engine_pki).count("certificate is current") == len(before)
+    (certs / "fabric-gateway" / "tls.key").unlink()
+    assert "fabric-gateway: issuing" in rerun_certs(engine_pki)
+    after = {leaf: (certs / leaf / "tls.pem").read_bytes() for leaf in issued_certificates()}
+    assert {leaf for leaf in before if before[leaf] != after[leaf]} == {"fabric-gateway"}
+
+
+def engine_env(base: Path, leaf: str) -> dict[str, str]:
+    folder = base / "certs" / leaf
+    return {"FABRIC_ENGINE_TLS_CA": str(folder / "ca.pem"), "FABRIC_ENGINE_TLS_CERT": str(folder / "tls.pem"),
+            "FABRIC_ENGINE_TLS_KEY": str(folder / "tls.key"), "FABRIC_ENGINE_TLS_SERVER_NAME": "temporal"}
+
+
+def test_engine_tls_settings() -> None:
+    from inferofabric.door.upstream import EngineTlsError, engine_tls
+
+    assert engine_tls({}) is None
+    with pytest.raises(EngineTlsError, match="FABRIC_ENGINE_TLS_KEY not set"):
+        engine_tls({"FABRIC_ENGINE_TLS_CA": "/x/ca.pem", "FABRIC_ENGINE_TLS_CERT": "/x/tls.pem"})
+    with pytest.raises(EngineTlsError, match="FABRIC_ENGINE_TLS_SERVER_NAME is set"):
+        engine_tls({"FABRIC_ENGINE_TLS_SERVER_NAME": "temporal"})
+    missing = {"FABRIC_ENGINE_TLS_CA": "/nowhere/ca.pem", "FABRIC_ENGINE_TLS_CERT": "/nowhere/tls.pem",
+               "FABRIC_ENGINE_TLS_KEY": "/nowhere/tls.key"}
+    with pytest.raises(EngineTlsError, match=r"^FABRIC_ENGINE_TLS_CA=/nowhere/ca.pem: cannot read it"):
+        engine_tls(missing)
+
+
+async def test_upstream_channel_presents_the_engine_client_certificate(engine_pki: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gRPC server that requires client certificates, as Temporal does in the stack: the door's
+    channel gets through with its certificate and the server name `temporal`; nothing else does."""
+    import grpc
+
+    from inferofabric.door.upstream import upstream_channel
+
+    server_dir = engine_pki / "certs" / "temporal"
+    ca = (server_dir / "ca.pem").read_bytes()
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {
+        "Call": grpc.unary_unary_rpc_method_handler(lambda request, _context: request)}),))
+    credentials = grpc.ssl_server_credentials(
+        [((server_dir / "tls.key").read_bytes(), (server_dir / "tls.pem").read_bytes())],
+        root_certificates=ca, require_client_auth=True)
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    address = f"127.0.0.1:{port}"
+    try:
+        for name, value in engine_env(engine_pki, "fabric-door").items():
+            monkeypatch.setenv(name, value)
+        async with upstream_channel(address, [("grpc.max_receive_message_length", 1 << 20)]) as channel:
+            assert await channel.unary_unary("/test.Echo/Call")(b"ping", timeout=10) == b"ping"
+        monkeypatch.setenv("FABRIC_ENGINE_TLS_SERVER_NAME", "not-temporal")
+        async with upstream_channel(address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary("/test.Echo/Call")(b"ping", timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        # TLS without a client certificate: refused by the server.
+        async with grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca), options=[
+                ("grpc.ssl_target_name_override", "temporal")]) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary("/test.Echo/Call")(b"ping", timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(0)
+
+
+async def test_connect_dials_the_engine_with_its_client_certificate(engine_pki: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from temporalio.service import TLSConfig
+
+    from inferofabric import connection
+    from inferofabric.sdk.errors import FabricUnreachable
+
+    seen: list[Any] = []
+
+    class FakeClient:
+        @staticmethod
+        async def connect(address: str, **kwargs: Any) -> str:
+            seen.append(kwargs["tls"])
+            return address
+
+    monkeypatch.setattr(connection, "Client", FakeClient)
+    for name in ("FABRIC_ENGINE_TLS_CA", "FABRIC_ENGINE_TLS_CERT", "FABRIC_ENGINE_TLS_KEY",
+                 "FABRIC_ENGINE_TLS_SERVER_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    await connection.connect("temporal:7233", "default")
+    assert seen.pop() is False  # no engine certificate configured: plaintext, as `fabric up`'s loopback engine
+    env = engine_env(engine_pki, "fabric-worker")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    await connection.connect("temporal:7233", "default")
+    tls = seen.pop()
+    assert isinstance(tls, TLSConfig) and tls.domain == "temporal"
+    folder = engine_pki / "certs" / "fabric-worker"
+    assert tls.client_cert == (folder / "tls.pem").read_bytes()
+    assert tls.client_private_key == (folder / "tls.key").read_bytes()
+    assert tls.server_root_ca_cert == (folder / "ca.pem").read_bytes()
+    # Through the door (its own TLS and the caller's token) the engine's certificate is never sent.
+    door = TLSConfig(server_root_ca_cert=b"door ca")
+    await connection.connect("fabric.example.com:7233", "default", api_key="token", tls=door)
+    assert seen.pop() is door
+    # A certificate file that is not there: one clear line, before any dialling.
+    monkeypatch.setenv("FABRIC_ENGINE_TLS_KEY", "/nowhere/tls.key")
+    with pytest.raises(FabricUnreachable) as failed:
+        await connection.connect("temporal:7233", "default")
+    assert str(failed.value) == ("cannot dial the fabric's engine at temporal:7233: "
+                                 "FABRIC_ENGINE_TLS_KEY=/nowhere/tls.key: cannot read it (No such file or directory)")
+    assert not seen
 
 
 # -- Dockerfile, .dockerignore, Makefile --------------------------------------------------------------

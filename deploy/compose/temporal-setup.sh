@@ -3,7 +3,9 @@
 # its search attributes (inferofabric.models.messages.SEARCH_ATTRIBUTES). `fabric worker` also
 # registers missing ones at start (inferofabric.connection.ensure_search_attributes); doing it here
 # first means the worker starts against a namespace that already has them, with no race between
-# several workers. Idempotent.
+# several workers. Idempotent. With TEMPORAL_TLS_CERT set (docker-compose.yml: Temporal requires
+# client certificates) the CLI presents TEMPORAL_TLS_CERT/TEMPORAL_TLS_KEY and checks the server's
+# certificate against TEMPORAL_TLS_CA for the name TEMPORAL_TLS_SERVER_NAME (default: the host).
 set -eu
 
 : "${TEMPORAL_ADDRESS:=temporal:7233}"
@@ -16,10 +18,23 @@ host=${TEMPORAL_ADDRESS%:*}
 port=${TEMPORAL_ADDRESS##*:}
 ip=$(getent ahostsv4 "$host" | awk 'NR == 1 { print $1 }')
 address="${ip:-$host}:$port"
-t() { temporal "$@" --address "$address" --namespace "$FABRIC_NAMESPACE"; }
+if [ -n "${TEMPORAL_TLS_CERT:-}" ]; then
+    : "${TEMPORAL_TLS_KEY:?TEMPORAL_TLS_KEY must be set with TEMPORAL_TLS_CERT}"
+    : "${TEMPORAL_TLS_CA:?TEMPORAL_TLS_CA must be set with TEMPORAL_TLS_CERT}"
+    : "${TEMPORAL_TLS_SERVER_NAME:=$host}"
+fi
+temporal_cli() {
+    if [ -n "${TEMPORAL_TLS_CERT:-}" ]; then
+        temporal "$@" --tls-cert-path "$TEMPORAL_TLS_CERT" --tls-key-path "$TEMPORAL_TLS_KEY" \
+            --tls-ca-path "$TEMPORAL_TLS_CA" --tls-server-name "$TEMPORAL_TLS_SERVER_NAME"
+    else
+        temporal "$@"
+    fi
+}
+t() { temporal_cli "$@" --address "$address" --namespace "$FABRIC_NAMESPACE"; }
 
 attempt=0
-until temporal operator cluster health --address "$address" 2>/dev/null | grep -q SERVING; do
+until temporal_cli operator cluster health --address "$address" 2>/dev/null | grep -q SERVING; do
     attempt=$((attempt + 1))
     [ "$attempt" -lt 90 ] || { echo "Temporal at $address never became healthy" >&2; exit 1; }
     sleep 2

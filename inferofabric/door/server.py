@@ -40,6 +40,7 @@ from inferofabric.auth.roles import Request
 from inferofabric.auth.tokens import AGENT, AuthError, Identity, verify_token
 from inferofabric.door import rules
 from inferofabric.door.rules import Refused, StartShape, Target
+from inferofabric.door.upstream import upstream_channel
 
 log = logging.getLogger(__name__)
 SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
@@ -108,7 +109,7 @@ class Door:
     # -- serving ----------------------------------------------------------------------------------
     async def start(self, port: int, host: str, cert_pem: bytes, key_pem: bytes) -> int:
         options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", 64 << 20)]
-        self._channel = grpc.aio.insecure_channel(self.upstream, options=options)
+        self._channel = upstream_channel(self.upstream, options)  # mTLS to the engine when configured
         server = grpc.aio.server(options=options)
         handlers = {name: self._rpc(name) for name in _methods(workflow_service.DESCRIPTOR.services_by_name[
             "WorkflowService"])}
