@@ -58,6 +58,7 @@ test: $(STAMP) browser
 
 # The dashboard's browser test needs Debian's chromium and chromedriver (never a browser download).
 # Installed when missing and we may (root, as in CI); otherwise the test says how and is skipped.
+# Local jobs run in Debian's bubblewrap (docs/backends/local.md): installed the same way.
 browser:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
 	  echo "== installing Debian's chromium and chromium-driver (tests/dashboard)"; \
@@ -66,6 +67,14 @@ browser:
 	     || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null)) \
 	     || echo "warning: could not install chromium; the dashboard's browser test will be skipped"; \
 	  else echo "warning: not root: run 'sudo apt-get install chromium chromium-driver' for the browser test"; fi; \
+	fi
+	@if [ ! -x /usr/bin/bwrap ]; then \
+	  echo "== installing Debian's bubblewrap (local jobs run sandboxed: tests/backends/test_local_sandbox.py)"; \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null \
+	     || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null)) \
+	     || echo "warning: could not install bubblewrap; local jobs will fail to launch and their tests be skipped"; \
+	  else echo "warning: not root: run 'sudo apt-get install bubblewrap' for local jobs and their tests"; fi; \
 	fi
 
 up: $(STAMP)

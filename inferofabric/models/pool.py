@@ -30,6 +30,37 @@ BACKEND_CONFIG_FIELD: dict[str, str] = {
 }
 
 
+LocalSandbox = Literal["bubblewrap", "podman", "none"]
+
+
+class LocalSettings(StrictModel):
+    """A `local` pool's `local:` block. Every field is optional, so pool files from before the
+    sandbox (`local: {discover_gpus: true}`) keep their meaning, now confined (docs/backends/local.md)."""
+
+    discover_gpus: bool = Field(default=True, description="find the host's GPUs through NVML")
+    workdir: str | None = Field(default=None, description="the job's working directory (default: its job dir)")
+    sandbox: LocalSandbox = Field(default="bubblewrap", description="how a job is confined; `none`: not at all")
+    run_as: str | None = Field(default=None, description="user (name or uid) jobs run as; default: `nobody` "
+                                                          "when the worker is root, else the worker's user")
+    read_only: list[str] = Field(default_factory=lambda: ["/"], description="host paths a job sees, read-only")
+    hidden: list[str] = Field(default_factory=list, description="host paths a job must not see at all")
+
+    @field_validator("run_as")
+    @classmethod
+    def _never_root(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() in ("root", "0"):
+            raise ValueError("a local job never runs as root: leave run_as unset (nobody) or name another user")
+        return value
+
+    @field_validator("read_only", "hidden")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r}: give an absolute path")
+        return value
+
+
 class PoolSpec(StrictModel):
     """One pool: a cluster, an account/region/queue, or this host.
 
@@ -83,6 +114,13 @@ class PoolSpec(StrictModel):
             if price < 0:
                 raise ValueError(f"price for {gpu_type} must be 0 or more, got {price}")
             finite(price, f"price for {gpu_type}", 0, MAX_PRICE)
+        return value
+
+    @field_validator("local")
+    @classmethod
+    def _local_settings(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            LocalSettings.model_validate(value)  # a bad `local:` block is refused when the pool is set
         return value
 
     @model_validator(mode="after")
