@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
 
 @token_app.command("create")
 def token_create(
-    role: Annotated[str, typer.Option("--role", help="admin | operator | member | agent (a pool's agent)")],
+    role: Annotated[str, typer.Option("--role", help="admin | operator | member | agent (a pool's agent) | system "
+                                                     "(the control plane's own processes, e.g. the gateway; "
+                                                     "refused at the door)")],
     team: Annotated[str | None, typer.Option("--team", help="The team of a member token.")] = None,
     pool: Annotated[str | None, typer.Option("--pool", help="The pool of an agent token.")] = None,
     ttl: Annotated[str, typer.Option("--ttl", help="How long it is valid: 30d, 12h, 90m.")] = "30d",
@@ -37,12 +39,12 @@ def token_create(
     import time
     from datetime import timedelta
 
-    from inferofabric.auth.tokens import AGENT, KEY_FILE, ROLES, create_token, signing_key
+    from inferofabric.auth.tokens import AGENT, KEY_FILE, ROLES, SYSTEM, create_token, signing_key
     from inferofabric.models.common import duration_seconds
 
     home_dir = fabric_home(home)
-    if role not in (*ROLES, AGENT):
-        fail(f"unknown role {role!r}: one of {', '.join((*ROLES, AGENT))}", 2)
+    if role not in (*ROLES, AGENT, SYSTEM):
+        fail(f"unknown role {role!r}: one of {', '.join((*ROLES, AGENT, SYSTEM))}", 2)
     if role == "member" and not team:
         fail("a member token needs --team TEAM", 2)
     if role == AGENT and not pool:
