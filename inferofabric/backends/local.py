@@ -182,7 +182,7 @@ class LocalBackend(Backend):
             os.chown(checkpoint, uid, gid)
 
     def _argv(self, directory: Path, checkpoint: Path | None, tool: str | None, user: tuple[int, int] | None,
-              command: list[str]) -> list[str]:
+              command: list[str], host_network: bool = False) -> list[str]:
         """What the wrapper runs: bwrap around (setpriv around) the command, or setpriv around it."""
         drop: list[str] = []
         if user is not None:
@@ -207,7 +207,8 @@ class LocalBackend(Backend):
             read_only=self.config.read_only, hidden_dirs=[p for p in hidden if not os.path.isfile(p)],
             hidden_files=local_sandbox.existing_files([*local_sandbox.SECRET_FILES,
                                                        *(p for p in hidden if os.path.isfile(p))]),
-            devices=local_sandbox.host_devices(), programs=drop[:1])
+            devices=local_sandbox.host_devices(), programs=drop[:1],
+            host_network=host_network or self.config.network == "host")
         return local_sandbox.bubblewrap_argv(tool, paths, [*drop, *command])
 
     # -- jobs -----------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ class LocalBackend(Backend):
             env["PORT"] = str(port)
         log_path = self._log_path(request.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = self._argv(directory, checkpoint, tool, user, command)
+        argv = self._argv(directory, checkpoint, tool, user, command, host_network=port is not None)
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 ["/bin/sh", "-c", WRAPPER, "exit_code", *argv],

@@ -18,7 +18,10 @@ What the job gets (the argv below; `tests/backends/test_local_sandbox.py` checks
   work);
 - write access to its own job directory (its `HOME` and working directory) and its checkpoint
   directory, bound at the same paths as on the host, so paths in its environment stay true;
-- the host's network (an endpoint replica listens on a host port the gateway reaches).
+- no network at all (`--unshare-net`: only its own loopback), unless the pool says
+  `network: host` or the job is an endpoint's replica, which listens on a host port the gateway
+  reaches. On the embedded stack Temporal and the store listen on the host's loopback: a job with
+  the host's network could reach them as any local user can (docs/security.md).
 
 It runs as an unprivileged user (`run_as`, chosen by the back end: never root), so file permissions
 apply inside too. When the worker is root, bwrap starts as root (it must reach the job directory,
@@ -57,6 +60,7 @@ class SandboxPaths:
     hidden_files: Sequence[str] = ()  # existing files to hide (SECRET_FILES that exist here, ...)
     devices: Sequence[str] = field(default_factory=tuple)  # /dev/nvidia* present on the host
     programs: Sequence[str] = ()  # host programs the sandbox itself needs (setpriv), always visible
+    host_network: bool = False  # the host's network (endpoint replicas; `network: host` pools)
 
 
 def setpriv_argv(setpriv: str, uid: int, gid: int) -> list[str]:
@@ -76,6 +80,8 @@ def bubblewrap_argv(bwrap: str, paths: SandboxPaths, command: Sequence[str]) -> 
     """
     argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try"]
+    if not paths.host_network:
+        argv.append("--unshare-net")
     for path in _outermost(paths.read_only):
         argv += ["--ro-bind-try", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev"]

@@ -205,12 +205,14 @@ def test_podman_says_it_is_not_installed(home: Path) -> None:
         backend_for(home, sandbox="podman").launch(JobRequest(job_id="pod", workload_id="pod", attempt=1, spec=spec))
 
 
-def test_the_bwrap_command_line_keeps_the_network_and_gpus_and_hides_fabric_home() -> None:
+def test_the_bwrap_command_line_isolates_the_network_keeps_gpus_and_hides_fabric_home() -> None:
     paths = SandboxPaths(fabric_home="/root/.inferofabric", job_dir="/root/.inferofabric/local/p/jobs/j-a1",
                          cwd="/root/.inferofabric/local/p/jobs/j-a1", hidden_files=["/etc/shadow"],
                          devices=["/dev/nvidia0", "/dev/nvidiactl"])
     argv = bubblewrap_argv("/usr/bin/bwrap", paths, ["python", "train.py"])
-    assert "--unshare-net" not in argv and "--unshare-all" not in argv  # endpoint replicas listen on host ports
+    assert "--unshare-net" in argv
+    replica = bubblewrap_argv("/usr/bin/bwrap", SandboxPaths(**{**paths.__dict__, "host_network": True}), ["x"])
+    assert "--unshare-net" not in replica  # endpoint replicas listen on host ports
     for flag in ("--unshare-pid", "--die-with-parent", "--new-session"):
         assert flag in argv
     joined = " ".join(argv)
@@ -220,3 +222,22 @@ def test_the_bwrap_command_line_keeps_the_network_and_gpus_and_hides_fabric_home
     # The job dir is bound after the tmpfs that hides FABRIC_HOME, and nothing else of it is.
     assert joined.index("--tmpfs /root/.inferofabric") < joined.index("--bind /root/.inferofabric/local/p/jobs/j-a1")
     assert argv[-3:] == ["--", "python", "train.py"]
+
+
+@needs_bwrap
+def test_a_job_has_no_network_unless_the_pool_gives_it_one(home: Path) -> None:
+    """On the embedded stack Temporal listens on the host's loopback: an isolated job cannot reach it."""
+    import socket as sockets
+
+    listener = sockets.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    probe = ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 2); print('REACHED')"]
+    try:
+        status, logs = run(backend_for(home), "isolated", probe)
+        assert status.state == JobState.FAILED and "REACHED" not in logs, logs
+        status, logs = run(backend_for(home, network="host"), "host-net", probe)
+        assert status.state == JobState.SUCCEEDED and "REACHED" in logs, logs
+    finally:
+        listener.close()
