@@ -243,7 +243,13 @@ async def run(options: argparse.Namespace) -> None:
             fabric = await FabricClient.connect(f"127.0.0.1:{port}")
             bench = Bench(fabric, f"http://127.0.0.1:{gateway_port}")
             connector = aiohttp.TCPConnector(limit=0)
-            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+            # Endpoints serve callers with a token by default (access: token): every request carries the
+            # stack's admin token, so the figures include the gateway's check of it.
+            from inferofabric.auth.client import find_token
+
+            calls_with = {"Authorization": f"Bearer {find_token(home)}"}
+            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60),
+                                             headers=calls_with) as session:
                 times = await bench.latency(session, options.seconds, options.rate)
                 scale_up, lost_out, lost_in = await bench.scale_up(session)
                 cold = await bench.cold_start(session)

@@ -13,6 +13,13 @@ which go:
 - each replica reports its state and address (signal `replica`, sent with the worker's identity);
 - `scale`, `update` and `delete` are updates (checked by the auth gate like a workload's cancel).
 
+A person's start carries the spec and nothing else (`EndpointRequest`): replicas, their addresses
+and the endpoint's memory come only from the fabric, its own child workloads and their reports. The
+state a run hands to the next (`EndpointCarry`) is read from the input only by a run that continues
+the endpoint's own earlier run; a start that brings any of it is refused (InvalidInput), so nobody
+can point the gateway at an address of their choosing or have the endpoint cancel someone else's
+workload by naming it a replica.
+
 History bound: continue-as-new past `history_limit` events (2,000; a gateway sample costs about 4), carrying
 the replicas, the autoscaler's memory and the last events. It sleeps on signals: the only timer is
 a slow tick that lets an idle endpoint reach its scale-to-zero time.
@@ -29,11 +36,13 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
     from temporalio.workflow import ParentClosePolicy
 
     from inferofabric.models.common import WorkloadState
     from inferofabric.models.endpoint import EndpointSpec
     from inferofabric.models.endpoint_status import (
+        EndpointCarry,
         EndpointRequest,
         EndpointRoutes,
         EndpointState,
@@ -77,7 +86,7 @@ def endpoint_id(name: str) -> str:
 @workflow.defn(name="EndpointWorkflow", failure_exception_types=DECODE_FAILURES, sandboxed=False)
 class EndpointWorkflow:
     def __init__(self) -> None:
-        self._req: EndpointRequest | None = None
+        self._req: EndpointCarry | None = None
         self._replicas: dict[str, ReplicaView] = {}
         self._samples: dict[str, tuple[float, GatewaySample]] = {}
         self._scale = ScaleState()
@@ -106,7 +115,8 @@ class EndpointWorkflow:
         spec = self._req.spec
         ready = self._ready()
         return EndpointRoutes(
-            state=self._state(ready), desired=self._scale.desired, ready=len(ready), readiness=spec.readiness,
+            state=self._state(ready), team=spec.team, access=spec.access, desired=self._scale.desired,
+            ready=len(ready), readiness=spec.readiness,
             sim_latency=spec.annotations.get(SIM_LATENCY_ANNOTATION, "10ms"),
             in_flight_target=spec.autoscale.target if spec.autoscale.metric == "in_flight" else None,
             replicas=[RouteReplica(id=r.id, state=r.state, backend=r.backend, address=r.address, stopping=r.stopping)
@@ -199,7 +209,7 @@ class EndpointWorkflow:
     # -- main ----------------------------------------------------------------------------------------
     @workflow.run
     async def run(self, raw: Any) -> EndpointStatus:
-        request = EndpointRequest.model_validate(raw)
+        request = admit(raw, workflow.info())
         self._req = request
         if not request.tag:
             request.tag = str(workflow.uuid4())[:4]
@@ -409,7 +419,7 @@ class EndpointWorkflow:
                   for r in status.replicas if r.live]
         return "\n".join(lines)
 
-    def _carry(self) -> EndpointRequest:
+    def _carry(self) -> EndpointCarry:
         assert self._req is not None
         state = self._scale
         return self._req.model_copy(update={
@@ -417,3 +427,41 @@ class EndpointWorkflow:
             "scale": ScaleMemory(desired=state.desired, above_since=state.above_since, below_since=state.below_since,
                                  highest_below=state.highest_below, last_request_at=state.last_request_at,
                                  reasons=state.reasons[-5:])})
+
+
+def continues_itself(info: workflow.Info) -> bool:
+    """This run was made by the endpoint's own continue-as-new, so its input is state the fabric
+    carried. A retry or a cron run also has a `continued_run_id` but gets the person's first input
+    again: those are never trusted (and a start that asks for either is refused, see `admit`)."""
+    return info.continued_run_id is not None and info.attempt == 1 and not info.cron_schedule
+
+
+def admit(raw: Any, info: workflow.Info) -> EndpointCarry:
+    """The run's state from its input: the carried state of a continued run, or a person's deploy
+    request (the spec and the history bound) with fresh state. A person's request that brings
+    replicas, addresses or any other state of the fabric's is refused with InvalidInput."""
+    def invalid(message: str) -> ApplicationError:
+        return ApplicationError(message, type="InvalidInput", non_retryable=True)
+
+    try:
+        if continues_itself(info):
+            return EndpointCarry.model_validate(raw)
+        if not isinstance(raw, dict):
+            raise invalid("an endpoint is deployed with {spec: ...} (EndpointRequest)")
+        if info.retry_policy is not None or info.cron_schedule:
+            raise invalid("an endpoint is deployed without a retry policy or cron schedule (the endpoint "
+                          "itself keeps its replicas going)")
+        request = EndpointRequest.model_validate({k: v for k, v in raw.items() if k in EndpointRequest.model_fields})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:3])
+        raise invalid(f"invalid endpoint: {problems}") from None
+    fresh = EndpointCarry(spec=request.spec, history_limit=request.history_limit)
+    # Earlier clients sent every field of the state with its starting value: those are accepted (and
+    # recorded histories replay); a value of the sender's own is refused.
+    defaults = fresh.model_dump(mode="json")
+    brought = sorted(k for k, v in raw.items()
+                     if k not in EndpointRequest.model_fields and (k not in defaults or v != defaults[k]))
+    if brought:
+        raise invalid(f"an endpoint is deployed from its spec alone: replicas, their addresses and the "
+                      f"endpoint's state come from the fabric, not the request (refused: {', '.join(brought)})")
+    return fresh

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from rich.table import Table
 
+from inferofabric.auth.client import find_token
 from inferofabric.cli import render
 from inferofabric.cli.demo import _free_port
 from inferofabric.settings import fabric_home
@@ -60,8 +61,8 @@ def _serving(status: Any) -> list[Any]:
 
 
 class Callers:
-    def __init__(self, url: str, count: int) -> None:
-        self.url, self.count = url, count
+    def __init__(self, url: str, count: int, headers: dict[str, str]) -> None:
+        self.url, self.count, self.headers = url, count, headers
         self.answers: dict[int, int] = {}
         self._stop = asyncio.Event()
 
@@ -78,7 +79,7 @@ class Callers:
                 await asyncio.sleep(0.5)  # the caller's ordinary retry
 
     async def __aenter__(self) -> Callers:
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(headers=self.headers)
         self._tasks = [asyncio.create_task(self._call(self._session)) for _ in range(self.count)]
         return self
 
@@ -106,6 +107,9 @@ async def run_endpoint_demo(keep: bool) -> None:
                                     "region": "us-east-1", "gpus": {"L4": 8}, "price_per_gpu_hour": {"L4": 1.1}})
         await fabric.set_policy(POLICY)
         handle = await fabric.deploy_endpoint(ENDPOINT)
+        # The endpoint serves callers with a fabric token or an endpoint key (access: token, the default):
+        # the demo's callers send the stack's admin token.
+        caller = {"Authorization": f"Bearer {find_token(home)}"}
         console.rule("1. fabric endpoint deploy -f chat.yaml")
         console.print(f"endpoint [bold]chat[/]: {handle.url}  (replicas 1..6, 2 requests in flight per replica; "
                       "on-prem pool dc-serve has 2 L4)", highlight=False)
@@ -113,7 +117,7 @@ async def run_endpoint_demo(keep: bool) -> None:
         console.print(_replicas(status))
 
         console.rule("2. Ten callers arrive: replicas scale out, on-prem first, then burst to the cloud")
-        async with Callers(handle.url, 10) as callers:
+        async with Callers(handle.url, 10, caller) as callers:
             status = await _until(handle, lambda s: s.ready >= 5, timeout=60)
             console.print(_replicas(status))
             console.print(f"autoscaler: {status.reason}", highlight=False)
@@ -129,7 +133,7 @@ async def run_endpoint_demo(keep: bool) -> None:
         console.rule("4. Nobody calls for 12 s: scaled to zero; the next request wakes it")
         status = await _until(handle, lambda s: s.state.value == "suspended", timeout=60)
         console.print(f"state: [bold]{status.state.value}[/], {len(_serving(status))} replicas")
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=caller) as session:
             began = time.monotonic()
             async with session.post(handle.url + "generate", data=b"are you there?") as answer:
                 body = await answer.json()

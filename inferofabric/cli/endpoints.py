@@ -1,4 +1,5 @@
-"""`fabric endpoint ...`: deploy, list, status, explain, scale, update, delete, logs."""
+"""`fabric endpoint ...`: deploy, list, status, explain, scale, update, delete, logs, and `key`
+(create, list, revoke the keys callers use instead of a fabric token)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
-from inferofabric.cli.common import AddressOpt, FileOpt, JsonOpt, console, fail, with_client
+from inferofabric.cli.common import AddressOpt, FileOpt, JsonOpt, console, fabric_home, fail, with_client
 
 endpoint_app = typer.Typer(help="Inference endpoints: replicas on-prem first, burst under load, zero when idle.",
                            no_args_is_help=True)
 NameArg = Annotated[str, typer.Argument(help="The endpoint's name.")]
+key_app = typer.Typer(help="Endpoint keys: a caller's credential for one endpoint (`Authorization: Bearer <key>`).",
+                      no_args_is_help=True)
+endpoint_app.add_typer(key_app, name="key")
 
 
 def _load_spec(file: Any) -> Any:
@@ -180,3 +184,96 @@ def logs(name: NameArg, tail: Annotated[int, typer.Option(help="Lines per replic
     for title, text in blocks:
         console().print(f"[bold]== {title}[/]", highlight=False)
         print(text.rstrip() or "(no output yet)")
+
+
+# -- endpoint keys ---------------------------------------------------------------------------------------
+def _key_store(name: str, address: str | None) -> tuple[Any, Any, str]:
+    """The store, the caller's verified identity and the endpoint's team, once the caller may manage
+    the endpoint's keys (admin, operator, or a member of its team). Runs where the store and the
+    fabric's key are (`fabric up`'s host, or FABRIC_DATABASE_URL and FABRIC_AUTH_KEY): the key checks
+    the caller's token here, as `fabric token create` signs here."""
+    import os
+    import time
+
+    from inferofabric.auth.client import find_token
+    from inferofabric.auth.tokens import KEY_FILE, AuthError, signing_key, verify_token
+    from inferofabric.settings import read_store_url
+    from inferofabric.store.db import get_store
+
+    home = fabric_home(None)
+    store_url = read_store_url(address)
+    if store_url is None:
+        fail("endpoint keys are kept in the fabric's store: run this where it is (FABRIC_DATABASE_URL, or the "
+             "host of `fabric up`)", 2)
+    if not os.environ.get("FABRIC_AUTH_KEY") and not (home / KEY_FILE).exists():
+        fail(f"no signing key here to check your token with: run on the control plane (FABRIC_AUTH_KEY, or "
+             f"{home / KEY_FILE} that `fabric up` creates)", 2)
+    token = find_token(home)
+    if not token:
+        fail("no token: set FABRIC_TOKEN (`fabric token create`)", 3)
+    try:
+        identity = verify_token(signing_key(home), str(token), now=time.time())
+    except AuthError as error:
+        fail(str(error), 3)
+    team = with_client(address, lambda client: client.endpoint(name).status()).team
+    if not (identity.role in ("admin", "operator") or (identity.role == "member" and identity.team == team)):
+        fail(f"{identity.describe()} may not manage the keys of endpoint {name!r} of team {team!r}", 3)
+    return get_store(store_url), identity, team
+
+
+def _key_json(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "endpoint": row.endpoint, "team": row.team, "label": row.label,
+            "created_by": row.created_by, "created_at": row.created_at.isoformat(),
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None, "revoked_by": row.revoked_by}
+
+
+@key_app.command("create")
+def key_create(name: NameArg,
+               label: Annotated[str, typer.Option("--label", help="What the key is for (shown by `key list`).")] = "",
+               address: AddressOpt = None, json_out: JsonOpt = False) -> None:
+    """Print a new key for endpoint NAME, once (the fabric keeps only its hash). Callers send it as
+    `Authorization: Bearer <key>`. Example: fabric endpoint key create sentiment --label web-frontend"""
+    from inferofabric.store.endpoint_keys import create_key
+
+    store, identity, team = _key_store(name, address)
+    key, row = create_key(store, name, team, identity.subject, label)
+    if json_out:
+        print(json.dumps({**_key_json(row), "key": key}, indent=2))
+        return
+    console().print(f"endpoint key {row.id} for {name} (shown once; send it as `Authorization: Bearer <key>`):",
+                    highlight=False)
+    print(key)
+
+
+@key_app.command("list")
+def key_list(name: NameArg, address: AddressOpt = None, json_out: JsonOpt = False) -> None:
+    """The keys of endpoint NAME: id, label, who made it and when, and whether it is revoked."""
+    from rich.table import Table
+
+    from inferofabric.store.endpoint_keys import list_keys
+
+    store, _, _ = _key_store(name, address)
+    rows = list_keys(store, name)
+    if json_out:
+        print(json.dumps([_key_json(r) for r in rows], indent=2))
+        return
+    if not rows:
+        console().print(f"endpoint {name} has no keys (fabric endpoint key create {name})", highlight=False)
+        return
+    table = Table("ID", "LABEL", "CREATED BY", "CREATED", "REVOKED")
+    for row in rows:
+        table.add_row(row.id, row.label or "-", row.created_by, row.created_at.strftime("%Y-%m-%d %H:%M"),
+                      f"{row.revoked_at:%Y-%m-%d %H:%M} by {row.revoked_by}" if row.revoked_at else "-")
+    console().print(table)
+
+
+@key_app.command("revoke")
+def key_revoke(name: NameArg, key_id: Annotated[str, typer.Argument(help="The key's id (`key list`).")],
+               address: AddressOpt = None) -> None:
+    """Revoke one key of endpoint NAME: the gateway refuses it within a second."""
+    from inferofabric.store.endpoint_keys import revoke_key
+
+    store, identity, _ = _key_store(name, address)
+    if revoke_key(store, name, key_id, identity.subject) is None:
+        fail(f"endpoint {name!r} has no key {key_id!r}", 3)
+    console().print(f"endpoint key {key_id} of {name} revoked", highlight=False)

@@ -12,7 +12,18 @@ load balancer takes the request path and this process only measures (docs/endpoi
 - scale from zero: with no ready replica a request is held (the endpoint hears at once), up to
   `hold_timeout` seconds, then answered 503 with Retry-After;
 - a replica that refuses the connection is taken out and the request tried once on another;
-- every second the endpoint's workflow gets a sample (signal `metrics`): load, latency, ready ids.
+- every second the endpoint's workflow gets a sample (signal `metrics`): load, latency, ready ids;
+- access (gateway/access.py): an endpoint serves only callers with a fabric token or an endpoint key
+  unless its spec says `access: public`; refused requests get 401/403 and a one-line reason, and do
+  not count as load;
+- the connection: a request's head must arrive within `header_timeout` of the connection's start
+  (or of the last answer on it: aiohttp's keep-alive timer closes a connection that has not sent a
+  whole request head by then), its body within `body_timeout` (else 408 and the connection closes);
+  only HTTP/1.x is served (505 otherwise, HTTP/0.9 included);
+- what reaches a replica: the caller's headers without the hop-by-hop ones (RFC 7230 6.1: Connection,
+  Keep-Alive, Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade, and
+  every header the Connection header names), without Authorization (the gateway's own business on a
+  `token` endpoint), and with X-Forwarded-For/-Proto/-Host set by the gateway (a caller's are dropped).
 """
 
 from __future__ import annotations
@@ -27,14 +38,23 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from inferofabric.gateway.access import Access
 from inferofabric.gateway.meter import EndpointMeter
 from inferofabric.models.common import duration_seconds
 from inferofabric.models.endpoint_status import EndpointRoutes, GatewaySample
 
 log = logging.getLogger(__name__)
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade", "host", "content-length"}
+# RFC 7230 6.1 (and "trailers", an old spelling some clients send): never passed on by a proxy.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                        "trailers", "transfer-encoding", "upgrade"})
+# aiohttp's client and server write these themselves (from the URL and the body).
+FRAMING = frozenset({"host", "content-length"})
+# Who the caller is, as the gateway saw it: the gateway sets these; a caller's are dropped.
+FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"})
+HEADER_TIMEOUT = 10.0  # seconds for a request's head to arrive (from connect, or from the last answer)
+BODY_TIMEOUT = 30.0  # seconds for its body
 DEFAULT_SIM_LATENCY = "10ms"
 QUERY_TIMEOUT = timedelta(seconds=5)
 IDLE_SAMPLE_EVERY = 10.0  # an idle endpoint still hears from the gateway this often
@@ -91,12 +111,64 @@ class Route:
         return duration_seconds(self.status.sim_latency if self.status else DEFAULT_SIM_LATENCY)
 
 
+def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str],
+               drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
+    """The headers a proxy passes on: without the hop-by-hop ones, the ones `Connection` names, the
+    framing aiohttp writes itself, and `drop`."""
+    named = {token.strip().lower() for value in headers.getall("Connection", []) for token in value.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in FRAMING or lower in named or lower in drop:
+            continue
+        out.add(name, value)
+    return out
+
+
+def fabric_key() -> bytes | None:
+    """The fabric's signing key (FABRIC_AUTH_KEY, or FABRIC_HOME/auth.key of `fabric up`), or None where
+    this gateway has none: it then refuses every fabric token (endpoint keys and public endpoints work)."""
+    import os
+
+    from inferofabric.auth.tokens import KEY_FILE, signing_key
+    from inferofabric.settings import fabric_home
+
+    home = fabric_home()
+    if not os.environ.get("FABRIC_AUTH_KEY") and not (home / KEY_FILE).exists():
+        log.warning("gateway: no signing key (FABRIC_AUTH_KEY or %s): fabric tokens are refused", home / KEY_FILE)
+        return None
+    return signing_key(home)
+
+
+def refused(status: int, reason: str, **headers: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+@web.middleware
+async def http1_only(request: web.Request, handler: Any) -> web.StreamResponse:
+    """HTTP/1.0 and 1.1 only: HTTP/0.9 (no headers, so nothing to check) and anything else get 505."""
+    if request.version.major != 1:
+        answer = refused(505, f"HTTP/{request.version.major}.{request.version.minor} is not served: use HTTP/1.1")
+        answer.force_close()
+        return answer
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
 class Gateway:
-    def __init__(self, fabric: Any, name: str = "embedded", hold_timeout: float = 60.0, refresh: float = 1.0) -> None:
+    def __init__(self, fabric: Any, name: str = "embedded", hold_timeout: float = 60.0, refresh: float = 1.0,
+                 header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
+                 key: bytes | None = None, store_url: str | None = None) -> None:
         self.fabric = fabric
         self.name = name
         self.hold_timeout = hold_timeout
         self.refresh = refresh
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self._key = key
+        # The store with the endpoint keys: given, else the client's (None: fabric tokens only).
+        self._store_url = store_url or getattr(fabric, "store_url", None)
+        self.access = Access(None, None)
         self.routes: dict[str, Route] = {}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -104,15 +176,25 @@ class Gateway:
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self, port: int, host: str = "127.0.0.1") -> None:
+        from inferofabric.store.db import get_store
+
+        store = await asyncio.to_thread(get_store, self._store_url) if self._store_url else None
+        self.access = Access(self._key if self._key is not None else fabric_key(), store)
+        await self.access.refresh_keys()
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
                                               auto_decompress=False)
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[http1_only])
         app.add_routes([web.get("/healthz", self._healthz), web.route("*", "/e/{name}", self._redirect),
                         web.route("*", "/e/{name}/{tail:.*}", self._handle)])
-        self._runner = web.AppRunner(app, access_log=None)
+        # keepalive_timeout is also aiohttp's header timeout: a connection that has not sent a whole
+        # request head that long after it opened (or after its last answer) is closed. lingering_time:
+        # how long the unread rest of a refused or timed-out body is read and dropped before closing.
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.header_timeout,
+                                     lingering_time=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
-        self._tasks = [asyncio.create_task(self._refresh_loop()), asyncio.create_task(self._sample_loop())]
+        self._tasks = [asyncio.create_task(self._refresh_loop()), asyncio.create_task(self._sample_loop()),
+                       asyncio.create_task(self.access.refresh_loop())]
 
     async def close(self) -> None:
         for task in self._tasks + [t.probe for r in self.routes.values() for t in r.targets.values() if t.probe]:
@@ -139,8 +221,20 @@ class Gateway:
             route = await self._load(name)
             if route is None:
                 return web.json_response({"error": f"no endpoint named {name!r}"}, status=404)
+        status = route.status
+        assert status is not None
+        refusal = await self.access.check(name, status.team, status.access, request.headers.get("Authorization"))
+        if refusal is not None:  # before anything counts: a refused caller is no load
+            extra = {"WWW-Authenticate": 'Bearer realm="inferofabric"'} if refusal.status == 401 else {}
+            return refused(refusal.status, refusal.reason, **extra)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await request.read()
+        except TimeoutError:
+            answer = refused(408, f"the request's body did not arrive within {self.body_timeout:g}s")
+            answer.force_close()
+            return answer
         route.meter.arrived()
-        body = await request.read()
         tried: set[str] = set()
         for _ in range(2):
             target = await self._target(route, tried)
@@ -200,11 +294,18 @@ class Gateway:
         assert self._session is not None and target.address
         query = request.query_string
         url = f"http://{target.address}/{tail}" + (f"?{query}" if query else "")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        private = FORWARDING | ({"authorization"} if route.status is None or route.status.access != "public"
+                                else frozenset())
+        headers = end_to_end(request.headers, drop=frozenset(private))
+        if request.remote:
+            headers["X-Forwarded-For"] = request.remote
+        headers["X-Forwarded-Proto"] = request.scheme
+        if request.host:
+            headers["X-Forwarded-Host"] = request.host
         async with self._session.request(request.method, url, headers=headers, data=body,
                                          allow_redirects=False) as answer:
             payload = await answer.read()
-            out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+            out = end_to_end(answer.headers)
             out["X-Fabric-Replica"] = target.id
             return web.Response(status=answer.status, body=payload, headers=out)
 
@@ -338,8 +439,13 @@ class Gateway:
         await self.fabric.temporal.get_workflow_handle(endpoint_id(route.name)).signal("metrics", sample)
 
 
-async def start(fabric: Any, port: int, host: str = "127.0.0.1", hold_timeout: float = 60.0) -> Gateway:
-    """Serve endpoints on `port`; `await gateway.close()` stops it."""
-    gateway = Gateway(fabric, hold_timeout=hold_timeout)
+async def start(fabric: Any, port: int, host: str = "127.0.0.1", hold_timeout: float = 60.0, *,
+                header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT, key: bytes | None = None,
+                store_url: str | None = None) -> Gateway:
+    """Serve endpoints on `port`; `await gateway.close()` stops it. `key`: the fabric's signing key
+    (default: FABRIC_AUTH_KEY or FABRIC_HOME's); `store_url`: where the endpoint keys are (default: the
+    client's store)."""
+    gateway = Gateway(fabric, hold_timeout=hold_timeout, header_timeout=header_timeout, body_timeout=body_timeout,
+                      key=key, store_url=store_url)
     await gateway.start(port, host)
     return gateway

@@ -3,7 +3,8 @@
 An endpoint is long-running replicas of a model server behind one URL. Each replica is placed like
 any workload (same admission, policy and compliance), so a replica's spec is a WorkloadSpec made
 from the endpoint's fields (`replica_workload`); the endpoint adds the port, readiness probe, replica
-range, autoscaling target, delays, scale-to-zero and the update strategy.
+range, autoscaling target, delays, scale-to-zero, the update strategy and who may call it
+(`access`: a fabric token or an endpoint key by default, or anyone).
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ class EndpointSpec(StrictModel):
     autoscale: Autoscale = Field(default_factory=Autoscale)
     scale_to_zero_after: str | None = Field(default=None, description="no request for this long: 0 replicas")
     update: UpdateStrategy = Field(default_factory=UpdateStrategy)
+    # Who the gateway serves: `token` (default): a request carries `Authorization: Bearer <a fabric
+    # token>` (any role; a member only of this endpoint's team) or an endpoint key this endpoint's team
+    # made (`fabric endpoint key create`); `public`: anyone who reaches the gateway.
+    access: Literal["token", "public"] = "token"
 
     @field_validator("name")
     @classmethod

@@ -85,9 +85,22 @@ class ScaleMemory(BaseModel):
 
 
 class EndpointRequest(BaseModel):
-    """The endpoint workflow's input: a new deployment, or the state a continued run picks up."""
+    """What a person sends to deploy an endpoint (the workflow's input when a person starts it): the
+    spec, and the history bound. Nothing else: which replicas exist, where they listen and the
+    endpoint's memory come only from the fabric (its own child workloads and their reports), never
+    from a request. The workflow refuses a start whose input carries any of `EndpointCarry`'s fields
+    with a value of its own (workflows/endpoint.py)."""
 
     spec: EndpointSpec
+    # Continue-as-new past this many events (a gateway sample costs about 4); at least 100, so that a
+    # request cannot make the workflow continue as new on every step.
+    history_limit: int = Field(default=2_000, ge=100, le=1_000_000)
+
+
+class EndpointCarry(EndpointRequest):
+    """What one run of an endpoint's workflow hands to the next (continue-as-new) and keeps as its
+    state: read from the input only by a run that continues the endpoint's own earlier run."""
+
     version: int = 1
     tag: str = ""  # names this deployment's replicas; chosen by the first run
     deployed_at: float | None = None  # counts as a request for scale-to-zero (a new endpoint is not idle)
@@ -96,7 +109,6 @@ class EndpointRequest(BaseModel):
     scale: ScaleMemory | None = None
     ever_ready: bool = False
     events: list[str] = Field(default_factory=list)
-    history_limit: int = 2_000  # continue-as-new past this many events (a gateway sample costs about 4)
     failures: int = 0  # replicas in a row that failed before ever serving (a crash loop stops at 3)
 
 
@@ -135,6 +147,8 @@ class EndpointRoutes(BaseModel):
     small (the full status carries the spec and the last 60 events)."""
 
     state: EndpointState
+    team: str = ""  # whose endpoint (a member's token serves only its own team's)
+    access: str = "token"  # the spec's `access`: `token` (a fabric token or an endpoint key) or `public`
     desired: int
     ready: int
     readiness: Readiness

@@ -44,6 +44,7 @@ def endpoint(name: str, **changes: Any) -> dict[str, Any]:
         "replicas": {"min": 1, "max": 6},
         "autoscale": {"metric": "in_flight", "target": 2, "scale_up_delay": "1s", "scale_down_delay": "3s"},
         "annotations": {"sim.inferofabric.io/latency": "200ms"},
+        "access": "public",  # who may call is test_endpoint_access.py's and test_gateway_http.py's subject
     }
     spec.update(changes)
     return spec

@@ -226,7 +226,7 @@ async def record_endpoints(env: WorkflowEnvironment, home: Path, store_url: str)
             "name": "replay-endpoint", "team": "nlp", "image": "ghcr.io/acme/echo:1",
             "resources": {"gpu": {"type": "A100", "count": 1}}, "replicas": {"min": 1, "max": 3},
             "autoscale": {"metric": "in_flight", "target": 2, "scale_up_delay": "1s", "scale_down_delay": "2s"},
-            "annotations": {"sim.inferofabric.io/latency": "200ms"}})
+            "annotations": {"sim.inferofabric.io/latency": "200ms"}, "access": "public"})
         await fabric.temporal.start_workflow("EndpointWorkflow", EndpointRequest(spec=spec, history_limit=120),
                                              id=endpoint_id(spec.name), task_queue=queue)
         handle = fabric.endpoint(spec.name)
