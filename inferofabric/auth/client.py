@@ -4,8 +4,9 @@ reaches Temporal directly carries the identity that token proves.
 Through the front door (the normal path) the token is Temporal's API key and the door stamps the
 identity. A client of the control plane's own (the embedded stack, the worker, tests) talks to
 Temporal itself: it verifies the token with the fabric's key on this host and stamps the identity
-as the door would (inferofabric/auth/identity.py). A token that does not verify stamps nothing, so
-the gate refuses the request as it would refuse one with no identity.
+as the door would (inferofabric/auth/identity.py). A token that does not verify is refused here,
+before anything is sent (AuthError, with the reason); no token stamps nothing, and the gate refuses
+the request.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from inferofabric.auth.identity import with_identity
-from inferofabric.auth.tokens import AuthError, Identity, admin_token_path, signing_key, verify_token
+from inferofabric.auth.tokens import Identity, admin_token_path, signing_key, verify_token
 
 TokenSource = Callable[[], str | None]
 
@@ -49,10 +50,7 @@ class TokenIdentity:
         if self._cached is not None and self._cached[0] == text and self._cached[1].expires > time.time():
             return self._cached[1]
         key = self._key() if callable(self._key) else self._key
-        try:
-            identity = verify_token(key, text, now=time.time())
-        except AuthError:
-            return None
+        identity = verify_token(key, text, now=time.time())  # AuthError: said at once, nothing sent
         self._cached = (text, identity)
         return identity
 
