@@ -29,8 +29,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Header, Payload, Payloads, SearchAttributes
-from temporalio.api.workflowservice.v1 import request_response_pb2 as wsv
 from temporalio.api.operatorservice.v1 import service_pb2 as operator_service
+from temporalio.api.workflowservice.v1 import request_response_pb2 as wsv
 from temporalio.api.workflowservice.v1 import service_pb2 as workflow_service
 
 from inferofabric.auth.audit import AuditSink
@@ -111,12 +111,12 @@ class Door:
         options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", 64 << 20)]
         self._channel = upstream_channel(self.upstream, options)  # mTLS to the engine when configured
         server = grpc.aio.server(options=options)
-        handlers = {name: self._rpc(name) for name in _methods(workflow_service.DESCRIPTOR.services_by_name[
-            "WorkflowService"])}
+        workflow_methods = _methods(workflow_service.DESCRIPTOR.services_by_name["WorkflowService"])
+        operator_methods = _methods(operator_service.DESCRIPTOR.services_by_name["OperatorService"])
         server.add_generic_rpc_handlers((
-            grpc.method_handlers_generic_handler(SERVICE, handlers),
+            grpc.method_handlers_generic_handler(SERVICE, {name: self._rpc(name) for name in workflow_methods}),
             grpc.method_handlers_generic_handler(OPERATOR_SERVICE, {
-                name: grpc.unary_unary_rpc_method_handler(self._closed(name)) for name in _methods(operator_service.DESCRIPTOR.services_by_name["OperatorService"])}),
+                name: grpc.unary_unary_rpc_method_handler(self._closed(name)) for name in operator_methods}),
         ))
         self.port = server.add_secure_port(f"{host}:{port}", grpc.ssl_server_credentials([(key_pem, cert_pem)]))
         await server.start()
