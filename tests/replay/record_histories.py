@@ -282,7 +282,7 @@ async def main() -> None:
         home = Path(folder) / "home"
         home.mkdir()
         os.environ["FABRIC_HOME"] = str(home)
-        os.environ["FABRIC_AUTH_KEY"] = REPLAY_AUTH_KEY  # the replay test checks the proofs with it
+        os.environ["FABRIC_AUTH_KEY"] = REPLAY_AUTH_KEY  # the replay test replays the gate with it
         store_url = f"sqlite:///{Path(folder) / 'fabric.db'}"
         get_store(store_url)
         env = await WorkflowEnvironment.start_local(

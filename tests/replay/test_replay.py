@@ -22,8 +22,8 @@ from inferofabric.worker.main import WORKFLOWS, workflow_runner
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 # The key the histories were recorded with (record_histories.py): replay runs the auth gate too, so
-# the recorded requests' proofs are checked again, and a change to the gate that would refuse them
-# (or let through what it refused) fails here.
+# the recorded requests' stamped identities are checked again (and the activities' marks made
+# again), and a change to the gate that would refuse them (or let through what it refused) fails here.
 REPLAY_AUTH_KEY = b"replay-histories-signing-key-not-a-secret-0123456789"
 FILES = sorted(HISTORIES.glob("*.json"))
 
@@ -46,6 +46,18 @@ async def test_history_replays(path: Path) -> None:
                         workflow_runner=workflow_runner(), interceptors=[AuthGate(REPLAY_AUTH_KEY)])
     result = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+def test_every_recorded_start_carries_a_stamped_identity_and_no_credential() -> None:
+    """The paths new workflows take: a start (a person's, a child's, a continued run's) carries the
+    identity the door or the control plane stamped, and no token or proof is anywhere in history."""
+    for path in FILES:
+        data = json.loads(path.read_text())
+        fields = data["events"][0]["workflowExecutionStartedEventAttributes"].get("header", {}).get("fields", {})
+        assert "fabric-identity" in fields, f"{path.name}: a start without an identity"
+        identity = json.loads(base64.b64decode(fields["fabric-identity"]["data"]))
+        assert set(identity) <= {"sub", "role", "team", "pool", "tid", "exp", "door"}, identity
+        assert "fabric-auth" not in path.read_text(), f"{path.name}: a proof in history"
 
 
 def test_every_workflow_type_and_scenario_is_recorded() -> None:
