@@ -516,6 +516,10 @@ class WorkloadHandle:
                                f"{QUERY_TIMEOUT.total_seconds():.0f}s: is the fabric's worker overloaded?") from None
             raise FabricError(f"workload {self.id!r}: {error.message}") from None
         except Exception as error:  # WorkflowQueryFailedError: bad input recorded in history, ...
+            from inferofabric.auth.tokens import AuthError
+
+            if isinstance(error, AuthError):  # this client's own token does not verify: a read needs one
+                raise PermissionDenied(f"permission denied: {error}") from None
             description = await self._describe()
             if description == "failed":  # refused at the door? say so, not "query failed"
                 try:
