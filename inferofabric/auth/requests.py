@@ -20,7 +20,12 @@ def start_request(workflow_type: str, workflow_id: str, args: Any) -> Request:
             arguments = {}
         spec: Any = arguments.get("spec") if isinstance(arguments.get("spec"), dict) else {}
         subject = arguments.get("name") or spec.get("name") or arguments.get("pool") or ""
-        return Request(action=f"control:{_field(first, 'op') or '?'}", target=workflow_id, subject=str(subject))
+        op = _field(first, "op") or "?"
+        team = None
+        if op == "put_secret":  # whose secret it is: a team's (a member may set its own), or the fabric's ("")
+            owner = arguments.get("team")
+            team = "" if arguments.get("fabric") else owner if isinstance(owner, str) else None
+        return Request(action=f"control:{op}", target=workflow_id, subject=str(subject), team=team)
     workload: Any = _field(first, "spec") if workflow_type in ("WorkloadWorkflow", "EndpointWorkflow") else None
     team = _field(workload, "team")
     return Request(action=f"start:{workflow_type}", target=workflow_id, team=team if isinstance(team, str) else None)

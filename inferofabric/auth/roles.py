@@ -60,8 +60,11 @@ def authorize(identity: Identity, request: Request) -> None:
         raise AuthError(f"{identity.describe()} may not {action}: an agent token serves its pool only")
     if action.startswith("control:"):
         op = action.removeprefix("control:")
-        if op in MEMBER_CONTROL_OPS and role == "member" and request.team in (None, identity.team):
-            return
+        if op in MEMBER_CONTROL_OPS and role == "member":
+            if request.team in (None, identity.team):
+                return
+            whose = "the fabric's own secret" if request.team == "" else f"a secret of team {request.team!r}"
+            raise AuthError(f"{identity.describe()} may not set {whose}")
         if op in READ_OPS or (op in OPERATOR_OPS and role == "operator"):
             return
         needed = "admin" if op in ADMIN_OPS else "operator or admin"

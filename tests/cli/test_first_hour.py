@@ -111,13 +111,14 @@ async def test_logs_follow_prints_every_attempt_until_the_end(fabric: Any, tmp_p
     job.write_text("name: chatty\n" + JOB + "annotations: {sim.inferofabric.io/duration: 3s}\n")
     assert (await fabric_cli(fabric, "submit", "-f", str(job)))[0] == 0
     started = time.monotonic()
-    code, out, err = await fabric_cli(fabric, "logs", "chatty", "--follow", timeout=60)
+    store = {"FABRIC_DATABASE_URL": fabric.store.url}  # logs are read from the pool on the fabric's host
+    code, out, err = await fabric_cli(fabric, "logs", "chatty", "--follow", timeout=60, env=store)
     assert code == 0, err
     assert "==> attempt 1 on logs-dc" in out
     status = await fabric.client.get("chatty").status()
     assert status.state.terminal  # --follow returned because the workload ended
     assert time.monotonic() - started < 45
-    code, out, _ = await fabric_cli(fabric, "logs", "chatty", "--json")
+    code, out, _ = await fabric_cli(fabric, "logs", "chatty", "--json", env=store)
     attempts = json.loads(out)
     assert code == 0 and [a["attempt"] for a in attempts] == [1] and attempts[0]["pool"] == "logs-dc"
 
