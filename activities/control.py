@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from inferofabric.activities.admission import wake_from_activity as _wake
 from inferofabric.activities.errors import typed_errors
 from inferofabric.activities.reconcile import reconcile_pool
 from inferofabric.auth.readers import authorize_put_secret, caller_identity, scoped_cost_view, visible_secrets
-from inferofabric.auth.tokens import AuthError, Identity, signing_key
+from inferofabric.auth.tokens import AuthError, Identity
 from inferofabric.backends import simulated
 from inferofabric.backends.base import job_id_for
 from inferofabric.backends.registry import backend_class
@@ -243,14 +242,12 @@ class ControlActivities:
     async def _caller(self) -> Identity:
         """Who started this activity's ControlWorkflow: the identity the gate checked at its start."""
         info = activity.info()
-        workflow_id, workflow_type = info.workflow_id or "", info.workflow_type or ""
+        workflow_id = info.workflow_id or ""
         handle = activity.client().get_workflow_handle(workflow_id, run_id=info.workflow_run_id)
         async for event in handle.fetch_history_events():
             started = event.workflow_execution_started_event_attributes
-            now = event.event_time.ToDatetime(tzinfo=UTC).timestamp()
             try:
-                return caller_identity(dict(started.header.fields), signing_key(self.home), workflow_id,
-                                       workflow_type, now)
+                return caller_identity(dict(started.header.fields))
             except AuthError as error:
                 raise ApplicationError(f"permission denied: {error}", type="PermissionDenied",
                                        non_retryable=True) from None

@@ -14,7 +14,6 @@ cost report) read the identity the gate checked from their ControlWorkflow's sta
 
 from __future__ import annotations
 
-import hmac
 import os
 import time
 from collections.abc import Mapping
@@ -22,15 +21,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import jwt
-
 from inferofabric.auth import tokens
-from inferofabric.auth.tokens import ALGORITHM, KEY_FILE, SEPARATOR, AuthError, Identity, signing_key
+from inferofabric.auth.identity import read_identity
+from inferofabric.auth.tokens import KEY_FILE, AuthError, Identity, signing_key, verify_token
 
 AUDIT_READERS = ("admin", "operator", "system")
 NO_TOKEN = ("no token: set FABRIC_TOKEN (see `fabric token create`) or use the token `fabric up` wrote "
             "under FABRIC_HOME")
-_NO_CLOCK: Any = {"verify_exp": False, "verify_iat": False, "verify_nbf": False}
 
 
 def reader_key(home: Path) -> bytes:
@@ -42,28 +39,14 @@ def reader_key(home: Path) -> bytes:
 
 
 def reader_identity(token: str | None, home: Path, now: float | None = None) -> Identity:
-    """The identity a token proves, checked with the fabric's key: the grant's signature and expiry,
-    and its secret half (which only the fabric can derive: a grant copied from anywhere is not enough)."""
+    """The identity a token proves, checked with the fabric's key exactly as the front door checks
+    it (tokens.verify_token: signature, secret half, expiry); agents read nothing here."""
     if not token or not token.strip():
         raise AuthError(NO_TOKEN)
-    grant, sep, secret = token.strip().partition(SEPARATOR)
-    if not sep or not secret:
-        raise AuthError("not a fabric token (expected the text `fabric token create` printed)")
-    key = reader_key(home)
-    try:
-        claims = jwt.decode(grant, key, algorithms=[ALGORITHM], options=_NO_CLOCK)
-    except jwt.PyJWTError:
-        raise AuthError("the token is not one this fabric issued") from None
-    wanted = tokens._token_secret(key, str(claims.get("jti", "")))
-    if not hmac.compare_digest(secret.encode(), wanted.encode()):
-        raise AuthError("the token is not one this fabric issued")
-    if float(claims.get("exp", 0)) < (time.time() if now is None else now):
-        raise AuthError(f"the token of {claims.get('sub')} has expired")
-    role = str(claims.get("role", ""))
-    if role not in (*tokens.ROLES, tokens.SYSTEM):
-        raise AuthError(f"a {role or 'role-less'} token reads nothing here")
-    return Identity(subject=str(claims.get("sub", "?")), role=role, team=claims.get("team"),
-                    token_id=str(claims.get("jti", "")))
+    identity = verify_token(reader_key(home), token, now=time.time() if now is None else now)
+    if identity.role not in (*tokens.ROLES, tokens.SYSTEM):
+        raise AuthError(f"a {identity.role} token reads nothing here")
+    return identity
 
 
 def require_audit_reader(identity: Identity) -> None:
@@ -139,23 +122,10 @@ def authorize_put_secret(identity: Identity, name: str, team: str | None, existi
         raise AuthError(f"{identity.describe()} may not replace secret {name!r}: it is {whose}")
 
 
-def caller_identity(headers: Mapping[str, Any], key: bytes, workflow_id: str, workflow_type: str,
-                    now: float) -> Identity:
+def caller_identity(headers: Mapping[str, Any]) -> Identity:
     """Who started a control workflow, from its start's headers (what the gate checked before the
-    workflow's first line): the identity the front door or the control plane stamped
-    (`fabric-identity`), or a client's signed proof (`fabric-auth`, older clients)."""
-    if "fabric-identity" in headers:
-        from inferofabric.auth.identity import read_identity
-
-        found = read_identity(headers)
-        if found is None:
-            raise AuthError("the request carries no identity the fabric could have written")
-        return found[0]
-    verify = getattr(tokens, "verify_proof", None)
-    if "fabric-auth" in headers and verify is not None:
-        from temporalio.converter import default as default_converter
-
-        proof = default_converter().payload_converter.from_payload(headers["fabric-auth"], str)
-        identity: Identity = verify(key, proof, f"start:{workflow_type}", workflow_id, now=now)
-        return identity
-    raise AuthError(NO_TOKEN)
+    workflow's first line): the identity the front door or the control plane stamped."""
+    found = read_identity(headers)
+    if found is None:
+        raise AuthError(NO_TOKEN)
+    return found[0]
