@@ -12,6 +12,7 @@ from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
@@ -74,10 +75,33 @@ async def connect(address: str | None = None, namespace: str | None = None, *, a
                                     data_converter=pydantic_data_converter, runtime=quiet_runtime(),
                                     interceptors=interceptors(), api_key=api_key, tls=tls or False)
     except RuntimeError as error:
+        await _raise_refusal(address, api_key, tls)
         reason = "connection refused" if "refused" in str(error).lower() else str(error).splitlines()[0][:120]
         raise FabricUnreachable(
             f"cannot reach the fabric at {address} ({reason}); "
             "start one with `fabric up` or set FABRIC_TEMPORAL_ADDRESS") from None
+
+
+async def _raise_refusal(address: str, api_key: str | None, tls: TLSConfig | None) -> None:
+    """A connect that failed through the door may have been refused (no key, a bad or expired one):
+    ask the door once more with grpcio, whose error has a typed status, and raise AuthError with the
+    door's reason when it says UNAUTHENTICATED or PERMISSION_DENIED."""
+    import grpc
+
+    from inferofabric.auth.tokens import AuthError
+
+    if tls is None or tls.server_root_ca_cert is None:
+        return
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls.server_root_ca_cert)
+    options = [("grpc.ssl_target_name_override", tls.domain)] if tls.domain else []
+    async with grpc.aio.secure_channel(address, credentials, options=options) as channel:
+        call = channel.unary_unary("/temporal.api.workflowservice.v1.WorkflowService/GetSystemInfo",
+                                   request_serializer=lambda m: m.SerializeToString())
+        try:
+            await call(GetSystemInfoRequest(), metadata=[("authorization", f"Bearer {api_key or ''}")], timeout=5)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                raise AuthError((error.details() or "refused").removeprefix("fabric door: ")) from None
 
 
 async def ensure_search_attributes(client: Client) -> None:

@@ -56,7 +56,12 @@ def database_url() -> str:
 
 
 def temporal_address() -> str:
-    return os.environ.get("FABRIC_TEMPORAL_ADDRESS", "127.0.0.1:7233")
+    """Where users reach the fabric (its front door): $FABRIC_TEMPORAL_ADDRESS, else the door of the
+    `fabric up` stack under FABRIC_HOME (stack.json), else the embedded default's port on this host."""
+    if os.environ.get("FABRIC_TEMPORAL_ADDRESS"):
+        return os.environ["FABRIC_TEMPORAL_ADDRESS"]
+    found = (_stack_file() or {}).get("address")
+    return found if isinstance(found, str) else "127.0.0.1:7233"
 
 
 def engine_address() -> str | None:

@@ -37,7 +37,9 @@ MUTATIONS = frozenset({"StartWorkflowExecution", "SignalWorkflowExecution", "Upd
                        "UpdateSchedule", "PatchSchedule", "DeleteSchedule"})
 AGENT_CALLS = frozenset({"PollActivityTaskQueue", "RecordActivityTaskHeartbeat", "RespondActivityTaskCompleted",
                          "RespondActivityTaskFailed", "RespondActivityTaskCanceled", "SignalWorkflowExecution",
-                         "ShutdownWorker", "RecordWorkerHeartbeat"})
+                         "ShutdownWorker"})
+# Built-in queries that show a workflow's code and the worker's paths: operators' and admins' only.
+PRIVILEGED_QUERIES = frozenset({"__stack_trace", "__enhanced_stack_trace"})
 
 
 class Refused(Exception):
@@ -46,6 +48,7 @@ class Refused(Exception):
     def __init__(self, message: str, code: str = "PERMISSION_DENIED") -> None:
         super().__init__(message)
         self.code = code
+        self.audited = False  # set once the audit log has it (a refusal is recorded once)
 
 
 @dataclass(frozen=True)
@@ -120,15 +123,29 @@ def _depth(value: Any) -> int:
     return depth - 1
 
 
+# Workflow ids the fabric's own workflows use: a person's workload may not take one (a queued
+# workload holding `fabric-admission-<queue>` would receive the admission loop's signals).
+RESERVED_ID_PREFIXES = ("fabric-", "pool-monitor-", "pool-watcher-", "endpoint-")
+ID_PREFIXES = {"ControlWorkflow": "fabric-control-", "EndpointWorkflow": "endpoint-"}
+# Conflict and reuse policies that end another run: never a person's (TERMINATE_EXISTING = 3,
+# TERMINATE_IF_RUNNING = 4 in Temporal's enums), or a start would terminate anyone's workload,
+# the admission loop or a pool's monitor by reusing its id.
+TERMINATING_CONFLICT_POLICIES = frozenset({3})
+TERMINATING_REUSE_POLICIES = frozenset({4})
+
+
 @dataclass(frozen=True)
 class StartShape:
     """The parts of a workflow start (a start, or a schedule's action) the door judges."""
 
     workflow_type: str
     task_queue: str
+    workflow_id: str = ""
     cron_schedule: str = ""
     eager: bool = False
     extras: tuple[str, ...] = ()  # fields people may not set (continued_failure, callbacks...)
+    conflict_policy: int = 0
+    reuse_policy: int = 0
 
 
 def check_start(identity: Identity, shape: StartShape, request: Request, queue: str) -> None:
@@ -143,6 +160,15 @@ def check_start(identity: Identity, shape: StartShape, request: Request, queue: 
         raise Refused("eager workflow execution is not allowed through the door")
     if shape.extras:
         raise Refused(f"{', '.join(shape.extras)} may not be set by a caller")
+    if shape.conflict_policy in TERMINATING_CONFLICT_POLICIES or shape.reuse_policy in TERMINATING_REUSE_POLICIES:
+        raise Refused("a start may not terminate a running workflow (id conflict policy TERMINATE_EXISTING, "
+                      "reuse policy TERMINATE_IF_RUNNING): cancel it first")
+    prefix = ID_PREFIXES.get(shape.workflow_type)
+    if prefix is not None and not shape.workflow_id.startswith(prefix):
+        raise Refused(f"a {shape.workflow_type}'s id starts with {prefix!r}")
+    if prefix is None and shape.workflow_id.startswith(RESERVED_ID_PREFIXES):
+        raise Refused(f"workflow id {shape.workflow_id!r} is reserved for the fabric's own workflows "
+                      f"(ids starting with {', '.join(RESERVED_ID_PREFIXES)})")
     _authorize(identity, request)
 
 
@@ -182,6 +208,11 @@ def check_terminate(identity: Identity, target: Target, workflow_id: str) -> Non
         raise Refused(f"{identity.describe()} may not terminate workflows (cancel them instead)")
     if target.workflow_type not in PUBLIC_TYPES:
         raise Refused(f"{workflow_id!r} is internal to the fabric")
+
+
+def check_query(identity: Identity, name: str) -> None:
+    if name in PRIVILEGED_QUERIES and identity.role not in ("admin", "operator"):
+        raise Refused(f"{identity.describe()} may not run the {name} query (it shows the worker's code)")
 
 
 def check_history(identity: Identity, target: Target, workflow_id: str) -> None:

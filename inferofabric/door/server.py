@@ -69,6 +69,17 @@ def _strip(header: Header, identity: Identity | None) -> None:
         header.fields[HEADER].CopyFrom(identity_payload(identity, door=True))
 
 
+def _target_of(request: Any) -> str:
+    """What a call is about, for the audit log: its workflow, schedule or task queue."""
+    for field in ("workflow_execution", "execution"):
+        if request.DESCRIPTOR.fields_by_name.get(field) is not None:
+            return str(getattr(request, field).workflow_id)
+    for field in ("workflow_id", "schedule_id", "namespace"):
+        if request.DESCRIPTOR.fields_by_name.get(field) is not None and getattr(request, field):
+            return str(getattr(request, field))
+    return ""
+
+
 def _pairs(payloads: Payloads) -> list[tuple[bytes, bytes]]:
     return [(p.metadata.get("encoding", b""), p.data) for p in payloads.payloads]
 
@@ -142,6 +153,7 @@ class Door:
         special: Handler | None = getattr(self, f"_on_{name}", None)
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+            identity: Identity | None = None
             try:
                 identity = self._authenticate(context)
                 rules.check_caller(identity, name)
@@ -152,6 +164,8 @@ class Door:
                     rules.check_namespace(namespace, self.namespace)
                 return await self._forward(name, request, context)
             except Refused as refused:
+                if name not in rules.READS and name not in rules.HANDSHAKE:  # every refused change is audited
+                    self._audit_refusal(identity, Request(action=name, target=_target_of(request)), refused)
                 await context.abort(getattr(grpc.StatusCode, refused.code), f"fabric door: {refused}")
                 raise  # abort raises; this is for the type checker
 
@@ -220,29 +234,44 @@ class Door:
             self.sink.put(at=datetime.now(UTC), identity=identity, request=request, result=result,
                           detail=detail, key=f"door:{uuid.uuid4().hex}")
 
+    def _audit_refusal(self, identity: Identity | None, request: Request, refused: Refused) -> None:
+        if not refused.audited:
+            self._audit(identity, request, "refused", str(refused))
+            refused.audited = True
+
     async def _judged(self, identity: Identity, request: Request, check: Callable[[], Any],
                       forward: Callable[[], Awaitable[Any]], detail: str = "") -> Any:
         """Run `check`; audit the verdict; forward when it passed."""
         try:
             check()
         except Refused as refused:
-            self._audit(identity, request, "refused", str(refused))
+            self._audit_refusal(identity, request, refused)
             raise
         if identity.role != AGENT:
             self._audit(identity, request, "ok", detail)
         return await forward()
 
     # -- starts ---------------------------------------------------------------------------------------
-    def _start_check(self, identity: Identity, workflow_type: str, workflow_id: str, queue: str, input: Payloads,
-                     cron: str, extras: tuple[str, ...], eager: bool = False) -> Request:
-        request = start_request(workflow_type, workflow_id, rules.decode_args(_pairs(input)))
-        shape = StartShape(workflow_type=workflow_type, task_queue=queue, cron_schedule=cron, eager=eager,
-                           extras=extras)
+    def _start_check(self, identity: Identity, start: Any, extras: tuple[str, ...] = (), eager: bool = False,
+                     conflict_policy: int = 0) -> Request:
+        """Judge a start (a StartWorkflowExecutionRequest or a schedule's NewWorkflowExecutionInfo)."""
+        workflow_type, workflow_id = start.workflow_type.name, start.workflow_id
+        request = start_request(workflow_type, workflow_id, rules.decode_args(_pairs(start.input)))
+        shape = StartShape(workflow_type=workflow_type, task_queue=start.task_queue.name, workflow_id=workflow_id,
+                           cron_schedule=start.cron_schedule, eager=eager, extras=extras,
+                           conflict_policy=conflict_policy, reuse_policy=start.workflow_id_reuse_policy)
         try:
             rules.check_start(identity, shape, request, self.task_queue)
         except Refused as refused:
-            self._audit(identity, request, "refused", str(refused))
+            self._audit_refusal(identity, request, refused)
             raise
+        # Fabric* search attributes are the fabric's to write (listings and the door's own lookups
+        # read them): a caller's are dropped, and FabricTeam is the workload's own team.
+        for name in [n for n in start.search_attributes.indexed_fields if n.startswith("Fabric")]:
+            del start.search_attributes.indexed_fields[name]
+        if request.team is not None:
+            start.search_attributes.indexed_fields[TEAM_ATTRIBUTE].CopyFrom(_keyword(request.team))
+        _strip(start.header, identity)
         return request
 
     async def _on_StartWorkflowExecution(self, request: Any, identity: Identity, context: Any) -> Any:
@@ -251,12 +280,8 @@ class Door:
                                          "time_skipping_config") if request.HasField(name))
         if request.completion_callbacks:
             extras += ("completion_callbacks",)
-        judged = self._start_check(identity, request.workflow_type.name, request.workflow_id,
-                                   request.task_queue.name, request.input, request.cron_schedule, extras,
-                                   request.request_eager_execution)
-        _strip(request.header, identity)
-        if judged.team is not None:
-            request.search_attributes.indexed_fields[TEAM_ATTRIBUTE].CopyFrom(_keyword(judged.team))
+        judged = self._start_check(identity, request, extras, request.request_eager_execution,
+                                   request.workflow_id_conflict_policy)
         self._audit(identity, judged, "ok")
         return await self._forward("StartWorkflowExecution", request, context)
 
@@ -276,6 +301,7 @@ class Door:
 
         def check() -> None:
             rules.check_signal(identity, request.signal_name, target, workflow_id)
+            rules.decode_args(_pairs(request.input))
             _strip(request.header, identity)
 
         return await self._judged(identity, audited, check, lambda: self._forward("SignalWorkflowExecution",
@@ -289,13 +315,18 @@ class Door:
         audited = Request(action=f"update:{name}", target=workflow_id, team=target.team)
         detail = ""
         if name == "approve":
-            args = rules.decode_args(_pairs(request.request.input.args))
+            try:
+                args = rules.decode_args(_pairs(request.request.input.args))
+            except Refused as refused:
+                self._audit_refusal(identity, audited, refused)
+                raise
             answer = args[0] if args and isinstance(args[0], dict) else {}
             detail = ("approved" if answer.get("approve") else "denied") + (
                 f": {answer.get('note')}" if answer.get("note") else "")
 
         def check() -> None:
             rules.check_update(identity, name, target, workflow_id)
+            rules.decode_args(_pairs(request.request.input.args))
             _strip(request.request.input.header, identity)
 
         return await self._judged(identity, audited, check,
@@ -340,6 +371,8 @@ class Door:
 
     async def _on_QueryWorkflow(self, request: Any, identity: Identity, context: Any) -> Any:
         rules.check_namespace(request.namespace, self.namespace)
+        rules.check_query(identity, request.query.query_type)
+        rules.decode_args(_pairs(request.query.query_args))
         _strip(request.query.header, identity)
         return await self._forward("QueryWorkflow", request, context)
 
@@ -347,13 +380,7 @@ class Door:
     def _schedule_start(self, identity: Identity, schedule_id: str, action: Any) -> Request:
         if not action.HasField("start_workflow"):
             raise Refused("a schedule's action must start a fabric workflow")
-        start = action.start_workflow
-        judged = self._start_check(identity, start.workflow_type.name, start.workflow_id, start.task_queue.name,
-                                   start.input, start.cron_schedule, ())
-        _strip(start.header, identity)
-        if judged.team is not None:
-            start.search_attributes.indexed_fields[TEAM_ATTRIBUTE].CopyFrom(_keyword(judged.team))
-        return judged
+        return self._start_check(identity, action.start_workflow)
 
     async def _schedule_team(self, schedule_id: str) -> str | None:
         described = await self._upstream("DescribeSchedule", wsv.DescribeScheduleRequest(
@@ -403,6 +430,12 @@ class Door:
                                   lambda: self._forward("DeleteSchedule", request, context))
 
     # -- agents ---------------------------------------------------------------------------------------
+    async def _on_ShutdownWorker(self, request: Any, identity: Identity, context: Any) -> Any:
+        rules.check_namespace(request.namespace, self.namespace)
+        if request.sticky_task_queue:  # an agent runs activities only: it has no sticky queue of its own
+            raise Refused("an agent shuts down no sticky queue (a workflow worker's, not an agent's)")
+        return await self._forward("ShutdownWorker", request, context)
+
     async def _on_PollActivityTaskQueue(self, request: Any, identity: Identity, context: Any) -> Any:
         rules.check_namespace(request.namespace, self.namespace)
         rules.check_agent_poll(identity, request.task_queue.name)

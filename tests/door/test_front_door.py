@@ -195,3 +195,69 @@ async def test_schedules_carry_their_creators_identity_and_only_the_team_changes
     await alice.unschedule("ads-nightly")
     refusals = [e for e in await doorway.audit("schedule delete") if e["identity"] == "bob"]
     assert refusals and refusals[0]["result"] == "refused"
+
+
+async def test_a_start_may_not_terminate_or_squat_another_workflow(doorway: Doorway, admin: Any) -> None:
+    """A start with TERMINATE_EXISTING (or TERMINATE_IF_RUNNING) under another team's workload id, or
+    the admission loop's, would end it: refused, and the victim runs on."""
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+    victor = await doorway.fabric(doorway.token("member", "vision", subject="victor"))
+    victim = await victor.submit(spec("vision-victim", "vision"))
+    await victim.status()
+    mallory = await doorway.client(doorway.token("member", "ads", subject="mallory"))
+    request = WorkloadRequest(spec=spec("vision-victim", "ads"))
+    await refused(mallory.start_workflow("WorkloadWorkflow", request, id="vision-victim", task_queue=doorway.queue,
+                                         id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING))
+    await refused(mallory.start_workflow("WorkloadWorkflow", request, id="vision-victim", task_queue=doorway.queue,
+                                         id_reuse_policy=WorkflowIDReusePolicy.TERMINATE_IF_RUNNING))
+    for reserved in (f"fabric-admission-{doorway.queue}", "pool-monitor-dc1", "endpoint-chat"):
+        await refused(mallory.start_workflow("WorkloadWorkflow", WorkloadRequest(spec=spec("squat", "ads")),
+                                             id=reserved, task_queue=doorway.queue))
+    await refused(mallory.start_workflow("ControlWorkflow", ControlRequest(op="list_pools", args={}),
+                                         id=f"fabric-admission-{doorway.queue}", task_queue=doorway.queue))
+    described = await doorway.engine.get_workflow_handle("vision-victim").describe()
+    assert described.status is not None and described.status.name == "RUNNING"
+    stamped = json.loads((await doorway.engine.get_workflow_handle("vision-victim").fetch_history())
+                         .events[0].workflow_execution_started_event_attributes.header.fields["fabric-identity"].data)
+    assert stamped["sub"] == "victor"
+    refusals = [e for e in await doorway.audit("submit", 3) if e["identity"] == "mallory"]
+    assert len(refusals) >= 3 and {e["result"] for e in refusals} == {"refused"}
+
+
+async def test_every_refused_change_is_audited_and_stack_traces_are_the_operators(doorway: Doorway,
+                                                                                 admin: Any) -> None:
+    from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+
+    mallory = await doorway.client(doorway.token("member", "ads", subject="mallory"))
+    await refused(mallory.workflow_service.reset_workflow_execution(ResetWorkflowExecutionRequest(
+        namespace=doorway.namespace, workflow_execution={"workflow_id": "ads-through-door"})))
+    [entry] = [e for e in await doorway.audit("ResetWorkflowExecution") if e["identity"] == "mallory"]
+    assert (entry["result"], entry["target"]) == ("refused", "ads-through-door")
+    await refused(mallory.get_workflow_handle("ads-through-door").query("__stack_trace"))
+    operator = await doorway.client(doorway.token("operator"))
+    assert "workflow" in str(await operator.get_workflow_handle("ads-through-door").query("__stack_trace")).lower()
+
+
+async def test_the_cli_through_the_door_says_a_bad_token_is_refused(doorway: Doorway, admin: Any,
+                                                                   tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(doorway.ca)
+    env = {**os.environ, "FABRIC_TEMPORAL_ADDRESS": doorway.address, "FABRIC_TLS_CA": str(ca),
+           "FABRIC_HOME": str(tmp_path / "elsewhere"), "FABRIC_TASK_QUEUE": doorway.queue,
+           "FABRIC_NAMESPACE": doorway.namespace}
+    for token in ("garbage", doorway.token("admin").replace("~", "~x")):
+        done = subprocess.run([sys.executable, "-m", "inferofabric.cli.main", "list"],
+                              env={**env, "FABRIC_TOKEN": token}, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 3, done.stderr
+        assert "not a fabric token" in done.stderr or "not one this fabric issued" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    member = doorway.token("member", "ads")
+    await (await doorway.fabric(member)).submit(spec("ads-listed", "ads"))
+    done = subprocess.run([sys.executable, "-m", "inferofabric.cli.main", "list"], env={**env, "FABRIC_TOKEN": member},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "ads-listed" in done.stdout, done.stderr
