@@ -39,7 +39,7 @@ BIN = Path(sys.executable).parent
 SCALE_UP_DELAY = 2.0
 CONFIG = """
 pools:
-  - {name: here, location: on-prem, backend: local, gpus: {A100: 4}, local: {discover_gpus: false}}
+  - {name: here, location: on-prem, backend: local, gpus: {A100: 4}, local: {discover_gpus: false, network: host}}
   - {name: sim-dc, location: on-prem, backend: simulated, region: dc1, gpus: {L4: 2}}
   - {name: sim-cloud, location: cloud, backend: simulated, region: us-east-1, gpus: {L4: 16}}
 policy:

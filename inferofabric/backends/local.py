@@ -182,7 +182,7 @@ class LocalBackend(Backend):
             os.chown(checkpoint, uid, gid)
 
     def _argv(self, directory: Path, checkpoint: Path | None, tool: str | None, user: tuple[int, int] | None,
-              command: list[str], host_network: bool = False) -> list[str]:
+              command: list[str]) -> list[str]:
         """What the wrapper runs: bwrap around (setpriv around) the command, or setpriv around it."""
         drop: list[str] = []
         if user is not None:
@@ -208,7 +208,7 @@ class LocalBackend(Backend):
             hidden_files=local_sandbox.existing_files([*local_sandbox.SECRET_FILES,
                                                        *(p for p in hidden if os.path.isfile(p))]),
             devices=local_sandbox.host_devices(), programs=drop[:1],
-            host_network=host_network or self.config.network == "host")
+            host_network=self.config.network == "host")
         return local_sandbox.bubblewrap_argv(tool, paths, [*drop, *command])
 
     # -- jobs -----------------------------------------------------------------------------------------
@@ -216,6 +216,12 @@ class LocalBackend(Backend):
         command = request.spec.command + request.spec.args
         if not command:
             raise JobRejected("a local pool runs the workload's command directly: set `command:`")
+        if ENDPOINT_LABEL in request.spec.labels and self.config.network != "host":
+            raise JobRejected(
+                f"pool {self.pool.name!r} runs jobs without network (local: {{network: isolated}}), so it cannot "
+                "serve an endpoint: a replica listens on a host port, and with the host's network it could reach "
+                "the fabric's loopback services as any local user can. Set local: {network: host} only where "
+                "every submitter is trusted, or serve from a Kubernetes pool")
         tool = self._sandbox_tool()  # before anything is created: a pool that cannot confine runs nothing
         user = self._job_user()
         directory = self._job_dir(request.job_id)
@@ -235,7 +241,7 @@ class LocalBackend(Backend):
             env["PORT"] = str(port)
         log_path = self._log_path(request.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = self._argv(directory, checkpoint, tool, user, command, host_network=port is not None)
+        argv = self._argv(directory, checkpoint, tool, user, command)
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 ["/bin/sh", "-c", WRAPPER, "exit_code", *argv],

@@ -19,8 +19,8 @@ What the job gets (the argv below; `tests/backends/test_local_sandbox.py` checks
 - write access to its own job directory (its `HOME` and working directory) and its checkpoint
   directory, bound at the same paths as on the host, so paths in its environment stay true;
 - no network at all (`--unshare-net`: only its own loopback), unless the pool says
-  `network: host` or the job is an endpoint's replica, which listens on a host port the gateway
-  reaches. On the embedded stack Temporal and the store listen on the host's loopback: a job with
+  `network: host` (an endpoint's replica listens on a host port the gateway reaches: only such a
+  pool serves endpoints). On the embedded stack Temporal and the store listen on the host's loopback: a job with
   the host's network could reach them as any local user can (docs/security.md).
 
 It runs as an unprivileged user (`run_as`, chosen by the back end: never root), so file permissions

@@ -46,8 +46,8 @@ class LocalSettings(StrictModel):
     hidden: list[str] = Field(default_factory=list, description="host paths a job must not see at all")
     network: Literal["isolated", "host"] = Field(
         default="isolated", description="`isolated`: a job has no network at all (it cannot reach the fabric's "
-                                        "loopback services, Temporal included); `host`: the host's network. "
-                                        "An endpoint's replicas always get the host's (they serve on a host port)")
+                                        "loopback services, Temporal included); `host`: the host's network, which an "
+                                        "endpoint's replicas need (they serve on a host port)")
 
     @field_validator("run_as")
     @classmethod

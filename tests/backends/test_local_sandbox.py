@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from inferofabric.backends import local as local_backend
-from inferofabric.backends.base import BackendConfigError, JobRequest, JobState, JobStatus
+from inferofabric.backends.base import BackendConfigError, JobRejected, JobRequest, JobState, JobStatus
 from inferofabric.backends.local import LocalBackend
 from inferofabric.backends.local_sandbox import SandboxPaths, bubblewrap_argv
 from inferofabric.models import WorkloadSpec
@@ -152,11 +152,14 @@ def test_cancel_asks_the_sandboxed_job_to_stop_before_killing_it(home: Path) -> 
 
 @needs_bwrap
 @pytest.mark.skipif(shutil.which("python3", path=local_backend.MINIMAL_PATH) is None, reason="no system python3")
-def test_an_endpoint_replica_still_serves_on_a_host_port(home: Path) -> None:
-    backend = backend_for(home)
+def test_an_endpoint_replica_serves_on_a_host_port_only_where_the_pool_gives_the_hosts_network(home: Path) -> None:
     spec = WorkloadSpec.model_validate({"name": "replica", "team": "ads", "image": "none",
                                         "labels": {ENDPOINT_LABEL: "demo"}, "command": [
         "sh", "-c", 'echo hello-from-the-sandbox > index.html; exec python3 -m http.server -b 127.0.0.1 "$PORT"']})
+    with pytest.raises(JobRejected, match="cannot serve an endpoint"):  # isolated by default: nothing runs
+        backend_for(home).launch(JobRequest(job_id="refused", workload_id="refused", attempt=1, spec=spec))
+    assert not (home / "local" / "here" / "jobs" / "refused").exists()
+    backend = backend_for(home, network="host")
     status = backend.launch(JobRequest(job_id="replica", workload_id="replica", attempt=1, spec=spec))
     address = status.details["address"]
     deadline = time.monotonic() + 15
