@@ -206,9 +206,15 @@ class ControlActivities:
     @activity.defn(name="control_audit")
     @typed_errors
     async def audit(self, limit: int = 50, identity: str | None = None) -> list[dict[str, Any]]:
+        """Everyone's rows for operators and admins; a member's own team's for a member."""
         from inferofabric.auth.audit import audit_entries
+        from inferofabric.auth.readers import audit_scope
 
-        return await in_store(audit_entries, self.store, limit, identity)
+        try:
+            team = audit_scope(await self._caller())
+        except AuthError as error:
+            raise ApplicationError(f"permission denied: {error}", type="PermissionDenied", non_retryable=True) from None
+        return await in_store(audit_entries, self.store, limit, identity, team)
 
     @activity.defn(name="control_put_secret")
     @typed_errors

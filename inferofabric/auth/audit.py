@@ -80,13 +80,17 @@ class AuditSink:
             log.exception("could not write %d audit records", len(batch))
 
 
-def audit_entries(store: Store, limit: int = 100, identity: str | None = None) -> list[dict[str, Any]]:
+def audit_entries(store: Store, limit: int = 100, identity: str | None = None,
+                  team: str | None = None) -> list[dict[str, Any]]:
+    """The newest `limit` rows, oldest first; only `identity`'s, only `team`'s when given."""
     from sqlmodel import col, select
 
     with store.session() as session:
         query = select(AuditRow).order_by(col(AuditRow.id).desc()).limit(limit)
         if identity:
             query = query.where(AuditRow.identity == identity)
+        if team:
+            query = query.where(AuditRow.team == team)
         rows = list(session.exec(query))
     return [{"time": as_utc(r.at).isoformat(), "identity": r.identity, "role": r.role, "team": r.team,
              "action": r.action, "target": r.target, "result": r.result, "detail": r.detail} for r in reversed(rows)]

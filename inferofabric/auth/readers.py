@@ -49,9 +49,15 @@ def reader_identity(token: str | None, home: Path, now: float | None = None) -> 
     return identity
 
 
-def require_audit_reader(identity: Identity) -> None:
-    if identity.role not in AUDIT_READERS:
-        raise AuthError(f"{identity.describe()} may not read the audit log: that needs the operator or admin role")
+def audit_scope(identity: Identity) -> str | None:
+    """Whose audit rows `identity` reads: None for everyone's (operators, admins, the fabric), a
+    member its own team's only."""
+    if identity.role in AUDIT_READERS:
+        return None
+    if identity.role == "member" and identity.team:
+        return identity.team
+    raise AuthError(f"{identity.describe()} may not read the audit log: that needs the operator or admin role "
+                    "(a member reads its own team's rows)")
 
 
 def require_team_reader(identity: Identity, team: str | None, what: str) -> None:

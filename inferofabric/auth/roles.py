@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from inferofabric.auth.tokens import AGENT, SYSTEM, AuthError, Identity
 
 ADMIN_OPS = {"register_pool", "remove_pool", "set_policy", "put_secret"}
-OPERATOR_OPS = {"cordon", "drain", "simulate", "reconcile", "audit"}
+OPERATOR_OPS = {"cordon", "drain", "simulate", "reconcile"}
 # A member may ask for these; the control activity then allows its own team's only (a member stores
 # its team's secrets: activities/control.py, auth/readers.py authorize_put_secret).
 MEMBER_CONTROL_OPS = {"put_secret"}
+# Reads (not written to the audit log). `audit`: everyone's rows for operators and admins, a member
+# its own team's (the control activity scopes it: auth/readers.py audit_scope).
 READ_OPS = {"list_pools", "pool_spec", "get_policy", "list_secrets", "decisions", "queue", "logs", "cost",
-            "budgets"}
-UNAUDITED_OPS = READ_OPS | {"audit"}  # reads: not written to the audit log
+            "budgets", "audit"}
+UNAUDITED_OPS = READ_OPS
 INTERNAL_WORKFLOWS = {"PoolMonitorWorkflow", "PoolWatcherWorkflow", "AdmissionWorkflow"}
 # `replica`: a replica's report to its endpoint; `metrics`: the gateway's measurements (it runs with
 # the fabric's own identity: in `fabric up`, the stack's).

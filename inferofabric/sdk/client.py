@@ -244,17 +244,18 @@ class FabricClient:
         await self._control("simulate", name=pool, action="fail")
 
     async def audit(self, limit: int = 50, identity: str | None = None) -> list[dict[str, Any]]:
-        """The newest audit entries (who did what, when, with what result), oldest first."""
+        """The newest audit entries (who did what, when, with what result), oldest first: everyone's
+        for operators and admins, a member's own team's rows for a member."""
         if self.store_url:
             from inferofabric.auth.audit import audit_entries
-            from inferofabric.auth.readers import require_audit_reader
+            from inferofabric.auth.readers import audit_scope
             from inferofabric.auth.tokens import AuthError
 
             try:
-                require_audit_reader(self._reader())
+                team = audit_scope(self._reader())
             except AuthError as error:
                 raise PermissionDenied(f"permission denied: {error}") from None
-            return await asyncio.to_thread(audit_entries, self._store(), limit, identity)
+            return await asyncio.to_thread(audit_entries, self._store(), limit, identity, team)
         return list(await self._control("audit", limit=limit, identity=identity))
 
     async def cost(self, by: str = "team", start: datetime | None = None, end: datetime | None = None,
