@@ -39,7 +39,8 @@ BIN = Path(sys.executable).parent
 SCALE_UP_DELAY = 2.0
 CONFIG = """
 pools:
-  - {name: here, location: on-prem, backend: local, gpus: {A100: 4}, local: {discover_gpus: false, network: host}}
+  - {name: here, location: on-prem, backend: local, gpus: {A100: 4},
+     local: {discover_gpus: false, network: host, read_only: ["/", "%(root)s", "%(prefix)s"]}}
   - {name: sim-dc, location: on-prem, backend: simulated, region: dc1, gpus: {L4: 2}}
   - {name: sim-cloud, location: cloud, backend: simulated, region: us-east-1, gpus: {L4: 16}}
 policy:
@@ -224,7 +225,7 @@ async def run(options: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory(prefix="fabric-bench-endpoint-") as folder:
         home = Path(folder)
-        (home / "fabric.yaml").write_text(CONFIG)
+        (home / "fabric.yaml").write_text(CONFIG % {"root": ROOT, "prefix": sys.prefix})
         port, gateway_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FABRIC_")}
         env.update(FABRIC_HOME=folder)

@@ -88,11 +88,16 @@ def bubblewrap_argv(bwrap: str, paths: SandboxPaths, command: Sequence[str]) -> 
     for device in paths.devices:
         argv += ["--dev-bind-try", device, device]
     argv += ["--perms", "1777", "--tmpfs", "/tmp"]
+    # Read-only paths under /tmp (a checkout or virtualenv there) are shown again over the private
+    # /tmp: named explicitly, never /tmp as a whole.
+    tmp_views = _outermost(p for p in paths.read_only if _under_any(p, ["/tmp"]) and _norm(p) != "/tmp")
+    for path in tmp_views:
+        argv += ["--ro-bind-try", path, path]
     hidden = [paths.fabric_home, *paths.hidden_dirs]
     # A hidden directory needs a tmpfs only where the read-only view shows it (not under /tmp, whose
-    # tmpfs already hides it, nor outside every read-only path).
+    # tmpfs already hides it unless a view shows it again, nor outside every read-only path).
     masked = [d for d in _outermost(hidden)
-              if _under_any(d, paths.read_only) and not _under_any(d, ["/tmp"])]
+              if (_under_any(d, paths.read_only) and not _under_any(d, ["/tmp"])) or _under_any(d, tmp_views)]
     for directory in masked:
         argv += ["--perms", "0755", "--tmpfs", directory]
     # The way down to each writable bind through those tmpfs (and /tmp's): directories the job can

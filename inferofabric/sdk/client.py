@@ -60,14 +60,15 @@ class FabricClient:
     without it they go through the control plane."""
 
     def __init__(self, client: Client, task_queue: str | None = None, store_url: str | None = None,
-                 token: str | None = None) -> None:
+                 token: str | None = None, key: bytes | None = None) -> None:
         # `token`, else $FABRIC_TOKEN, else the admin token `fabric up` wrote under FABRIC_HOME (looked
         # up at the first request, so a client made before its stack's first start still finds it).
         # Through the door (a client connected with an API key) the door stamps the identity; a client
-        # of the control plane's own, straight to Temporal, stamps the identity the token proves.
+        # of the control plane's own, straight to Temporal, stamps the identity the token proves
+        # (checked with `key`, default the fabric's key under FABRIC_HOME).
         self._token = token
         through_door = bool(client.service_client.config.api_key)
-        self.temporal = client if through_door else with_token(client, self._current_token)
+        self.temporal = client if through_door else with_token(client, self._current_token, key)
         self.task_queue = task_queue or default_task_queue()
         self.store_url = store_url
         self._pools_seen: tuple[float, list[PoolStatus]] | None = None  # for the door's checks

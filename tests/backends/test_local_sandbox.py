@@ -244,3 +244,30 @@ def test_a_job_has_no_network_unless_the_pool_gives_it_one(home: Path) -> None:
         assert status.state == JobState.SUCCEEDED and "REACHED" in logs, logs
     finally:
         listener.close()
+
+
+@needs_bwrap
+def test_a_read_only_path_under_tmp_is_shown_again_but_fabric_home_inside_it_stays_hidden() -> None:
+    """A checkout or virtualenv under /tmp (a CI clone) can be named in `read_only`; FABRIC_HOME in it stays hidden."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="fabric-view-"))  # /tmp/fabric-view-*, 0755 as a git clone would be
+    try:
+        base.chmod(0o755)
+        tools = base / "tools"
+        tools.mkdir(mode=0o755)
+        (tools / "hello.sh").write_text("echo hello-from-tmp\n")
+        (tools / "hello.sh").chmod(0o644)
+        home = base / "fabric-home"
+        home.mkdir()
+        (home / "auth.key").write_text(KEY_TEXT)
+        (home / "auth.key").chmod(0o600)
+        script = f'sh {tools / "hello.sh"}; cat {home / "auth.key"}; echo "cat=$?"'
+        _, logs = run(backend_for(home, read_only=["/", str(base)]), "tmp-view", ["sh", "-c", script])
+        assert "hello-from-tmp" in logs and KEY_TEXT not in logs and "cat=0" not in logs, logs
+        assert "auth.key: No such file or directory" in logs, logs  # FABRIC_HOME is an empty tmpfs there too
+        _, logs = run(backend_for(home), "no-tmp-view", ["sh", "-c", f'sh {tools / "hello.sh"}'])
+        assert "hello-from-tmp" not in logs, logs  # /tmp stays private unless a path in it is named
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

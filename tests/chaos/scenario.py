@@ -21,6 +21,7 @@ from typing import Any
 from failover.util import BURST_AND_FAILOVER_POLICY
 
 from inferofabric.auth.client import find_token
+from inferofabric.auth.tokens import signing_key
 from inferofabric.backends.simulated import SimulatedBackend
 from inferofabric.models import PoolSpec, WorkloadSpec
 from inferofabric.models.status import WorkloadStatus
@@ -106,7 +107,7 @@ async def run_chaos(config: ChaosConfig, directory: Path, log: Any = print) -> C
     try:
         await worker.begin()
         # The worker wrote the fabric's first admin token under its home: the operator's token here.
-        fabric = FabricClient(client, task_queue=queue, token=find_token(home))
+        fabric = FabricClient(client, task_queue=queue, token=find_token(home), key=signing_key(home))
         for pool in POOLS:
             await fabric.register_pool(pool)  # default monitor settings: 1 s period, 2 failures
         await fabric.set_policy(BURST_AND_FAILOVER_POLICY)

@@ -25,6 +25,9 @@ from inferofabric.gateway.server import start as start_gateway
 from inferofabric.models.common import Location
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# The local pool serving the example model server: the host's network (it serves on a host port), and
+# the checkout and virtualenv visible to its sandboxed jobs even where they sit under /tmp (a CI clone).
+LOCAL = {"discover_gpus": False, "network": "host", "read_only": ["/", str(EXAMPLES.parent), sys.prefix]}
 POLICY = """
 placement:
   default: on-prem
@@ -172,7 +175,7 @@ async def test_a_local_replica_serves_real_requests_and_rolls_to_a_new_version(
         fabric: Any, gateway: Gateway) -> None:
     client = fabric.client
     await client.register_pool({"name": "here", "location": "on-prem", "backend": "local", "gpus": {"A100": 2},
-                                "local": {"discover_gpus": False, "network": "host"}})
+                                "local": LOCAL})
     server = [sys.executable, str(EXAMPLES / "model_server.py")]
     spec = endpoint("sentiment", command=server, replicas={"min": 1, "max": 1}, env={"LOAD_MS": "100"},
                     readiness={"path": "/healthz", "initial_delay_seconds": 0.2, "period_seconds": 0.5})
@@ -257,7 +260,7 @@ async def test_a_replica_s_pool_fails_and_the_endpoint_keeps_answering(fabric: A
 async def test_replicas_that_keep_failing_stop_the_endpoint_with_the_reason(fabric: Any, gateway: Gateway) -> None:
     client = fabric.client
     await client.register_pool({"name": "here", "location": "on-prem", "backend": "local", "gpus": {"A100": 2},
-                                "local": {"discover_gpus": False, "network": "host"}})
+                                "local": LOCAL})
     spec = endpoint("broken", command=[sys.executable, "-c", "import sys; sys.exit(3)"],
                     replicas={"min": 1, "max": 1})
     handle = await client.deploy_endpoint(spec)
