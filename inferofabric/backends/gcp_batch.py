@@ -33,7 +33,7 @@ from google.auth import exceptions as auth_exc
 from google.cloud import batch_v1, secretmanager_v1
 from google.oauth2 import service_account
 from google.protobuf import duration_pb2
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from inferofabric.backends.base import (
     LOST_GONE,
@@ -52,7 +52,7 @@ from inferofabric.backends.base import (
     PoolProbe,
     checked_job_id,
 )
-from inferofabric.models.common import Health
+from inferofabric.models.common import Health, StrictModel
 from inferofabric.models.pool import PoolSpec
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,8 @@ LOST_EXIT_CODES = {50001: LOST_RECLAIMED, 50002: LOST_NODE, 50003: LOST_NODE, 50
                    50006: LOST_MAINTENANCE}
 
 
-class GcpCredentials(BaseModel):
+class GcpCredentials(StrictModel):
     """Which credentials to use; at most one source. None set = application default credentials."""
-
-    model_config = ConfigDict(extra="forbid")
 
     service_account_file: str | None = None
     workload_identity_config: str | None = Field(
@@ -115,10 +113,8 @@ class GcpCredentials(BaseModel):
         return self
 
 
-class GcpBatchConfig(BaseModel):
+class GcpBatchConfig(StrictModel):
     """The pool file's `gcp:` block. Machine/accelerator maps are merged over the defaults."""
-
-    model_config = ConfigDict(extra="forbid")
 
     project: str = Field(min_length=1)
     location: str = Field(min_length=1)
