@@ -24,6 +24,7 @@ from inferofabric.auth.tokens import AuthError, Identity
 from inferofabric.backends import simulated
 from inferofabric.backends.base import job_id_for
 from inferofabric.backends.registry import backend_class
+from inferofabric.errors import FailureType
 from inferofabric.models.common import Health
 from inferofabric.models.messages import ReconcileReport, RelocateSignal
 from inferofabric.models.policy import PlacementPolicy
@@ -213,7 +214,8 @@ class ControlActivities:
         try:
             team = audit_scope(await self._caller())
         except AuthError as error:
-            raise ApplicationError(f"permission denied: {error}", type="PermissionDenied", non_retryable=True) from None
+            raise ApplicationError(f"permission denied: {error}", type=FailureType.PERMISSION_DENIED,
+                                   non_retryable=True) from None
         return await in_store(audit_entries, self.store, limit, identity, team)
 
     @activity.defn(name="control_put_secret")
@@ -234,7 +236,8 @@ class ControlActivities:
             authorize_put_secret(identity, name, team, existing.team if existing else None, existing is not None)
         except AuthError as error:
             await in_store(self._audit_refusal, identity, "put_secret", name, str(error))
-            raise ApplicationError(f"permission denied: {error}", type="PermissionDenied", non_retryable=True) from None
+            raise ApplicationError(f"permission denied: {error}", type=FailureType.PERMISSION_DENIED,
+                                   non_retryable=True) from None
         await in_store(self.store.put_secret, name, sealed_value, pool, team, shared_with or [])
 
     @activity.defn(name="control_list_secrets")
@@ -255,9 +258,10 @@ class ControlActivities:
             try:
                 return caller_identity(dict(started.header.fields))
             except AuthError as error:
-                raise ApplicationError(f"permission denied: {error}", type="PermissionDenied",
+                raise ApplicationError(f"permission denied: {error}", type=FailureType.PERMISSION_DENIED,
                                        non_retryable=True) from None
-        raise ApplicationError("permission denied: no start event", type="PermissionDenied", non_retryable=True)
+        raise ApplicationError("permission denied: no start event", type=FailureType.PERMISSION_DENIED,
+                               non_retryable=True)
 
     def _audit_refusal(self, identity: Identity, action: str, target: str, detail: str) -> None:
         """The gate let the request through to this activity's finer check; record that check's refusal."""

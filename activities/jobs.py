@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 from inferofabric.activities.errors import typed_errors
 from inferofabric.backends.base import BackendConfigError, BackendThrottled, BackendUnavailable, JobRequest, JobStatus
 from inferofabric.backends.registry import backend_for
+from inferofabric.errors import FailureType
 from inferofabric.models.common import Health
 from inferofabric.models.messages import JobInput, LaunchInput, ProbeResult, StatusesInput
 from inferofabric.models.pool import PoolSpec
@@ -153,7 +154,7 @@ class JobActivities:
         anything it printed (a secret). `fabric logs` reads the pool from the caller's side."""
         raise ApplicationError("logs are not read through workflows (their text would stay in history): "
                                "`fabric logs` reads them from the pool on the fabric's host",
-                               type="InvalidInput", non_retryable=True)
+                               type=FailureType.INVALID_INPUT, non_retryable=True)
 
     @activity.defn(name="list_pool_jobs")
     @typed_errors
@@ -171,6 +172,6 @@ class JobActivities:
         except BackendUnavailable as error:
             return ProbeResult(ok=False, health=Health.UNHEALTHY, reason=str(error))
         except Exception as error:  # a broken back end is an unhealthy pool, not a crashed monitor
-            raise ApplicationError(f"probe failed: {error}", type="ProbeError") from None
+            raise ApplicationError(f"probe failed: {error}", type=FailureType.PROBE_ERROR) from None
         return ProbeResult(ok=probe.health != Health.UNHEALTHY, health=probe.health, reason=probe.reason,
                            gpus=probe.gpus)

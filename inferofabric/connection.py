@@ -18,8 +18,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import TLSConfig
 
+from inferofabric.errors import FabricUnreachable
 from inferofabric.models.messages import SEARCH_ATTRIBUTES
-from inferofabric.sdk.errors import FabricUnreachable
 from inferofabric.settings import engine_address, fabric_home, temporal_address, temporal_namespace
 from inferofabric.telemetry import interceptors
 

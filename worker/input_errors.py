@@ -31,7 +31,9 @@ from temporalio.client import Client
 from temporalio.converter import DefaultFailureConverter, PayloadConverter
 from temporalio.exceptions import ApplicationError
 
-INVALID_INPUT = "InvalidInput"
+from inferofabric.errors import FailureType
+
+INVALID_INPUT = FailureType.INVALID_INPUT
 _SDK_DECODE_FUNCTION = "_make_workflow_input"  # temporalio/worker/_workflow_instance.py decodes the input here
 _SDK_MODULE = "_workflow_instance.py"
 _ACTIVITY_DECODE_MESSAGE = "Failed decoding arguments"  # temporalio/worker/_activity.py wraps decode errors so

@@ -18,6 +18,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from inferofabric.backends.registry import system_queue
+    from inferofabric.errors import FailureType
     from inferofabric.models.common import Health
     from inferofabric.models.messages import (
         ControlRequest,
@@ -33,7 +34,8 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.workflows.watcher import watcher_id
 
 CONTROL_TIMEOUT = timedelta(seconds=30)
-CONTROL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["InvalidInput", "NotFound"])
+CONTROL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=[FailureType.INVALID_INPUT.value,
+                                                                       FailureType.NOT_FOUND.value])
 # op -> activity; the argument list is taken from ControlRequest.args in this order.
 OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "register_pool": ("control_register_pool", ("spec",)),
@@ -70,13 +72,14 @@ class ControlWorkflow:
         if request.op == "logs":  # an activity's result stays in history: job output never travels this way
             raise ApplicationError("logs are not read through the control plane (their text would stay in workflow "
                                    "history): `fabric logs` reads them from the pool on the fabric's host",
-                                   type="InvalidInput", non_retryable=True)
+                                   type=FailureType.INVALID_INPUT, non_retryable=True)
         if request.op == "drain":
             return await self._drain(request.args["name"], request.args.get("reason", "drained by operator"))
         if request.op == "reconcile":
             return await self._reconcile(request.args["name"])
         if request.op not in OPERATIONS:
-            raise ApplicationError(f"unknown operation {request.op!r}", type="InvalidInput", non_retryable=True)
+            raise ApplicationError(f"unknown operation {request.op!r}", type=FailureType.INVALID_INPUT,
+                                   non_retryable=True)
         activity_name, arg_names = OPERATIONS[request.op]
         args = [request.args.get(name) for name in arg_names]
         result = await workflow.execute_activity(

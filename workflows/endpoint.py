@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
     from temporalio.workflow import ParentClosePolicy
 
+    from inferofabric.errors import FailureType
     from inferofabric.models.common import WorkloadState
     from inferofabric.models.endpoint import EndpointSpec
     from inferofabric.models.endpoint_status import (
@@ -169,9 +170,10 @@ class EndpointWorkflow:
         low = self._req.spec.replicas.min if request.min is None else request.min
         high = self._req.spec.replicas.max if request.max is None else request.max
         if low > high:
-            raise ApplicationError(f"min ({low}) cannot exceed max ({high})", type="InvalidInput", non_retryable=True)
+            raise ApplicationError(f"min ({low}) cannot exceed max ({high})", type=FailureType.INVALID_INPUT,
+                                   non_retryable=True)
         if self._deleting:
-            raise ApplicationError("the endpoint is being deleted", type="InvalidInput", non_retryable=True)
+            raise ApplicationError("the endpoint is being deleted", type=FailureType.INVALID_INPUT, non_retryable=True)
 
     @workflow.update(name="update")
     def update(self, spec: EndpointSpec) -> EndpointStatus:
@@ -191,9 +193,9 @@ class EndpointWorkflow:
         current = self._req.spec
         if spec.name != current.name or spec.team != current.team:
             raise ApplicationError(f"an update keeps the endpoint's name and team ({current.name}, {current.team})",
-                                   type="InvalidInput", non_retryable=True)
+                                   type=FailureType.INVALID_INPUT, non_retryable=True)
         if self._deleting:
-            raise ApplicationError("the endpoint is being deleted", type="InvalidInput", non_retryable=True)
+            raise ApplicationError("the endpoint is being deleted", type=FailureType.INVALID_INPUT, non_retryable=True)
 
     @workflow.update(name="delete")
     async def delete(self) -> EndpointStatus:
@@ -441,7 +443,7 @@ def admit(raw: Any, info: workflow.Info) -> EndpointCarry:
     request (the spec and the history bound) with fresh state. A person's request that brings
     replicas, addresses or any other state of the fabric's is refused with InvalidInput."""
     def invalid(message: str) -> ApplicationError:
-        return ApplicationError(message, type="InvalidInput", non_retryable=True)
+        return ApplicationError(message, type=FailureType.INVALID_INPUT, non_retryable=True)
 
     try:
         if continues_itself(info):

@@ -11,6 +11,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     # The class JobInput and WatchPoolInput refer to (see workflows/monitor.py on the sandbox).
+    from inferofabric.errors import FailureType
     from inferofabric.models.messages import PoolSpec
 
 LOCAL_TIMEOUT = timedelta(seconds=30)
@@ -26,7 +27,7 @@ async def current_pool_spec(name: str) -> PoolSpec | None:
     except (ActivityError, ApplicationError) as error:
         # A local activity's failure can arrive unwrapped (ApplicationError, not ActivityError).
         cause = error.cause if isinstance(error, ActivityError) else error
-        if isinstance(cause, ApplicationError) and cause.type == "NotFound":
+        if isinstance(cause, ApplicationError) and cause.type == FailureType.NOT_FOUND:
             return None
         raise
     return spec

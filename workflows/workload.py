@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
 
     from inferofabric.backends.base import JobState, JobStatus, job_id_for
     from inferofabric.backends.registry import task_queue_for
+    from inferofabric.errors import NON_RETRYABLE, FailureType
     from inferofabric.models.common import Health, WorkloadState
     from inferofabric.models.messages import (
         AdmittedSignal,
@@ -54,7 +55,6 @@ with workflow.unsafe.imports_passed_through():
         LOCAL_RETRY,
         LOCAL_TIMEOUT,
         MAX_MOVES,
-        NON_RETRYABLE,
         Moved,
         WorkloadSteps,
     )
@@ -137,7 +137,7 @@ class WorkloadWorkflow(WorkloadSteps):
         assert self._status is not None
         if self._status.state != WorkloadState.QUEUED or self._admitted is not None:
             raise ApplicationError(f"workload {self._status.id!r} is {self._status.state.value}: the class of "
-                                   "running work cannot change", type="InvalidInput", non_retryable=True)
+                                   "running work cannot change", type=FailureType.INVALID_INPUT, non_retryable=True)
         changed = await workflow.execute_local_activity(
             "set_priority_class", args=[self._status.id, priority_class], result_type=bool,
             start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
@@ -157,7 +157,7 @@ class WorkloadWorkflow(WorkloadSteps):
         assert self._status is not None
         if self._status.state != WorkloadState.QUEUED or self._admitted is not None:
             raise ApplicationError(f"workload {self._status.id!r} is {self._status.state.value}: nothing to approve",
-                                   type="InvalidInput", non_retryable=True)
+                                   type=FailureType.INVALID_INPUT, non_retryable=True)
         words = "approved" if answer.approve else "denied"
         text = "approved" if answer.approve else f"burst denied by {answer.by or 'someone'}"
         changed = await workflow.execute_local_activity(
@@ -165,7 +165,7 @@ class WorkloadWorkflow(WorkloadSteps):
             start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
         if not changed:
             raise ApplicationError(f"workload {self._status.id!r} is not waiting for an approval",
-                                   type="InvalidInput", non_retryable=True)
+                                   type=FailureType.INVALID_INPUT, non_retryable=True)
         self._event(f"attempt {self._attempt}: {words} by {answer.by or 'someone'}"
                     + (f": {answer.note}" if answer.note else ""))
         return self._status
@@ -209,7 +209,7 @@ class WorkloadWorkflow(WorkloadSteps):
         try:
             request = WorkloadRequest.model_validate(raw)
         except ValidationError as error:
-            raise ApplicationError(f"invalid workload: {summarize(error)}", type="InvalidWorkloadSpec",
+            raise ApplicationError(f"invalid workload: {summarize(error)}", type=FailureType.INVALID_WORKLOAD_SPEC,
                                    non_retryable=True) from None
         spec = request.spec
         self._status.team = spec.team

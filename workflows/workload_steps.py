@@ -37,7 +37,6 @@ LOCAL_TIMEOUT = timedelta(seconds=60)
 LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
 # No patch markers: the admission redesign replaced every workflow recorded before it (no production
 # deployment existed); tests/histories holds histories of the current code only.
-NON_RETRYABLE = ["JobRejected", "BackendConfigError", "InvalidInput", "NotFound", "SecretError"]
 # A pool a job failed on (launch failed, job lost) while its recorded health was still good is kept
 # out of placement for this long; a pool the monitor or a drain took out of service needs no such
 # exclusion: its recorded health keeps it out until it is healthy (and uncordoned) again.

@@ -49,6 +49,7 @@ from inferofabric.auth.identity import HEADER, read_identity
 from inferofabric.auth.requests import start_request
 from inferofabric.auth.roles import INTERNAL_SIGNALS, OPEN_SIGNALS, TEAM_ACTIONS, Request, authorize
 from inferofabric.auth.tokens import AuthError, Identity
+from inferofabric.errors import FailureType
 
 TEAM_ATTRIBUTE = "FabricTeam"
 ACTIVITY_MARK = "fabric-activity"
@@ -95,7 +96,7 @@ class _ActivityGate(ActivityInboundInterceptor):
             if not hmac.compare_digest(mark, wanted):
                 raise ApplicationError(
                     f"permission denied: activity {info.activity_type} was not scheduled by a fabric workflow",
-                    type="PermissionDenied", non_retryable=True)
+                    type=FailureType.PERMISSION_DENIED, non_retryable=True)
         return await super().execute_activity(input)
 
 
@@ -180,7 +181,7 @@ class _Inbound(WorkflowInboundInterceptor):
             identity, door = self._check(input.headers, request, start=True)
         except AuthError as error:
             self._audit(getattr(error, "identity", None), request, "refused", str(error))
-            raise ApplicationError(f"permission denied: {error}", type="PermissionDenied",
+            raise ApplicationError(f"permission denied: {error}", type=FailureType.PERMISSION_DENIED,
                                    non_retryable=True) from None
         self._identity_payload = input.headers.get(HEADER)
         first_run = info.parent is None and info.continued_run_id is None
@@ -210,7 +211,7 @@ class _Inbound(WorkflowInboundInterceptor):
             identity, door = self._check(input.headers, request)
         except AuthError as error:
             self._audit(getattr(error, "identity", None), request, "refused", str(error), request_id=input.id)
-            raise ApplicationError(f"permission denied: {error}", type="PermissionDenied",
+            raise ApplicationError(f"permission denied: {error}", type=FailureType.PERMISSION_DENIED,
                                    non_retryable=True) from None
         if input.update == "approve":
             answer = input.args[0] if input.args else None
@@ -218,7 +219,8 @@ class _Inbound(WorkflowInboundInterceptor):
             if by != identity.subject:  # who approved is the token's subject, never a claim of the caller's
                 message = f"an approval must name its sender ({identity.subject}), not {by!r}"
                 self._audit(identity, request, "refused", message, request_id=input.id)
-                raise ApplicationError(f"permission denied: {message}", type="PermissionDenied", non_retryable=True)
+                raise ApplicationError(f"permission denied: {message}", type=FailureType.PERMISSION_DENIED,
+                                       non_retryable=True)
             if not door:
                 self._audit(identity, request, "ok", "approved" if _approves(answer) else "denied",
                             request_id=input.id)

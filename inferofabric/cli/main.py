@@ -66,17 +66,18 @@ def exit_code_for(error: BaseException) -> int | None:
         loaded = sys.modules.get(module)
         return loaded is not None and any(isinstance(error, getattr(loaded, n)) for n in names if hasattr(loaded, n))
 
-    if raised("inferofabric.sdk.errors", "FabricUnreachable", "NoAnswer"):
+    # The fabric's own errors (the SDK's, the store's NotFound) are all in inferofabric.errors.
+    if raised("inferofabric.errors", "FabricUnreachable", "NoAnswer"):
         return 4
     if door_refusal(error):
         return 3
-    if raised("inferofabric.sdk.errors", "FabricNotFound", "PermissionDenied") or \
-            raised("inferofabric.store.db", "NotFound") or raised("inferofabric.auth.tokens", "AuthError"):
+    if raised("inferofabric.errors", "FabricNotFound", "PermissionDenied", "NotFound") or \
+            raised("inferofabric.auth.tokens", "AuthError"):
         return 3
-    if raised("inferofabric.sdk.errors", "AlreadyExists", "InvalidInput") or \
+    if raised("inferofabric.errors", "AlreadyExists", "InvalidInput") or \
             raised("inferofabric.config_file", "FileError") or raised("pydantic", "ValidationError"):
         return 2
-    if raised("inferofabric.sdk.errors", "FabricError"):
+    if raised("inferofabric.errors", "FabricError"):
         return 1
     return None
 

@@ -10,7 +10,7 @@ each is checked by the fabric's auth gate like a workload's cancel.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from temporalio.client import (
     WorkflowExecutionStatus,
@@ -19,29 +19,28 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from inferofabric.errors import AlreadyExists, FabricError, FabricNotFound, FailureType, InvalidInput
 from inferofabric.models.endpoint import EndpointSpec
 from inferofabric.models.endpoint_status import EndpointRequest, EndpointState, EndpointStatus, ScaleRequest
-from inferofabric.sdk.errors import AlreadyExists, FabricError, FabricNotFound, InvalidInput
+from inferofabric.sdk.failures import QUERY_TIMEOUT, failure_error, raise_if_denied, root_message
+from inferofabric.sdk.reads import FabricReads
+from inferofabric.sdk.workloads import WorkloadHandle
 from inferofabric.settings import endpoint_url
 from inferofabric.workflows.endpoint import RUNNING_ENDPOINTS, endpoint_id
 from inferofabric.workflows.workload_visibility import SA_TEAM
 
-if TYPE_CHECKING:
-    from inferofabric.sdk.client import FabricClient, WorkloadHandle
-
 
 class EndpointHandle:
-    def __init__(self, fabric: FabricClient, name: str) -> None:
+    def __init__(self, fabric: FabricReads, name: str) -> None:
         self.fabric = fabric
         self.name = name
         self.url = endpoint_url(name)
         self._handle = fabric.temporal.get_workflow_handle(endpoint_id(name), result_type=EndpointStatus)
 
     async def status(self) -> EndpointStatus:
-        from inferofabric.sdk.client import QUERY_TIMEOUT
-
         try:
             status: EndpointStatus = await self.fabric.answer_or_no_worker(
                 self._handle.query("status", result_type=EndpointStatus, rpc_timeout=QUERY_TIMEOUT),
@@ -57,21 +56,17 @@ class EndpointHandle:
 
     async def _ended(self) -> FabricError:
         """Why a workflow that cannot answer queries ended (refused by the auth gate, an invalid spec)."""
-        from inferofabric.sdk.client import _raise_if_denied, _root_message
-
         try:
             await self._handle.result()
         except WorkflowFailureError as error:
             try:
-                _raise_if_denied(error)
+                raise_if_denied(error)
             except FabricError as denied:
                 return denied
-            return FabricError(f"endpoint {self.name!r} failed: {_root_message(error)}")
+            return FabricError(f"endpoint {self.name!r} failed: {root_message(error)}")
         return FabricError(f"endpoint {self.name!r} did not answer")
 
     async def _update(self, name: str, arg: Any = None) -> EndpointStatus:
-        from inferofabric.sdk.client import _raise_if_denied, _root_message, _root_type
-
         try:
             args = [] if arg is None else [arg]
             status: EndpointStatus = await self._handle.execute_update(name, args=args, result_type=EndpointStatus)
@@ -80,10 +75,10 @@ class EndpointHandle:
                 raise FabricNotFound(f"no endpoint named {self.name!r}") from None
             raise FabricError(f"endpoint {self.name!r}: {error.message}") from None
         except WorkflowUpdateFailedError as error:
-            _raise_if_denied(error)
-            if _root_type(error) == "InvalidInput":
-                raise InvalidInput(f"endpoint {self.name!r}: {_root_message(error)}") from None
-            raise FabricError(f"endpoint {self.name!r}: {_root_message(error)}") from None
+            raise_if_denied(error)
+            refusal = failure_error(error)  # an update refused as invalid stays InvalidInput; others FabricError
+            refused_as = InvalidInput if refusal.failure_type == FailureType.INVALID_INPUT else FabricError
+            raise refused_as(f"endpoint {self.name!r}: {refusal}") from None
         status.url = self.url
         return status
 
@@ -103,10 +98,10 @@ class EndpointHandle:
         return await self._update("delete")
 
     def replica(self, replica_id: str) -> WorkloadHandle:
-        return self.fabric.get(replica_id)
+        return WorkloadHandle(self.fabric, replica_id)
 
 
-async def with_policy_defaults(fabric: FabricClient, endpoint: EndpointSpec) -> EndpointSpec:
+async def with_policy_defaults(fabric: FabricReads, endpoint: EndpointSpec) -> EndpointSpec:
     """The operator-wide defaults of the active policy (`endpoints.scale_to_zero_after`) filled in
     where the spec leaves them unset: they apply to endpoints deployed or updated after they are set."""
     if endpoint.scale_to_zero_after is not None:
@@ -115,7 +110,7 @@ async def with_policy_defaults(fabric: FabricClient, endpoint: EndpointSpec) -> 
     return endpoint.model_copy(update={"scale_to_zero_after": default}) if default else endpoint
 
 
-async def deploy(fabric: FabricClient, spec: EndpointSpec | dict[str, Any]) -> EndpointHandle:
+async def deploy(fabric: FabricReads, spec: EndpointSpec | dict[str, Any]) -> EndpointHandle:
     """Start the endpoint's workflow. Replicas are checked against the registered pools first, as a
     submit is: a GPU type nobody has is refused here, not discovered by a replica that never places."""
     endpoint = spec if isinstance(spec, EndpointSpec) else EndpointSpec.model_validate(spec)
@@ -136,15 +131,13 @@ async def deploy(fabric: FabricClient, spec: EndpointSpec | dict[str, Any]) -> E
             raise AlreadyExists(f"an endpoint named {endpoint.name!r} is already deployed (`fabric endpoint update` "
                                 "changes it)") from None
         raise fabric._refused(error, "endpoint deploy") from None
-    except Exception as error:
-        if type(error).__name__ == "WorkflowAlreadyStartedError":
-            raise AlreadyExists(f"an endpoint named {endpoint.name!r} is already deployed (`fabric endpoint "
-                                "update` changes it)") from None
-        raise
+    except WorkflowAlreadyStartedError:
+        raise AlreadyExists(f"an endpoint named {endpoint.name!r} is already deployed (`fabric endpoint "
+                            "update` changes it)") from None
     return EndpointHandle(fabric, endpoint.name)
 
 
-async def list_endpoints(fabric: FabricClient) -> list[EndpointStatus]:
+async def list_endpoints(fabric: FabricReads) -> list[EndpointStatus]:
     """Deployed endpoints (running workflows), each with its current status."""
     items = []
     async for execution in fabric.temporal.list_workflows(RUNNING_ENDPOINTS, limit=500):

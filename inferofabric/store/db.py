@@ -25,6 +25,7 @@ from sqlalchemy import CursorResult, DateTime, Engine, bindparam, event, make_ur
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, create_engine, func, select
 
+from inferofabric.errors import NotFound
 from inferofabric.models.common import Health
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
@@ -214,10 +215,6 @@ def release_attempt_in(session: Any, workload_id: str, attempt: int, ended_at: d
     ended = min(as_utc(ended_at) if ended_at else now, now)
     end_lines_in(session, workload_id, attempt, ended, started_at)
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-class NotFound(LookupError):
-    """A pool, policy or secret that does not exist (shown to users as a one-line error)."""
 
 
 def _sqlite_setup(engine: Engine) -> None:
