@@ -20,7 +20,8 @@ export PIP_ROOT_USER_ACTION := ignore
 
 # mypy needs the import layout of the installed package (workflows/ is `inferofabric.workflows`,
 # see [tool.setuptools.package-dir]); it cannot follow setuptools' editable import hook, so `lint`
-# checks a tree of symlinks with that layout and prints the real paths. Keep in step with pyproject.
+# checks a tree of symlinks with that layout and prints the real paths (lint-imports reads the same
+# tree: `imports`). Keep in step with pyproject.
 MAPPED_PACKAGES := workflows activities worker policies
 MYPY_TREE := build/mypy-src
 empty :=
@@ -29,12 +30,12 @@ space := $(empty) $(empty)
 PYTEST_ARGS ?=
 BENCH ?= $(sort $(wildcard bench/[!_]*.py))
 
-.PHONY: help venv demo test browser lint ruff mypy up bench clean
+.PHONY: help venv demo test browser lint ruff mypy imports up bench clean
 
 help:
 	@echo "make demo   the one-minute story on the embedded stack (.venv/bin/fabric demo)"
 	@echo "make test   the test suite (.venv/bin/pytest -q; PYTEST_ARGS=... to pass options)"
-	@echo "make lint   ruff check + mypy"
+	@echo "make lint   ruff check + mypy + lint-imports (the layer contract, [tool.importlinter])"
 	@echo "make up     the embedded stack in the foreground (.venv/bin/fabric up)"
 	@echo "make bench  every bench/*.py script (BENCH=bench/placement.py for one)"
 	@echo "make venv   only create/update .venv"
@@ -84,11 +85,12 @@ bench: $(STAMP)
 	@if [ -z "$(strip $(BENCH))" ]; then echo "no bench/*.py scripts" >&2; exit 1; fi
 	for script in $(BENCH); do echo "== $$script"; $(BIN)/python $$script; done
 
-# Both checks always run; the target fails if either does.
+# Every check always runs; the target fails if any does.
 lint: $(STAMP)
 	@status=0; \
 	$(MAKE) --no-print-directory ruff || status=1; \
 	$(MAKE) --no-print-directory mypy || status=1; \
+	$(MAKE) --no-print-directory imports || status=1; \
 	exit $$status
 
 ruff: $(STAMP)
@@ -96,14 +98,25 @@ ruff: $(STAMP)
 
 # The tree is updated in place (links to removed files dropped, new ones added), not recreated, so
 # two `make lint` runs in one checkout do not pull it from under each other.
-mypy: $(STAMP)
+define LINK_TREE
 	@mkdir -p $(MYPY_TREE)/inferofabric
 	@find $(MYPY_TREE) -xtype l -delete
 	@for entry in inferofabric/*; do ln -sfn ../../../$$entry $(MYPY_TREE)/$$entry; done
 	@for pkg in $(MAPPED_PACKAGES); do ln -sfn ../../../$$pkg $(MYPY_TREE)/inferofabric/$$pkg; done
+endef
+
+mypy: $(STAMP)
+	$(LINK_TREE)
 	$(BIN)/mypy $$(find -L $(MYPY_TREE) -name '*.py' | sort) \
 		| sed -E -e 's#^$(MYPY_TREE)/inferofabric/($(subst $(space),|,$(MAPPED_PACKAGES)))/#\1/#' \
 		         -e 's#^$(MYPY_TREE)/##'
+
+# The layer contract ([tool.importlinter] in pyproject.toml, docs/architecture.md). import-linter
+# walks the folder of the `inferofabric` it imports, so it runs from inside the same tree as mypy
+# (it puts the working directory first on sys.path): there workflows/ and the rest are in place.
+imports: $(STAMP)
+	$(LINK_TREE)
+	cd $(MYPY_TREE) && $(abspath $(BIN))/lint-imports --no-cache --no-logo $(CURDIR)/pyproject.toml
 
 clean:
 	rm -rf build dist $(MYPY_TREE) .mypy_cache .ruff_cache .pytest_cache

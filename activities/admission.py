@@ -21,7 +21,6 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from inferofabric.activities.errors import typed_errors
-from inferofabric.backends.registry import fabric_queue, system_queue
 from inferofabric.models.messages import (
     AdmissionInput,
     AdmittedSignal,
@@ -36,6 +35,7 @@ from inferofabric.queue import SpecCache, compiled_policy, make_planner
 from inferofabric.store import admission as queue_store
 from inferofabric.store.budget import post_alerts
 from inferofabric.store.db import Store, get_store
+from inferofabric.task_queues import fabric_queue, system_queue
 from inferofabric.threads import in_store
 
 ADMISSION_WORKFLOW = "AdmissionWorkflow"

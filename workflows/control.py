@@ -17,7 +17,6 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.backends.registry import system_queue
     from inferofabric.errors import FailureType
     from inferofabric.models.common import Health
     from inferofabric.models.messages import (
@@ -29,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         WatcherSettings,
     )
     from inferofabric.models.pool import PoolSpec
+    from inferofabric.task_queues import system_queue
     from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.reconcile import reconcile
     from inferofabric.workflows.watcher import watcher_id

@@ -21,13 +21,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.backends.registry import fabric_queue, monitor_queue_for, task_queue_for
     from inferofabric.models.common import Health
 
     # PoolSpec comes from the module that declares JobInput, so that the spec returned by
     # control_pool_spec is an instance of the very class JobInput.pool expects: in the sandbox,
     # inferofabric.models.pool can be a re-imported copy of the class messages.py refers to.
     from inferofabric.models.messages import MonitorInput, PoolSpec, ProbeResult, ReconcileReport
+    from inferofabric.task_queues import fabric_queue, monitor_queue_for, task_queue_for
     from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.pool_spec import current_pool_spec
     from inferofabric.workflows.reconcile import reconcile, stop_jobs

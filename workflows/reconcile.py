@@ -18,8 +18,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.backends.registry import task_queue_for
     from inferofabric.models.messages import PoolSpec, ReconcileReport, StatusesInput
+    from inferofabric.task_queues import task_queue_for
 
 POOL_CALL = timedelta(seconds=60)
 RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=5))

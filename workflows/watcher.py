@@ -15,8 +15,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.backends.registry import fabric_queue, monitor_queue_for
     from inferofabric.models.messages import WatcherInput, WatchPoolInput, WatchPoolResult
+    from inferofabric.task_queues import fabric_queue, monitor_queue_for
     from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.pool_spec import current_pool_spec
 

@@ -30,10 +30,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from inferofabric.backends.base import JobState, JobStatus, job_id_for
-    from inferofabric.backends.registry import task_queue_for
     from inferofabric.errors import NON_RETRYABLE, FailureType
     from inferofabric.models.common import Health, WorkloadState
+    from inferofabric.models.jobs import JobState, JobStatus, job_id_for
     from inferofabric.models.messages import (
         AdmittedSignal,
         ApprovalAnswer,
@@ -48,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from inferofabric.models.pool import PoolSpec
     from inferofabric.models.status import AttemptRecord, Decision, Explanation, WorkloadStatus
+    from inferofabric.task_queues import task_queue_for
     from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.failures import cause_message, cause_type, summarize
     from inferofabric.workflows.workload_steps import (

@@ -17,10 +17,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.backends.base import JobStatus
-    from inferofabric.backends.registry import task_queue_for
     from inferofabric.models.common import Health, WorkloadState
     from inferofabric.models.endpoint_status import ReplicaReport
+    from inferofabric.models.jobs import JobStatus
     from inferofabric.models.messages import (
         AdmittedSignal,
         JobInput,
@@ -30,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from inferofabric.models.pool import PoolSpec
     from inferofabric.models.status import Decision, WorkloadStatus
+    from inferofabric.task_queues import task_queue_for
     from inferofabric.workflows.failures import cause_message
     from inferofabric.workflows.workload_visibility import upsert
 

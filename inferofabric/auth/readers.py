@@ -71,7 +71,8 @@ def scoped_cost_view(store: Any, identity: Identity, by: str = "team", start: st
                      idle: bool = False) -> dict[str, Any]:
     """`fabric cost` as `identity` may see it: everything for operators and admins; for a member, only
     its own team's lines (idle on-prem cost is per pool, no team's lines: shown as it is)."""
-    from inferofabric.store.ledger import GROUPS, STEPS, cost_view, lines, summarize
+    from inferofabric.store.cost import cost_view
+    from inferofabric.store.ledger import GROUPS, STEPS, lines, summarize
     from inferofabric.store.tables import LedgerRow
 
     if identity.role != "member" or idle:

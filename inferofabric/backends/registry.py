@@ -9,6 +9,17 @@ from pathlib import Path
 from inferofabric.backends.base import Backend
 from inferofabric.models.pool import PoolSpec
 
+# Task-queue naming (which back ends run in an agent, and so on its pool's queue) lives in
+# inferofabric/task_queues.py, which workflows import without importing back ends; named here too.
+from inferofabric.task_queues import (  # noqa: F401
+    AGENT_BACKENDS,
+    SYSTEM_SUFFIX,
+    fabric_queue,
+    monitor_queue_for,
+    system_queue,
+    task_queue_for,
+)
+
 BACKENDS: dict[str, str] = {
     "local": "inferofabric.backends.local:LocalBackend",
     "simulated": "inferofabric.backends.simulated:SimulatedBackend",
@@ -17,10 +28,6 @@ BACKENDS: dict[str, str] = {
     "gcp-batch": "inferofabric.backends.gcp_batch:GcpBatchBackend",
     "azure-batch": "inferofabric.backends.azure_batch:AzureBatchBackend",
 }
-
-# Back ends whose activities run in an agent inside the pool (dialing out to Temporal) rather than
-# in the control plane's worker: their activities go to the pool's own task queue.
-AGENT_BACKENDS = {"kubernetes"}
 
 
 def backend_class(kind: str) -> type[Backend]:
@@ -49,31 +56,3 @@ def backend_for(pool: PoolSpec, home: Path) -> Backend:
                 del _instances[stale]
             backend = _instances[key] = backend_class(pool.backend)(pool, home)
         return backend
-
-
-SYSTEM_SUFFIX = ".system"
-
-
-def system_queue(fabric_queue: str) -> str:
-    """The task queue of the fabric's own loops (admission, pool monitors, pool watchers): a worker
-    polls it with its own slots and sticky cache, so their workflow tasks never wait behind the
-    thousands of workloads' tasks on the fabric's queue (a burst of submissions or a failover)."""
-    return fabric_queue + SYSTEM_SUFFIX
-
-
-def fabric_queue(task_queue: str) -> str:
-    """The fabric's task queue, from the queue a workflow or activity runs on (its own or the system one)."""
-    return task_queue.removesuffix(SYSTEM_SUFFIX)
-
-
-def monitor_queue_for(pool: PoolSpec, default_queue: str) -> str:
-    """The task queue of the pool's probes and watcher: its own worker slots, which launches, cancels
-    and control calls can never take, so a busy fabric cannot starve its health checks."""
-    return f"{task_queue_for(pool, default_queue)}.monitor"
-
-
-def task_queue_for(pool: PoolSpec, default_queue: str) -> str:
-    """The task queue that runs this pool's back-end activities."""
-    if pool.backend in AGENT_BACKENDS:
-        return f"pool.{pool.name}"
-    return default_queue

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from inferofabric.backends.base import JobStatus
 from inferofabric.models.common import Health
+from inferofabric.models.jobs import JobStatus
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import Decision
 from inferofabric.models.workload import WorkloadSpec

@@ -134,7 +134,7 @@ def _enqueue_one(s: Any, item: Enqueue) -> bool:
 def dequeue(store: Store, workload_id: str, attempt: int) -> int:
     """Leave the queue (a cancel while waiting); releases what a racing cycle may have reserved for
     this attempt. Returns the number of reservations released."""
-    with store._placement_transaction() as s:
+    with store.placement_transaction() as s:
         s.execute(delete(_Q).where(_Q.c.workload_id == workload_id))
         released = release_attempt_in(s, workload_id, attempt)
         s.commit()
@@ -277,7 +277,7 @@ def run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool 
 
 def _run_cycle(store: Store, planner: Planner, half_life_s: float, dry_run: bool,
                clock: float | None, memo: dict[str, Any] | None) -> CycleOutcome:
-    with store.session() if dry_run else store._placement_transaction() as s:
+    with store.session() if dry_run else store.placement_transaction() as s:
         current = held(s)  # the first statement takes the write lock (SQLite): read the clock after it,
         now = utcnow()  # so a reservation never starts before a release it saw committed
         usage = team_usage(s, current, now, half_life_s, write=not dry_run)

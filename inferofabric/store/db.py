@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -173,19 +173,27 @@ def reprice_lines_in(session: Any, spec: PoolSpec, now: datetime) -> None:
             started_at=now, ended_at=None, estimated_cost=max(0.0, line.estimated_cost - spent)))
 
 
-def day_spans(began: datetime, ended: datetime) -> list[tuple[str, float]]:
-    """The interval's hours per UTC day: [("2026-12-01", 1.5), ...]."""
-    from datetime import UTC, timedelta
-
+def spans(lo: datetime, hi: datetime, step: str | None = "day") -> list[tuple[str, float]]:
+    """[lo, hi) in hours, whole (`step` None) or per UTC day or week, under the date each day or week
+    (Monday) begins: [("2026-12-01", 1.5), ...]. The daily sums and the cost reports split time here."""
+    lo, hi = as_utc(lo), as_utc(hi)
+    if hi <= lo:
+        return []
+    if step is None:
+        return [("", (hi - lo).total_seconds() / 3600)]
     out = []
-    cursor = as_utc(began)
-    ended = as_utc(ended)
-    while cursor < ended:
-        midnight = datetime(cursor.year, cursor.month, cursor.day, tzinfo=UTC) + timedelta(days=1)
-        upto = min(midnight, ended)
-        out.append((cursor.date().isoformat(), (upto - cursor).total_seconds() / 3600))
+    cursor = lo
+    while cursor < hi:
+        day = datetime(cursor.year, cursor.month, cursor.day, tzinfo=UTC)
+        begin = day - timedelta(days=day.weekday()) if step == "week" else day
+        upto = min(begin + timedelta(days=7 if step == "week" else 1), hi)
+        out.append((begin.date().isoformat(), (upto - cursor).total_seconds() / 3600))
         cursor = upto
     return out
+
+
+def day_spans(began: datetime, ended: datetime) -> list[tuple[str, float]]:
+    return spans(began, ended, "day")  # the interval's hours per UTC day: [("2026-12-01", 1.5), ...]
 
 
 def add_to_days(session: Any, line: Any, began: datetime, ended: datetime) -> None:
@@ -337,7 +345,7 @@ class Store:
     def delete_pool(self, name: str) -> None:
         # Under the placement lock: a placement running now must not reserve on the pool after the
         # check below found it idle (SQLite's write lock already serializes the two).
-        with self._placement_transaction() as s:
+        with self.placement_transaction() as s:
             row = s.get(PoolRow, name)
             if row is None:
                 raise NotFound(f"no pool named {name!r}")
@@ -481,7 +489,7 @@ class Store:
 
     # -- placement ----------------------------------------------------------------------------------
     @contextmanager
-    def _placement_transaction(self) -> Iterator[Session]:
+    def placement_transaction(self) -> Iterator[Session]:
         # One placement at a time across every worker: SQLite's BEGIN IMMEDIATE takes the write lock
         # (see _sqlite_setup); PostgreSQL takes a transaction-scoped advisory lock.
         with self.session(write=True) as s:
@@ -495,7 +503,7 @@ class Store:
         # Core statements rather than ORM objects: this transaction holds the placement lock, so every
         # bit of Python work in it is on the critical path of every concurrent placement.
         key = {"workload_id": workload_id, "attempt": attempt}
-        with self._placement_transaction() as s:
+        with self.placement_transaction() as s:
             existing = s.execute(_EXISTING, key).first()
             if existing is not None:
                 recorded = s.execute(_RECORDED, {**key, "pool": existing.pool}).first()

@@ -8,6 +8,10 @@ Reports over a million lines: an ended line adds its GPU-hours and cost to daily
 `ledger_days`, per UTC day and attribution) when it ends, so the whole days inside a window are
 read from those sums; only running lines and the window's partial first and last days are clipped
 here, line by line (bench/cost.py; tests/store/test_ledger_store.py checks both agree).
+
+The lines are written by the store's transactions (store/db.py: a line ends with its reservation),
+which also split time for both: `db.spans`. `fabric cost`'s whole view, these reports with idle
+on-prem cost (store/idle.py, built on them), is store/cost.py.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from sqlalchemy import String, func, or_, select, type_coerce
 
 from inferofabric.store.db import Store, as_utc, line_rate
+from inferofabric.store.db import spans as _split  # [lo, hi) in hours, whole or per UTC day or week
 from inferofabric.store.tables import LedgerDayRow, LedgerRow, utcnow
 
 _L = LedgerRow.__table__  # type: ignore[attr-defined]
@@ -192,23 +197,6 @@ def split_hours(lo: datetime, hi: datetime, step: str | None) -> list[tuple[str,
     return _split(lo, hi, step) or ([("", 0.0)] if step is None else [])
 
 
-def _split(lo: datetime, hi: datetime, step: str | None) -> list[tuple[str, float]]:
-    """[lo, hi) in hours, whole or split at UTC day or week boundaries."""
-    if hi <= lo:
-        return []
-    if step is None:
-        return [("", (hi - lo).total_seconds() / 3600)]
-    out = []
-    cursor = lo
-    while cursor < hi:
-        day = datetime(cursor.year, cursor.month, cursor.day, tzinfo=UTC)
-        begin = day - timedelta(days=day.weekday()) if step == "week" else day
-        upto = min(begin + timedelta(days=7 if step == "week" else 1), hi)
-        out.append((begin.date().isoformat(), (upto - cursor).total_seconds() / 3600))
-        cursor = upto
-    return out
-
-
 def _output(totals: _Totals, step: str | None, extra: dict[tuple[str, str], dict[str, str]] | None = None,
             ) -> list[dict[str, Any]]:
     out = []
@@ -272,30 +260,3 @@ def summarize(found: Iterable[CostLine], by: str, step: str | None) -> list[dict
             if by == "workload":
                 extra[(period, key)] = {"pool": line.pool, "team": line.team}
     return _output(totals, step, extra)
-
-
-def cost_view(store: Store, by: str = "team", start: str | None = None, end: str | None = None,
-              step: str | None = None, workload_id: str | None = None, idle: bool = False) -> dict[str, Any]:
-    """What `fabric cost` shows, as JSON: report rows (with idle on-prem cost shared to the teams when
-    the policy says `cost.share_idle`), one workload's lines (`workload_id`), or idle cost per pool."""
-    from inferofabric.store import idle as idle_cost
-
-    begin = datetime.fromisoformat(start) if start else None
-    until = datetime.fromisoformat(end) if end else None
-    if idle:
-        if step is not None and step not in STEPS:
-            raise ValueError(f"--step {step!r}: one of {', '.join(STEPS)}")
-        return {"from": start, "to": end, "step": step, "idle": idle_cost.idle_rows(store, begin, until, step=step)}
-    if workload_id is not None:
-        found = lines(store, begin, until, workload_id=workload_id)
-        return {"workload": workload_id, "lines": [line.as_json() for line in found],
-                "cost_total": round(sum(line.cost for line in found), 6)}
-    rows = report(store, by, begin, until, step)
-    if by == "team" and step is None and _shares_idle(store):
-        rows = idle_cost.share_idle(store, rows, begin, until)
-    return {"by": by, "step": step, "from": start, "to": end, "rows": rows}
-
-
-def _shares_idle(store: Store) -> bool:
-    _, policy = store.active_policy()
-    return bool(policy is not None and policy.cost.share_idle)
