@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_non_retryable_is_the_enums_final_members_in_the_order_retry_policies_always_had() -> None:
     assert [kind.value for kind in FailureType if kind.final] == NON_RETRYABLE
-    assert ["JobRejected", "BackendConfigError", "InvalidInput", "NotFound", "SecretError"] == NON_RETRYABLE
+    assert NON_RETRYABLE == ["JobRejected", "BackendConfigError", "InvalidInput", "NotFound", "SecretError"]
     assert all(type(kind) is str for kind in NON_RETRYABLE)  # what a RetryPolicy records, as before
 
 
