@@ -8,24 +8,13 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from inferofabric import safe_yaml
-from inferofabric.models.common import Location
+from inferofabric.models.common import Location, validation_message
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 from inferofabric.safe_yaml import FileError
 
 __all__ = ["FabricConfig", "FileError", "default_fabric_config", "load_documents", "load_fabric_config", "parse",
            "validation_message"]
-
-
-def validation_message(error: ValidationError, source: str = "") -> str:
-    parts = []
-    for item in error.errors()[:6]:
-        where = ".".join(str(p) for p in item["loc"]) or "document"
-        message = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    more = f" (+{len(error.errors()) - 6} more)" if len(error.errors()) > 6 else ""
-    prefix = f"{source}: " if source else ""
-    return prefix + "; ".join(parts) + more
 
 
 def load_documents(path: str | Path) -> list[dict[str, Any]]:

@@ -48,7 +48,7 @@ from inferofabric.backends.base import (
     PoolProbe,
     checked_job_id,
 )
-from inferofabric.models.common import Health, StrictModel
+from inferofabric.models.common import Health, StrictModel, validation_message
 from inferofabric.models.pool import PoolSpec
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,8 @@ class AzureBatchBackend(Backend):
         try:
             return AzureBatchConfig.model_validate(pool.backend_config)
         except ValidationError as error:
-            raise BackendConfigError(f"pool {pool.name!r}: invalid azure: settings: {error}") from None
+            raise BackendConfigError(
+                f"pool {pool.name!r}: invalid azure: settings: {validation_message(error)}") from None
 
     # ---- client ------------------------------------------------------------------------------
     @cached_property

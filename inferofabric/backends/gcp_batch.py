@@ -52,7 +52,7 @@ from inferofabric.backends.base import (
     PoolProbe,
     checked_job_id,
 )
-from inferofabric.models.common import Health, StrictModel
+from inferofabric.models.common import Health, StrictModel, validation_message
 from inferofabric.models.pool import PoolSpec
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ class GcpBatchBackend(Backend):
         try:
             return GcpBatchConfig.model_validate(raw)
         except ValidationError as error:
-            raise BackendConfigError(f"pool {pool.name!r}: invalid gcp: block: {error}") from None
+            raise BackendConfigError(f"pool {pool.name!r}: invalid gcp: block: {validation_message(error)}") from None
 
     # ---- client -----------------------------------------------------------------------------------
 

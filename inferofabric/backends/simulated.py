@@ -31,7 +31,7 @@ from inferofabric.backends.base import (
     PoolProbe,
     checked_job_id,
 )
-from inferofabric.models.common import Health, duration_seconds
+from inferofabric.models.common import Health, StrictModel, duration_seconds
 from inferofabric.models.workload import (
     SIM_DURATION_ANNOTATION,
     SIM_LAUNCH_DELAY_ANNOTATION,
@@ -78,8 +78,14 @@ def set_health(home: Path, pool: str, health: Health, reason: str = "") -> None:
     write_json_atomic(_pool_dir(home, pool) / "state.json", state)
 
 
+class SimulatedSettings(StrictModel):
+    """A simulated pool takes no settings of its own (each workload's `sim.inferofabric.io/*`
+    annotations say how its job behaves): any key in a `simulated:` block is a typo, refused."""
+
+
 class SimulatedBackend(Backend):
     kind = "simulated"
+    config_model = SimulatedSettings
     # Calls this process made to simulated pools ("API calls", as a cloud would count them), by
     # pool: bench/running.py reports them per second.
     api_calls: ClassVar[Counter[str]] = Counter()

@@ -7,7 +7,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -160,3 +160,15 @@ def duration_seconds(text: str | int | float) -> float:
     if not math.isfinite(seconds) or abs(seconds) > MAX_SECONDS:
         raise ValueError(f"{text!r} is not a duration the fabric accepts (finite, at most {MAX_SECONDS} s: a century)")
     return seconds
+
+
+def validation_message(error: ValidationError, source: str = "") -> str:
+    """A pydantic error as one line people read: `where: what; ...` (at most six)."""
+    parts = []
+    for item in error.errors()[:6]:
+        where = ".".join(str(p) for p in item["loc"]) or "document"
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    more = f" (+{len(error.errors()) - 6} more)" if len(error.errors()) > 6 else ""
+    prefix = f"{source}: " if source else ""
+    return prefix + "; ".join(parts) + more

@@ -36,16 +36,6 @@ NESTED: dict[str, tuple[str, ...]] = {
     "gcp-batch": ("credentials",),
     "azure-batch": ("credentials", "entra"),
 }
-NO_SETTINGS = pytest.mark.xfail(
-    strict=True, reason="the simulated back end has no settings model: its `simulated:` block is not read, "
-                        "so nothing refuses a key in it",
-)
-MULTI_LINE = pytest.mark.xfail(
-    strict=True, reason="parse_config wraps str(ValidationError) (several lines and a URL) into its "
-                        "BackendConfigError; the key is refused and named, only not on one line",
-)
-
-
 def _kinds(**marks: pytest.MarkDecorator) -> list[Any]:
     return [pytest.param(kind, marks=marks[kind.replace("-", "_")]) if kind.replace("-", "_") in marks else kind
             for kind in sorted(BACKENDS)]
@@ -101,7 +91,7 @@ def test_valid_blocks_are_accepted(kind: str) -> None:
     backend_class(kind).parse_config(PoolSpec.model_validate(_pool(kind, VALID[kind])))
 
 
-@pytest.mark.parametrize("kind", _kinds(simulated=NO_SETTINGS))
+@pytest.mark.parametrize("kind", _kinds())
 def test_every_settings_model_is_a_strict_model(kind: str) -> None:
     model = backend_class(kind).config_model
     assert model is not None, f"{kind} has no settings model"
@@ -110,7 +100,7 @@ def test_every_settings_model_is_a_strict_model(kind: str) -> None:
     assert model.model_config.get("extra") == "forbid"
 
 
-@pytest.mark.parametrize("kind", _kinds(simulated=NO_SETTINGS))
+@pytest.mark.parametrize("kind", _kinds())
 def test_an_unknown_key_is_refused(kind: str) -> None:
     assert "colour_of_the_bikeshed" in _refusal(kind, _with_typo(kind))
 
@@ -120,7 +110,7 @@ def test_an_unknown_key_in_a_nested_block_is_refused(kind: str) -> None:
     assert "colour_of_the_bikeshed" in _refusal(kind, _with_typo(kind, NESTED[kind]))
 
 
-@pytest.mark.parametrize("kind", _kinds(simulated=NO_SETTINGS, gcp_batch=MULTI_LINE, azure_batch=MULTI_LINE))
+@pytest.mark.parametrize("kind", _kinds())
 def test_the_refusal_is_one_line(kind: str) -> None:
     message = _refusal(kind, _with_typo(kind))
     assert "\n" not in message, message
