@@ -1,7 +1,8 @@
 """One admission cycle: walk the waiting work in order and admit what fits (pure: no I/O, no temporalio).
 
 The live admission loop (workflows/admission.py -> activities/admission.py) and `fabric policy
-simulate` (policies/simulation.py) both call `plan_cycle`; docs/admission.md describes the rules:
+simulate` (policies/simulation.py) both call `plan_cycle(snapshot)` with the cycle's `CycleInput`
+(policies/cycle.py); docs/admission.md describes the rules:
 
 1. **Order.** Priority class value (high first); inside a class the team with the lowest fair share
    goes next (policies/fairshare.py), re-evaluated after every admission; inside a team the numeric
@@ -11,133 +12,67 @@ simulate` (policies/simulation.py) both call `plan_cycle`; docs/admission.md des
    its team's quota as an extra check per (pool, GPU type) (policies/quota.py).
 3. **No starvation.** A workload that does not fit keeps a *claim* on the pool it waits for (the
    one closest to fitting): the free GPUs there are not handed to work ordered after it, except
-   *backfill* that ends (by its `max_runtime_seconds`) before the claim's expected start.
-4. **Preemption.** A workload whose class allows it (`lower_priority`, `reclaim_borrowed`) and that
-   does not fit picks victims on one pool it may use: borrowing work first, then the lowest
-   priority, then the most recently started; only as many as free the GPUs it needs.
+   *backfill* that ends (by its `max_runtime_seconds`) before the claim's expected start
+   (policies/capacity.py). The pools it may claim are those rejected with kind `capacity`.
+4. **Preemption** (policies/preemption.py). A workload whose class allows it (`lower_priority`,
+   `reclaim_borrowed`) and that does not fit picks victims on one pool it may use: borrowing work
+   first, then the lowest priority, then the most recently started; only as many as free the GPUs
+   it needs.
 5. **Budgets and approvals.** Work placed on a pool a budget counts reserves its estimated cost
-   there (policies/budget.py); a pool whose budget it would cross is rejected with the budget's
-   standing as the reason. A burst the policy asks a person to approve is not admitted until
+   there (policies/budget.py); a pool whose budget it would cross is rejected (kind `budget`) with
+   the budget's standing as the reason. A burst the policy asks a person to approve is not admitted until
    `approval` says so (or the approval's timeout takes its default); a denied burst is placed as
    if the burst target did not exist.
 6. **Skip known misfits.** Capacity only shrinks inside a cycle, so once a shape (GPU request,
    classification, labels, hints) failed for a team, later workloads of that shape are not
    evaluated again in the same cycle.
+
+Every decision here is made on the *kinds* of reasons (policies/reasons.py), never on their words;
+the words (policies/explain.py) are for people.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 from collections import defaultdict, deque
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import Any, NamedTuple, overload
 
-from inferofabric.models.common import Health
-from inferofabric.models.status import Decision, PoolView, Rejection
+from inferofabric.models.status import Decision, PoolView, WaitKind
 from inferofabric.models.workload import WorkloadSpec
+from inferofabric.policies import preemption
 from inferofabric.policies.budget import BudgetBook, BudgetState, estimate, hourly_rate
+from inferofabric.policies.capacity import Capacity, shadow
+from inferofabric.policies.cycle import (
+    LOWER_PRIORITY,
+    NEVER,
+    RECLAIM_BORROWED,
+    Admission,
+    ClaimMade,
+    CycleInput,
+    CyclePlan,
+    Held,
+    Pending,
+    Preemption,
+    Waiting,
+)
 from inferofabric.policies.engine import IN_SERVICE as IN_SERVICE_HEALTH
 from inferofabric.policies.engine import CompiledPolicy, PlacementRequest
+from inferofabric.policies.explain import Explainer, capacity_pools
 from inferofabric.policies.fairshare import FairShares
-from inferofabric.policies.feasibility import known_pools, workload_problems
+from inferofabric.policies.feasibility import workload_problems
 from inferofabric.policies.quota import QuotaBook
+from inferofabric.policies.reasons import Refusal, wait_kind_of
 
-NEVER, LOWER_PRIORITY, RECLAIM_BORROWED = "never", "lower_priority", "reclaim_borrowed"
-_CAPACITY = "not enough free GPUs"
-
-
-@dataclass
-class Pending:
-    """A waiting workload as the planner sees it."""
-
-    workload_id: str
-    attempt: int
-    seq: int  # submission order; kept when the workload is preempted or moved
-    team: str
-    spec: WorkloadSpec
-    priority_class: str
-    class_value: int
-    preemption: str = NEVER
-    exclude: dict[str, str] = field(default_factory=dict)
-    failed_pool_health: Health | None = None
-    shape: Hashable | None = None  # filled by `shape_key` when absent
-    approval: str | None = None  # "approved" | "denied" (by whom, in words) | None: not decided
-    approval_asked_at: float | None = None  # when admission first asked for it (epoch s)
-
-    @property
-    def gpus(self) -> int:
-        return self.spec.total_gpus
-
-    @property
-    def runtime_s(self) -> float | None:
-        return float(self.spec.max_runtime_seconds) if self.spec.max_runtime_seconds else None
+__all__ = [
+    "LOWER_PRIORITY", "NEVER", "RECLAIM_BORROWED", "Admission", "CycleInput", "CyclePlan", "Held", "Pending",
+    "Preemption", "Waiting", "plan_cycle", "reads_identity", "resolve_class", "shape_key",
+]
 
 
-@dataclass
-class Held:
-    """GPUs an admitted attempt holds (a reservation)."""
-
-    workload_id: str
-    attempt: int
-    team: str
-    pool: str
-    location: str
-    gpu_type: str | None
-    gpus: int
-    class_value: int = 0
-    priority_class: str = ""
-    priority: int = 0
-    started_at: float = 0.0
-    expected_end: float | None = None  # started_at + max_runtime_seconds, when known
-    borrowing: bool = False
-    preempting: bool = False  # a preemption was requested: these GPUs are about to be freed
-    order: int = 0  # admission order (the reservation's id): breaks ties of equal start times
-
-
-@dataclass
-class Admission:
-    pending: Pending
-    decision: Decision
-
-
-@dataclass
-class Preemption:
-    victim: Held
-    preemptor: str
+class _Wait(NamedTuple):
+    kind: WaitKind
     reason: str
-
-
-@dataclass
-class Waiting:
-    workload_id: str
-    team: str
-    priority_class: str
-    position: int  # 1 = next to be admitted
-    team_position: int
-    reason: str
-
-
-@dataclass
-class CyclePlan:
-    admitted: list[Admission] = field(default_factory=list)
-    preemptions: list[Preemption] = field(default_factory=list)
-    waiting: list[Waiting] = field(default_factory=list)  # in admission order (only when explained)
-    shares: dict[str, dict[str, float]] = field(default_factory=dict)
-    quotas: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
-    waiting_total: int = 0  # every workload left waiting (`waiting` may hold only the first ones)
-    evaluations: int = 0  # policy-engine decisions made (the rest were skipped as known misfits)
-    skipped: int = 0
-    approvals: list[Admission] = field(default_factory=list)  # placements waiting for a person's approval
-    budgets: list[BudgetState] = field(default_factory=list)  # each budget after this cycle's reservations
-    next_deadline: float | None = None  # the earliest approval timeout (the loop looks again then)
-
-
-def _need(spec: WorkloadSpec) -> str:
-    types = "/".join(spec.gpu_types)
-    if spec.replicas > 1:
-        return f"{spec.total_gpus} x {types} on one pool (a gang of {spec.replicas} x {spec.gpu_count})"
-    return f"{spec.gpu_count} x {types}"
 
 
 def _within_team(entry: Pending) -> tuple[int, int, str]:
@@ -164,117 +99,37 @@ def reads_identity(policy: CompiledPolicy) -> bool:
     return any("workload.id" in t or "workload.name" in t for t in texts)
 
 
-@dataclass
-class _Claim:
-    amount: int
-    shadow: float  # when the claimant is expected to be able to start (inf: unknown)
-
-
-class _Capacity:
-    """The pools as work ordered later sees them: reservations, this cycle's admissions and claims."""
-
-    def __init__(self, pools: Sequence[PoolView]) -> None:
-        self.views = {p.name: p.model_copy(update={"used": dict(p.used)}) for p in pools}
-        self.known = known_pools(pools)  # every registered pool, whatever its health: what could ever fit
-        self.order = [p.name for p in pools]
-        # The views without claims, in order: `take` updates them in place, so the list stays valid.
-        self.base = [self.views[name] for name in self.order]
-        self.claims: dict[tuple[str, str], list[_Claim]] = defaultdict(list)
-        self._cache: dict[float | None, list[PoolView]] = {}
-        self._max_free: dict[int, dict[str, tuple[int, str | None]]] = {}
-        self.version = 0  # changes with every admission or claim
-
-    def take(self, pool: str, gpu_type: str | None, gpus: int) -> None:
-        if gpu_type and gpus:
-            used = self.views[pool].used
-            used[gpu_type] = used.get(gpu_type, 0) + gpus
-        self._cache.clear()
-        self._max_free.clear()
-        self.version += 1
-
-    def claim(self, pool: str, gpu_type: str, amount: int, shadow: float) -> None:
-        if amount > 0:
-            self.claims[(pool, gpu_type)].append(_Claim(amount, shadow))
-            self._cache.clear()
-            self._max_free.clear()
-            self.version += 1
-
-    def max_free(self, views: list[PoolView], gpu_type: str) -> tuple[int, str | None]:
-        """The most free GPUs of a type on any in-service pool of these views, and where."""
-        key = id(views)
-        table = self._max_free.get(key)
-        if table is None:
-            table = {}
-            for view in views:
-                if view.health not in IN_SERVICE_HEALTH:
-                    continue
-                for name in view.gpus:
-                    free = view.free(name)
-                    if free > table.get(name, (-1, None))[0]:
-                        table[name] = (free, view.name)
-            self._max_free[key] = table
-        return table.get(gpu_type, (0, None))
-
-    def most_free(self, views: list[PoolView], gpu_types: Sequence[str]) -> tuple[int, str | None, str]:
-        """(free GPUs, pool, GPU type) of the acceptable type with the most free on one pool."""
-        return max(((*self.max_free(views, t), t) for t in gpu_types), key=lambda item: item[0])
-
-    def claimed(self, pool: str, gpu_type: str) -> int:
-        return sum(c.amount for c in self.claims.get((pool, gpu_type), ()))
-
-    def for_entry(self, now: float, runtime_s: float | None) -> list[PoolView]:
-        """Views with the claims this workload must respect: all of them, except (backfill) those
-        whose claimant cannot start before this workload would have ended anyway."""
-        ends = now + runtime_s if runtime_s else None
-        key = ends if self.claims else None
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        if not self.claims:
-            views = self.base
-        else:
-            extra: dict[str, dict[str, int]] = defaultdict(dict)
-            for (pool, gpu_type), claims in self.claims.items():
-                held = sum(c.amount for c in claims if ends is None or c.shadow < ends)
-                if held:
-                    extra[pool][gpu_type] = held
-            views = []
-            for name in self.order:
-                view = self.views[name]
-                if name in extra:
-                    used = dict(view.used)
-                    for gpu_type, held in extra[name].items():
-                        used[gpu_type] = used.get(gpu_type, 0) + held
-                    view = view.model_copy(update={"used": used})
-                views.append(view)
-        self._cache[key] = views
-        return views
+def _denied(approval: str | None) -> bool:
+    return bool(approval) and approval != "approved"
 
 
 class _Planner:
-    def __init__(self, held: Sequence[Held], pools: Sequence[PoolView], policy: CompiledPolicy,
-                 usage: Mapping[str, float], now: float, budgets: Sequence[BudgetState] = ()) -> None:
-        self.policy = policy
+    """One cycle over one snapshot: the order (`walk`), one workload's turn (`visit`), claims."""
+
+    def __init__(self, snapshot: CycleInput) -> None:
+        policy = self.policy = snapshot.policy
         document = policy.policy
-        self.now = now
-        self.budgets = BudgetBook(budgets)
+        self.now = snapshot.now
+        self.budgets = BudgetBook(snapshot.budgets)
         self.default_runtime_s = document.cost.default_runtime_seconds
-        self.held = list(held)
-        self.capacity = _Capacity(pools)
+        self.held = list(snapshot.held)
+        pools = snapshot.pools
+        self.capacity = Capacity(pools)
         self.quota = QuotaBook(document.teams)
-        self.quota.load((h.team, h.location, h.gpu_type, h.gpus) for h in held)
+        self.quota.load((h.team, h.location, h.gpu_type, h.gpus) for h in self.held)
         in_service: dict[str, int] = defaultdict(int)
         for pool in pools:
             if pool.health in IN_SERVICE_HEALTH:
                 for gpu_type, count in pool.gpus.items():
                     in_service[gpu_type] += count
-        self.shares = FairShares(document.teams, in_service, usage, document.fair_share.half_life_seconds)
-        for h in held:
+        self.shares = FairShares(document.teams, in_service, snapshot.usage, document.fair_share.half_life_seconds)
+        for h in self.held:
             self.shares.add(h.team, h.gpu_type, h.gpus)
         self.by_id = reads_identity(policy)
-        self.misfits: dict[Hashable, str] = {}
+        self.misfits: dict[Hashable, _Wait] = {}
         self._exhausted_at: tuple[int, bool] = (-1, False)
         self.locations = {p.name: str(p.location) for p in pools}
+        self.explain = Explainer(self.capacity, self.quota, self.locations)
         self.plan = CyclePlan()
 
     # -- order ----------------------------------------------------------------------------------
@@ -309,13 +164,13 @@ class _Planner:
                 _, _, team = heapq.heappop(heap)
                 queue = queues[team]
                 entry = queue.popleft()
-                admitted, reason = self.visit(entry)
-                if not admitted:
+                wait = self.visit(entry)
+                if wait is not None:
                     position += 1
                     team_positions[team] += 1
                     if position <= limit:
                         self.plan.waiting.append(Waiting(entry.workload_id, team, entry.priority_class, position,
-                                                         team_positions[team], reason))
+                                                         team_positions[team], wait.reason, wait.kind))
                 if queue:
                     heapq.heappush(heap, (self.shares.share(team), queue[0].seq, team))
         self.plan.waiting_total = position
@@ -327,16 +182,14 @@ class _Planner:
 
     def _exhausted(self) -> bool:
         """No in-service pool has a free GPU, and no GPUs are held by claims (that backfill could use)."""
-        capacity = self.capacity
-        if capacity.version != self._exhausted_at[0]:
-            held = any(c.amount for claims in capacity.claims.values() for c in claims)
-            base = capacity.base
-            full = not held and all(capacity.max_free(base, t)[0] <= 0 for view in base for t in view.gpus)
-            self._exhausted_at = (capacity.version, full)
+        version = self.capacity.version
+        if version != self._exhausted_at[0]:
+            self._exhausted_at = (version, self.capacity.exhausted())
         return self._exhausted_at[1]
 
     # -- one workload ---------------------------------------------------------------------------
-    def visit(self, entry: Pending) -> tuple[bool, str]:
+    def visit(self, entry: Pending) -> _Wait | None:
+        """Admit the workload (None), or say why it waits, keeping its claim or preempting on the way."""
         if entry.shape is None:
             entry.shape = shape_key(entry.spec, entry.workload_id, self.by_id)
         claims = bool(self.capacity.claims) or self.budgets.limited
@@ -345,59 +198,74 @@ class _Planner:
         known = self.misfits.get(key)
         if known is not None:
             self.plan.skipped += 1
-            return False, known
+            return known
         views = self.capacity.for_entry(self.now, entry.runtime_s)
         if entry.gpus:
             # A necessary condition, checked before the policy engine: some pool has the GPUs free.
             best = self.capacity.most_free(views, entry.spec.gpu_types)
             if best[0] < entry.gpus:
-                never = workload_problems(entry.spec.gpu_types, entry.gpus, self.capacity.known)
-                if never:  # no registered pool could ever hold it: no claim, no preemption, say so
-                    reason = f"needs {_need(entry.spec)}; it cannot run on any registered pool: {'; '.join(never)}"
-                    self.misfits[key] = reason
-                    self.plan.skipped += 1
-                    return False, reason
-                reason = self._no_room_reason(entry, best[0], best[1], best[2])
-                if best[0] > 0 or entry.preemption != NEVER:  # keep free GPUs from later work; preempt
-                    claimed = self._claim_eligible(entry, views)
-                    self.misfits[key] = reason
-                    return False, f"{reason}; {claimed}" if claimed else reason
-                self.misfits[key] = reason
-                self.plan.skipped += 1
-                return False, reason
+                return self._no_room(entry, key, views, best)
         decision = self._decide(entry, views, entry.approval if _denied(entry.approval) else None)
         if decision.placed and decision.approval and entry.approval != "approved":
             waiting = self._approval(entry, decision, views)
             if isinstance(waiting, str):
-                return False, waiting
+                return _Wait(WaitKind.APPROVAL_PENDING, waiting)
             decision = waiting
         if decision.placed:
-            assert decision.pool is not None
-            location = self.locations[decision.pool]
-            verdict = self.quota.check(entry.team, location, decision.gpu_type, entry.gpus)
-            decision.borrowing = verdict.borrowing
-            decision.priority_class = entry.priority_class
-            if verdict.borrowing:
-                decision.reason += f"; borrows quota from cohort {self.quota.cohort_of(entry.team)}"
-            self.capacity.take(decision.pool, decision.gpu_type, entry.gpus)
-            self.quota.charge(entry.team, location, decision.gpu_type, entry.gpus)
-            self.budgets.charge(entry.team, entry.spec.project, location, decision.estimated_cost or 0.0)
-            self.shares.add(entry.team, decision.gpu_type, entry.gpus)
-            self.held.append(Held(entry.workload_id, entry.attempt, entry.team, decision.pool, location,
-                                  decision.gpu_type, entry.gpus, entry.class_value, entry.priority_class,
-                                  entry.spec.priority, self.now,
-                                  self.now + entry.runtime_s if entry.runtime_s else None, verdict.borrowing))
-            self.plan.admitted.append(Admission(entry, decision))
-            return True, decision.reason
-        reason = self._wait_reason(entry, decision)
-        if decision.mode == "wait" and "denied" in decision.reason.split(";")[0]:
+            self._admit(entry, decision)
+            return None
+        kind = decision.wait_kind or wait_kind_of(decision.rejected)
+        reason = self.explain.wait_reason(entry, decision)
+        if kind == WaitKind.APPROVAL_DENIED:  # say who denied it first
             reason = f"{decision.reason.split(';')[0].removeprefix('waiting: ')}; {reason}"
-        preempted = self._preempt(entry, decision) if entry.preemption != NEVER else ""
+        pools = capacity_pools(decision)
+        preempted = self._preempt(entry, pools) if entry.preemption != NEVER else ""
         if preempted:
-            return False, f"{reason}; {preempted}"
-        claimed = self._claim(entry, decision)
-        self.misfits[key] = reason
-        return False, f"{reason}; {claimed}" if claimed else reason
+            return _Wait(WaitKind.PREEMPTING, f"{reason}; {preempted}")
+        claimed = self._claim(entry, pools)
+        self.misfits[key] = _Wait(kind, reason)
+        return _Wait(kind, f"{reason}; {claimed}" if claimed else reason)
+
+    def _no_room(self, entry: Pending, key: Hashable, views: list[PoolView], best: tuple[int, str | None, str],
+                 ) -> _Wait:
+        """No pool has enough of its GPUs free: say why, keep its claim, preempt if its class may."""
+        never = workload_problems(entry.spec.gpu_types, entry.gpus, self.capacity.known)
+        if never:  # no registered pool could ever hold it: no claim, no preemption, say so
+            wait = self.misfits[key] = _Wait(WaitKind.INFEASIBLE, self.explain.infeasible(entry.spec, never))
+            self.plan.skipped += 1
+            return wait
+        wait = self.misfits[key] = _Wait(WaitKind.CAPACITY, self.explain.no_room_reason(entry, *best))
+        if best[0] <= 0 and entry.preemption == NEVER:
+            self.plan.skipped += 1
+            return wait
+        # Keep free GPUs from later work, or preempt, on the pools it may use whatever their free GPUs.
+        pools = self.policy.eligible(PlacementRequest(
+            workload_id=entry.workload_id, attempt=entry.attempt, spec=entry.spec, pools=views,
+            exclude=entry.exclude, failed_pool_health=entry.failed_pool_health))
+        if entry.preemption != NEVER:
+            preempted = self._preempt(entry, pools)
+            if preempted:
+                return _Wait(WaitKind.PREEMPTING, f"{wait.reason}; {preempted}")
+        claimed = self._claim(entry, pools)
+        return _Wait(wait.kind, f"{wait.reason}; {claimed}" if claimed else wait.reason)
+
+    def _admit(self, entry: Pending, decision: Decision) -> None:
+        assert decision.pool is not None
+        location = self.locations[decision.pool]
+        verdict = self.quota.check(entry.team, location, decision.gpu_type, entry.gpus)
+        decision.borrowing = verdict.borrowing
+        decision.priority_class = entry.priority_class
+        if verdict.borrowing:
+            decision.reason += f"; borrows quota from cohort {self.quota.cohort_of(entry.team)}"
+        self.capacity.take(decision.pool, decision.gpu_type, entry.gpus)
+        self.quota.charge(entry.team, location, decision.gpu_type, entry.gpus)
+        self.budgets.charge(entry.team, entry.spec.project, location, decision.estimated_cost or 0.0)
+        self.shares.add(entry.team, decision.gpu_type, entry.gpus)
+        self.held.append(Held(entry.workload_id, entry.attempt, entry.team, decision.pool, location,
+                              decision.gpu_type, entry.gpus, entry.class_value, entry.priority_class,
+                              entry.spec.priority, self.now,
+                              self.now + entry.runtime_s if entry.runtime_s else None, verdict.borrowing))
+        self.plan.admitted.append(Admission(entry, decision))
 
     def _decide(self, entry: Pending, views: list[PoolView], burst_denied: str | None) -> Decision:
         self.plan.evaluations += 1
@@ -440,204 +308,81 @@ class _Planner:
         quota, locations, budgets = self.quota, self.locations, self.budgets
         team, project, runtime_s = entry.team, entry.spec.project, self._runtime(entry)
 
-        def check(pool: PoolView, gpu_type: str, gpus: int) -> str | None:
+        def check(pool: PoolView, gpu_type: str, gpus: int) -> Refusal | None:
             location = locations.get(pool.name, str(pool.location))
             if quota.limited:
                 verdict = quota.check(team, location, gpu_type, gpus)
                 if not verdict.allowed:
-                    return verdict.reason
+                    return verdict.refusal
             if budgets.limited:
                 cost = estimate(hourly_rate(pool, gpu_type, entry.spec), runtime_s)
-                return budgets.check(team, project, location, cost)
+                return budgets.refusal(team, project, location, cost)
             return None
 
         return check
 
-    # -- explanations -----------------------------------------------------------------------------
-    def _capacity_rejections(self, decision: Decision) -> list[str]:
-        return [r.pool for r in decision.rejected if r.reason.startswith(_CAPACITY)]
-
-    def _wait_reason(self, entry: Pending, decision: Decision) -> str:
-        spec = entry.spec
-        parts = [f"needs {_need(spec)}" if spec.gpu_count else "needs no GPU"]
-        free_parts = []
-        for name in self._capacity_rejections(decision)[:3]:
-            view = self.capacity.views[name]
-            gpu_type = max(spec.gpu_types, key=lambda t, v=view: (v.free(t), v.gpus.get(t, 0)))  # type: ignore[misc]
-            held = self.capacity.claimed(name, gpu_type)
-            free = max(0, view.free(gpu_type) - held)
-            text = f"{name} has {free} of {view.gpus.get(gpu_type, 0)} {gpu_type} free"
-            if held:
-                text += f" ({held} held for work ordered before it)"
-            free_parts.append(text)
-        parts += free_parts
-        quota = next((r.reason for r in decision.rejected if r.reason.startswith(("team ", "project "))), None)
-        if quota is None:
-            capacity = self._capacity_rejections(decision)
-            quota = self._quota_note(entry, capacity[0]) if capacity else None
-        if quota:
-            parts.append(quota)
-        others: dict[str, list[str]] = {}
-        for rejection in decision.rejected:
-            if not rejection.reason.startswith((_CAPACITY, "team ", "project ")):
-                others.setdefault(rejection.reason, []).append(rejection.pool)
-        for why, names in list(others.items())[:2]:
-            if why.startswith(("denied by ", "not allowed by ")) and "constraint #" not in why:
-                why = why.split(" (", 1)[0]  # a named constraint: its name says it
-            parts.append(f"{', '.join(names[:3])}{' and more' if len(names) > 3 else ''}: {why}")
-        if len(parts) == 1:
-            parts.append("no pools registered")
-        return "; ".join(parts)
-
-    def _no_room_reason(self, entry: Pending, free: int, pool: str | None, gpu_type: str) -> str:
-        spec = entry.spec
-        if pool is None:
-            where = f"no pool in service has {gpu_type}"
-        else:
-            total = self.capacity.views[pool].gpus.get(gpu_type, 0)
-            where = f"{pool} has {free} of {total} {gpu_type} free, the most of any pool"
-        raw = self.capacity.most_free(self.capacity.base, spec.gpu_types)
-        if raw[0] > free and raw[1] is not None:
-            held = self.capacity.claimed(raw[1], raw[2])
-            where = f"{raw[1]} has {raw[0]} {raw[2]} free, {held} held for work ordered before it"
-        text = f"needs {_need(spec)}; {where}"
-        quota = self._quota_note(entry, pool) if pool else None
-        return f"{text}; {quota}" if quota else text
-
-    def _quota_note(self, entry: Pending, pool: str) -> str | None:
-        """Capacity is checked first; say so too when the team's quota would stop it anyway."""
-        spec = entry.spec
-        if not self.quota.limited or not spec.gpu_count:
-            return None
-        verdicts = [self.quota.check(entry.team, self.locations[pool], t, spec.total_gpus) for t in spec.gpu_types]
-        return verdicts[0].reason if verdicts and not any(v.allowed for v in verdicts) else None
-
-    def _claim_eligible(self, entry: Pending, views: list[PoolView]) -> str:
-        """The claim of a workload that did not reach the policy engine: on the pool it may use that has
-        the most of its GPUs free."""
-        eligible = self.policy.eligible(PlacementRequest(
-            workload_id=entry.workload_id, attempt=entry.attempt, spec=entry.spec, pools=views,
-            exclude=entry.exclude, failed_pool_health=entry.failed_pool_health))
-        decision = Decision(workload_id=entry.workload_id, attempt=entry.attempt,
-                            rejected=[Rejection(pool=name, reason=_CAPACITY) for name in eligible])
-        if entry.preemption != NEVER:
-            preempted = self._preempt(entry, decision)
-            if preempted:
-                return preempted
-        return self._claim(entry, decision)
-
     # -- no starvation ----------------------------------------------------------------------------
-    def _claim(self, entry: Pending, decision: Decision) -> str:
-        """Keep the free GPUs of the pool the workload waits for from work ordered after it."""
+    def _keep(self, entry: Pending, pool: str, gpu_type: str, amount: int, at: float) -> None:
+        if self.capacity.claim(pool, gpu_type, amount, at, entry.workload_id):
+            self.plan.claims.append(ClaimMade(entry.workload_id, pool, gpu_type, amount, at))
+
+    def _claim(self, entry: Pending, pools: Sequence[str]) -> str:
+        """Keep the free GPUs of the pool the workload waits for (of `pools`, those it was rejected
+        from for capacity: the one with the most free) from work ordered after it."""
         best: tuple[int, str, str] | None = None
-        for name in self._capacity_rejections(decision):
+        for name in pools:
             view = self.capacity.views[name]
             for gpu_type in entry.spec.gpu_types:
                 if view.gpus.get(gpu_type, 0) < entry.gpus:
                     continue
-                free = max(0, view.free(gpu_type) - self.capacity.claimed(name, gpu_type))
+                free = self.capacity.free(name, gpu_type)
                 if best is None or (free, name) > (best[0], best[1]):
                     best = (free, name, gpu_type)
         if best is None:
             return ""
         free, pool, gpu_type = best
         amount = min(free, entry.gpus)
-        shadow = self._shadow(pool, gpu_type, entry.gpus - free)
-        self.capacity.claim(pool, gpu_type, amount, shadow)
-        when = "" if math.isinf(shadow) else f", expected to start in {max(0, shadow - self.now):.0f}s"
-        if amount == 0:
-            return f"next in line for {gpu_type} on {pool}{when}"
-        return f"holds its claim on {pool} ({amount} {gpu_type} kept for it{when})"
+        at = shadow(self.held, pool, gpu_type, entry.gpus - free, self.now)
+        self._keep(entry, pool, gpu_type, amount, at)
+        return self.explain.claim(pool, gpu_type, amount, at, self.now)
 
-    def _shadow(self, pool: str, gpu_type: str, missing: int) -> float:
-        """When `missing` more GPUs free up on the pool, from running work's expected ends."""
-        if missing <= 0:
-            return self.now
-        ends = sorted((h.expected_end if h.expected_end is not None else math.inf, h.gpus)
-                      for h in self.held if h.pool == pool and h.gpu_type == gpu_type)
-        freed = 0
-        for end, gpus in ends:
-            freed += gpus
-            if freed >= missing:
-                return end
-        return math.inf
-
-    # -- preemption -------------------------------------------------------------------------------
-    def _preempt(self, entry: Pending, decision: Decision) -> str:
-        cohort = self.quota.cohort_of(entry.team)
-        best: tuple[int, int, str, str, list[Held]] | None = None
-        for name in self._capacity_rejections(decision):
-            view = self.capacity.views[name]
-            location = self.locations[name]
-            for gpu_type in entry.spec.gpu_types:
-                if view.gpus.get(gpu_type, 0) < entry.gpus:
-                    continue
-                verdict = self.quota.check(entry.team, location, gpu_type, entry.gpus)
-                if not verdict.allowed:
-                    continue
-                on_pool = [h for h in self.held if h.pool == name and h.gpu_type == gpu_type]
-                freeing = sum(h.gpus for h in on_pool if h.preempting)
-                missing = entry.gpus - max(0, view.free(gpu_type) - self.capacity.claimed(name, gpu_type)) - freeing
-                if missing <= 0:
-                    # Earlier victims already free enough: wait for them, keep the claim.
-                    self.capacity.claim(name, gpu_type, view.free(gpu_type), self.now)
-                    return f"waiting for preempted work to stop on {name}"
-                eligible = [h for h in on_pool if not h.preempting and self._may_preempt(entry, h, cohort,
-                                                                                        verdict.borrowing)]
-                eligible.sort(key=lambda h: (not h.borrowing, h.class_value, h.priority, -h.started_at, -h.order))
-                victims: list[Held] = []
-                freed = 0
-                for victim in eligible:
-                    if freed >= missing:
-                        break
-                    victims.append(victim)
-                    freed += victim.gpus
-                if freed < missing:
-                    continue
-                candidate = (len(victims), freed, name, gpu_type, victims)
-                if best is None or candidate[:3] < best[:3]:
-                    best = candidate
-        if best is None:
+    # -- preemption (policies/preemption.py) ------------------------------------------------------
+    def _preempt(self, entry: Pending, pools: Sequence[str]) -> str:
+        choice = preemption.choose(entry, pools, self.capacity, self.quota, self.held, self.locations)
+        if choice is None:
             return ""
-        _, _, pool, gpu_type, victims = best
-        names = []
-        for victim in victims:
+        free = self.capacity.views[choice.pool].free(choice.gpu_type)
+        if isinstance(choice, preemption.AwaitStop):
+            # Earlier victims already free enough: wait for them, keep the claim.
+            self._keep(entry, choice.pool, choice.gpu_type, free, self.now)
+            return f"waiting for preempted work to stop on {choice.pool}"
+        for victim in choice.victims:
             victim.preempting = True
-            why = self._preemption_reason(entry, victim)
-            self.plan.preemptions.append(Preemption(victim, entry.workload_id, why))
-            names.append(victim.workload_id)
-        view = self.capacity.views[pool]
-        self.capacity.claim(pool, gpu_type, max(0, view.free(gpu_type)), self.now)
-        return f"preempting {', '.join(names)} on {pool}"
-
-    def _may_preempt(self, entry: Pending, victim: Held, cohort: str | None, preemptor_borrows: bool) -> bool:
-        if entry.preemption == LOWER_PRIORITY and victim.class_value < entry.class_value:
-            return True
-        # Reclaim: work another team of the cohort runs on borrowed quota yields to a team within its own.
-        return (victim.borrowing and victim.team != entry.team and cohort is not None and not preemptor_borrows
-                and self.quota.cohort_of(victim.team) == cohort)
-
-    def _preemption_reason(self, entry: Pending, victim: Held) -> str:
-        if entry.preemption == LOWER_PRIORITY and victim.class_value < entry.class_value:
-            why = (f"class {entry.priority_class} ({entry.class_value}) over "
-                   f"{victim.priority_class or 'its class'} ({victim.class_value})")
-        else:
-            why = f"team {entry.team} reclaims quota that team {victim.team} borrowed"
-        return f"preempted by {entry.workload_id} on {victim.pool}: {why}"
+            self.plan.preemptions.append(Preemption(victim, entry.workload_id, preemption.reason(entry, victim)))
+        self._keep(entry, choice.pool, choice.gpu_type, max(0, free), self.now)
+        return f"preempting {', '.join(v.workload_id for v in choice.victims)} on {choice.pool}"
 
 
-def _denied(approval: str | None) -> bool:
-    return bool(approval) and approval != "approved"
+@overload
+def plan_cycle(snapshot: CycleInput, /) -> CyclePlan: ...
 
 
-def plan_cycle(pending: Sequence[Pending], held: Sequence[Held], pools: Sequence[PoolView],
-               policy: CompiledPolicy, usage: Mapping[str, float], now: float,
-               explain: int | bool = False, budgets: Sequence[BudgetState] = ()) -> CyclePlan:
-    """Decide one admission cycle. `pools` carry their reservations in `used`; `held` lists those
-    reservations with their owners; `usage` is each team's decayed GPU-seconds; `now` in seconds;
-    `explain`: record position and reason of the first N waiting workloads (True: all); `budgets`:
-    each budget's standing before the cycle (it is updated with the cycle's reservations)."""
-    return _Planner(held, pools, policy, usage, now, budgets).walk(pending, explain)
+@overload
+def plan_cycle(snapshot: Sequence[Pending], held: Sequence[Held], pools: Sequence[PoolView], policy: CompiledPolicy,
+               usage: Mapping[str, float], now: float, explain: int | bool = False,
+               budgets: Sequence[BudgetState] = ()) -> CyclePlan: ...
+
+
+def plan_cycle(snapshot: CycleInput | Sequence[Pending], *args: Any, **kwargs: Any) -> CyclePlan:
+    """Decide one admission cycle over its snapshot (see `CycleInput`).
+
+    The positional form `plan_cycle(pending, held, pools, policy, usage, now, explain=, budgets=)`
+    builds the snapshot from its parts (kept for callers not yet handing a `CycleInput`)."""
+    if not isinstance(snapshot, CycleInput):
+        snapshot = CycleInput(snapshot, *args, **kwargs)
+    elif args or kwargs:
+        raise TypeError("plan_cycle(snapshot) takes the snapshot alone")
+    return _Planner(snapshot).walk(snapshot.pending, snapshot.explain)
 
 
 def resolve_class(policy: CompiledPolicy, spec: WorkloadSpec, override: str | None = None) -> tuple[str, int, str]:

@@ -25,8 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from inferofabric.models.status import PoolView
+from inferofabric.models.status import PoolView, RejectionKind
 from inferofabric.models.workload import WorkloadSpec
+from inferofabric.policies.reasons import Refusal
 
 CLOUD = "cloud"
 
@@ -113,11 +114,17 @@ class BudgetBook:
 
     def check(self, team: str, project: str, location: str, cost: float) -> str | None:
         """None when the work fits every budget that counts it there, else why not."""
+        refusal = self.refusal(team, project, location, cost)
+        return refusal.reason if refusal is not None else None
+
+    def refusal(self, team: str, project: str, location: str, cost: float) -> Refusal | None:
+        """`check` as a rejection's kind (budget) and text."""
         for state in self._applying(team, project, location):
             if cost > state.remaining + 1e-9:
-                return (f"{state.label()} has ${max(state.remaining, 0):,.2f} left "
-                        f"(${state.spent:,.2f} spent, ${state.reserved:,.2f} reserved); "
-                        f"this needs an estimated ${cost:,.2f}")
+                return Refusal(RejectionKind.BUDGET,
+                               f"{state.label()} has ${max(state.remaining, 0):,.2f} left "
+                               f"(${state.spent:,.2f} spent, ${state.reserved:,.2f} reserved); "
+                               f"this needs an estimated ${cost:,.2f}")
         return None
 
     def charge(self, team: str, project: str, location: str, cost: float) -> None:

@@ -19,22 +19,34 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from inferofabric.models.common import Health, Location
-from inferofabric.models.policy import Constraint, PlacementPolicy, PoolSelector, Rule
-from inferofabric.models.status import Decision, PoolView, Rejection
+from inferofabric.models.policy import Constraint, PlacementPolicy, Rule
+from inferofabric.models.status import Decision, PoolView, Rejection, RejectionKind, WaitKind
 from inferofabric.models.workload import WorkloadSpec
 from inferofabric.policies.budget import estimate, hourly_rate
 from inferofabric.policies.expressions import Expression, compile_expression
+from inferofabric.policies.reasons import Refusal, wait_kind_of
+from inferofabric.policies.selectors import (
+    ScreeningRule,
+    in_target,
+    matches,
+    pool_variables,
+    selector_predicate,
+    workload_vars,
+)
+
+_matches, _selector_predicate = matches, selector_predicate  # their earlier names (tests/policy)
 
 IN_SERVICE = (Health.HEALTHY, Health.DEGRADED)
 # Back ends that launch a gang (`replicas: N`) as one job group: an Indexed Job on Kubernetes; one
 # simulated job holding every replica's GPUs.
 GANG_BACKENDS = ("kubernetes", "simulated")
 _by_pool = operator.attrgetter("pool")
+_TOO_SMALL = Refusal(RejectionKind.OTHER, "too small")  # `eligible`: no pool that could ever hold it
 
 
 @dataclass
@@ -46,8 +58,8 @@ class PlacementRequest:
     exclude: Mapping[str, str] = field(default_factory=dict)  # pool -> why (e.g. failed in attempt 1)
     failed_pool_health: Health | None = None  # set when re-placing off a pool that failed
     # Admission's quota and budget check: (pool, GPU type, count) -> why that type may not be taken
-    # there, or None.
-    admissible: Callable[[PoolView, str, int], str | None] | None = None
+    # there (its kind and text), or None.
+    admissible: Callable[[PoolView, str, int], Refusal | None] | None = None
     runtime_s: float | None = None  # what cost estimates assume (max_runtime_seconds or the policy's default)
     team_vars: Mapping[str, Any] | None = None  # `team.*` in conditions (budget_remaining)
     burst_denied: str | None = None  # an approver (or the approval's timeout) said no: why
@@ -59,102 +71,6 @@ class _Candidate:
     gpu_type: str | None
     free: int
     price: float
-
-
-def _matches(selector: PoolSelector, pool: PoolView) -> bool:
-    if selector.location is not None and pool.location != selector.location:
-        return False
-    if selector.regions and pool.region not in selector.regions:
-        return False
-    if selector.pools and pool.name not in selector.pools:
-        return False
-    if selector.backends and pool.backend not in selector.backends:
-        return False
-    return all(pool.labels.get(key) == value for key, value in selector.labels.items())
-
-
-def _selector_predicate(selector: PoolSelector) -> Callable[[PoolView], bool]:
-    """`_matches(selector, pool)` as one specialized function (screening runs it for every pool)."""
-    checks: list[Callable[[PoolView], bool]] = []
-    if selector.location is not None:
-        location = selector.location
-        checks.append(lambda pool: pool.location == location)
-    if selector.regions:
-        regions = frozenset(selector.regions)
-        checks.append(lambda pool: pool.region in regions)
-    if selector.pools:
-        names = frozenset(selector.pools)
-        checks.append(lambda pool: pool.name in names)
-    if selector.backends:
-        backends = frozenset(selector.backends)
-        checks.append(lambda pool: pool.backend in backends)
-    if len(selector.labels) == 1:
-        ((key, value),) = selector.labels.items()
-        checks.append(lambda pool: pool.labels.get(key) == value)
-    elif selector.labels:
-        wanted = tuple(selector.labels.items())
-        checks.append(lambda pool: all(pool.labels.get(k) == v for k, v in wanted))
-    if not checks:
-        return lambda pool: True
-    if len(checks) == 1:
-        return checks[0]
-    return lambda pool: all(check(pool) for check in checks)
-
-
-class _Rule:
-    """A constraint prepared for screening: its selector as one predicate, its rejection reason rendered."""
-
-    __slots__ = ("deny", "expression", "index", "matches", "reason", "rejects")
-
-    def __init__(self, index: int, constraint: Constraint, expression: Expression | None) -> None:
-        selector = constraint.deny if constraint.deny is not None else constraint.require
-        assert selector is not None
-        self.index = index
-        self.deny = constraint.deny is not None
-        self.expression = expression
-        self.matches = _selector_predicate(selector)
-        matches = self.matches
-        # Whether the constraint keeps the pool out, if it applies.
-        self.rejects: Callable[[PoolView], bool] = matches if self.deny else (lambda pool: not matches(pool))
-        self.reason = f"{'denied by' if self.deny else 'not allowed by'} {constraint.describe(index)}"
-
-
-def _in_target(target: Collection[str], regions: Collection[str], pool: PoolView) -> bool:
-    """A target names locations (`on-prem`, `cloud`) or pools; `regions` narrows it."""
-    if pool.location not in target and pool.name not in target:  # Location is a StrEnum: "cloud" == CLOUD
-        return False
-    return not regions or pool.region in regions
-
-
-def _workload_vars(spec: WorkloadSpec, workload_id: str) -> dict[str, Any]:
-    return {
-        "id": workload_id,
-        "name": spec.name or workload_id,
-        "team": spec.team,
-        "project": spec.project,
-        "image": spec.image,
-        "data_classification": spec.data_classification.value,
-        "priority": spec.priority,
-        "labels": dict(spec.labels),
-        "annotations": dict(spec.annotations),
-        "gpu_types": list(spec.gpu_types),
-        "gpus": spec.gpu_count,
-        "replicas": spec.replicas,
-    }
-
-
-_NAMES: dict[Any, str] = {member: member.value for member in (*Location, *Health)}
-
-
-def _pool_vars(pool: PoolView) -> dict[str, Any]:
-    return {
-        "name": pool.name,
-        "location": _NAMES.get(pool.location, pool.location),
-        "region": pool.region,
-        "backend": pool.backend,
-        "labels": pool.labels,  # read only: expressions never modify their inputs
-        "health": _NAMES.get(pool.health, pool.health),
-    }
 
 
 def utilization(pools: Sequence[PoolView], location: Location) -> float:
@@ -182,7 +98,7 @@ class CompiledPolicy:
             (index, c, compile_expression(c.when, where=f"constraints[{index}].when") if c.when else None)
             for index, c in enumerate(policy.constraints)
         ]
-        self._rules = [_Rule(index, c, expression) for index, c, expression in self._constraints]
+        self._rules = [ScreeningRule(index, c, expression) for index, c, expression in self._constraints]
         self._default_target = frozenset(placement.default)
         self._approvals = {id(rule): (rule.approval, compile_expression(rule.approval.when, where="approval.when"))
                            for rule in (placement.burst, placement.failover)
@@ -200,7 +116,7 @@ class CompiledPolicy:
     def decide(self, request: PlacementRequest) -> Decision:
         pools = list(request.pools)
         placement = self.policy.placement
-        workload = _workload_vars(request.spec, request.workload_id)
+        workload = workload_vars(request.spec, request.workload_id)
         runtime_s = request.runtime_s or self.policy.cost.default_runtime_seconds
         if self._reads_estimate:
             workload["estimated_cost"] = self._burst_estimate(pools, request.spec, runtime_s)
@@ -223,7 +139,7 @@ class CompiledPolicy:
         by_name = {c.pool.name: c for c in eligible}
 
         default_target = self._default_target
-        default_fit = [c for c in eligible if _in_target(default_target, (), c.pool)]
+        default_fit = [c for c in eligible if in_target(default_target, (), c.pool)]
         tiers: list[tuple[str, list[_Candidate], str]] = []
         failover_on = False
         if request.failed_pool_health is not None and self._failover is not None:
@@ -234,11 +150,12 @@ class CompiledPolicy:
             inputs["failover_condition"] = str(failover_on).lower()
             if failover_on:
                 target, regions = self._targets[id(rule)]
-                targets = [c for c in eligible if _in_target(target, regions, c.pool)]
+                targets = [c for c in eligible if in_target(target, regions, c.pool)]
                 tiers.append(("failover", targets,
                               f"failover: {rule.when} is true ({variables['pool_health']})"))
                 tiers.append(("fallback", default_fit, "failover target has no allowed pool that fits; "
                               "stays with the default target"))
+        denied = False  # the first tier is the default target because an approver said no to the burst
         if not failover_on:
             burst_on = False
             if self._burst is not None:
@@ -248,13 +165,14 @@ class CompiledPolicy:
                     notes.append(f"burst condition: {error}")
                 inputs["burst_condition"] = str(burst_on).lower()
             if self._burst is not None and request.burst_denied and (burst_on or not default_fit):
+                denied = True
                 tiers.append(("default", default_fit, f"{request.burst_denied}; stays with the default target"))
             elif self._burst is not None and (burst_on or not default_fit):
                 rule = self._burst[0]
                 why = (f"burst: {rule.when} is true (on_prem_utilization={on_prem:.3f})" if burst_on
                        else "burst: no pool in the default target fits")
                 target, regions = self._targets[id(rule)]
-                targets = [c for c in eligible if _in_target(target, regions, c.pool)]
+                targets = [c for c in eligible if in_target(target, regions, c.pool)]
                 tiers.append(("burst", targets, why))
                 tiers.append(("fallback", default_fit, "burst target has no allowed pool that fits; "
                               "stays with the default target, which has room"))
@@ -287,8 +205,8 @@ class CompiledPolicy:
                                                      runtime_s), 6)
             self._ask_approval(decision, mode, variables, workload, notes)
             for other in ranked[1:]:
-                rejected.append(Rejection(pool=other.pool.name,
-                                          reason=self._lower_rank_reason(chosen, other)))
+                rejected.append(Rejection(pool=other.pool.name, reason=self._lower_rank_reason(chosen, other),
+                                          kind=RejectionKind.RANKED_LOWER))
             break
         else:
             decision.mode = "wait"
@@ -300,7 +218,9 @@ class CompiledPolicy:
         for name in by_name:
             if name not in placed:
                 outside = outside or self._outside_tiers_reason(tiers)
-                rejected.append(Rejection(pool=name, reason=outside))
+                rejected.append(Rejection(pool=name, reason=outside, kind=RejectionKind.OUTSIDE_TARGET))
+        if decision.mode == "wait":
+            decision.wait_kind = WaitKind.APPROVAL_DENIED if denied else wait_kind_of(rejected)
         if notes:
             decision.reason += " [" + "; ".join(notes) + "]"
         decision.rejected = sorted(rejected, key=_by_pool)
@@ -337,16 +257,16 @@ class CompiledPolicy:
         variables: dict[str, Any] = {
             "on_prem_utilization": on_prem, "cloud_utilization": cloud,
             "pool_health": (request.failed_pool_health or default_health).value, "attempt": request.attempt,
-            "workload": _workload_vars(request.spec, request.workload_id),
+            "workload": workload_vars(request.spec, request.workload_id),
         }
         gpu = request.spec.resources.gpu
 
         total = request.spec.total_gpus
 
-        def holds(spec: WorkloadSpec, pool: PoolView, _: Any) -> tuple[_Candidate | None, str | None]:
+        def holds(spec: WorkloadSpec, pool: PoolView, _: Any) -> tuple[_Candidate | None, Refusal | None]:
             if any(pool.gpus.get(t, 0) >= total for t in gpu.type) or total == 0:
                 return _Candidate(pool, None, 0, 0.0), None
-            return None, "too small"
+            return None, _TOO_SMALL
 
         eligible, _ = self._screen(request, pools, variables, [], fit=holds)
         return [c.pool.name for c in eligible]
@@ -375,12 +295,12 @@ class CompiledPolicy:
 
     def _screen(
         self, request: PlacementRequest, pools: list[PoolView], variables: dict[str, Any], notes: list[str],
-        fit: Callable[..., tuple[_Candidate | None, str | None]] | None = None,
+        fit: Callable[..., tuple[_Candidate | None, Refusal | None]] | None = None,
     ) -> tuple[list[_Candidate], list[Rejection]]:
         """Split pools into those allowed that fit, and rejections with the first reason that applies."""
         spec = request.spec
-        active: list[_Rule] = []
-        per_pool: list[_Rule] = []
+        active: list[ScreeningRule] = []
+        per_pool: list[ScreeningRule] = []
         for rule in self._rules:
             expression = rule.expression
             if expression is None:
@@ -405,24 +325,25 @@ class CompiledPolicy:
         fit = fit or self._fit
         admissible = request.admissible
         for pool in pools:
+            kind = RejectionKind.OTHER
             reason = exclude.get(pool.name) if exclude else None
             if reason is not None:
-                pass
+                kind = RejectionKind.EXCLUDED
             elif pool.health not in IN_SERVICE:
-                reason = f"pool is {pool.health.value}"
+                kind, reason = RejectionKind.UNHEALTHY, f"pool is {pool.health.value}"
             elif require_location and pool.location != require_location:
-                reason = f"workload requires location {require_location.value}"
+                kind, reason = RejectionKind.LOCATION, f"workload requires location {require_location.value}"
             elif allowed_regions and pool.region not in allowed_regions:
-                reason = f"region {pool.region} not in the workload's allowed regions"
+                kind, reason = RejectionKind.REGION, f"region {pool.region} not in the workload's allowed regions"
             elif spec.replicas > 1 and pool.backend not in GANG_BACKENDS:
-                reason = (f"a {pool.backend} pool cannot launch a gang of {spec.replicas} replicas "
-                          f"({', '.join(GANG_BACKENDS)} can)")
+                kind, reason = RejectionKind.GANG, (f"a {pool.backend} pool cannot launch a gang of {spec.replicas} "
+                                                    f"replicas ({', '.join(GANG_BACKENDS)} can)")
             else:
                 # The first applicable constraint that keeps the pool out: those decided without the
                 # pool first, then those whose condition reads pool.*, each in policy order.
                 for rule in active:
                     if rule.rejects(pool):
-                        reason = rule.reason
+                        kind, reason = RejectionKind.COMPLIANCE, rule.reason
                         break
                 else:
                     pool_vars = None
@@ -430,22 +351,24 @@ class CompiledPolicy:
                         # The condition only matters where the selector would keep the pool out.
                         if rule.rejects(pool):
                             if pool_vars is None:
-                                pool_vars = _pool_vars(pool)
+                                pool_vars = pool_variables(pool)
                             if condition(pool_vars):
-                                reason = rule.reason
+                                kind, reason = RejectionKind.COMPLIANCE, rule.reason
                                 break
                 if reason is None:
-                    candidate, reason = fit(spec, pool, admissible)
+                    candidate, refusal = fit(spec, pool, admissible)
                     if candidate is not None:
                         eligible.append(candidate)
                         continue
-            rejected.append(Rejection(pool=pool.name, reason=reason or "not eligible"))
+                    if refusal is not None:
+                        kind, reason = refusal.kind, refusal.reason
+            rejected.append(Rejection(pool=pool.name, reason=reason or "not eligible", kind=kind))
         return eligible, rejected
 
     @staticmethod
     def _fit(spec: WorkloadSpec, pool: PoolView,
-             admissible: Callable[[PoolView, str, int], str | None] | None = None,
-             ) -> tuple[_Candidate | None, str | None]:
+             admissible: Callable[[PoolView, str, int], Refusal | None] | None = None,
+             ) -> tuple[_Candidate | None, Refusal | None]:
         request = spec.resources.gpu
         count = request.count * spec.replicas  # a gang takes all its replicas' GPUs on this one pool
         if count == 0:
@@ -454,7 +377,7 @@ class CompiledPolicy:
         # Cheapest acceptable type that fits here; the workload's own order breaks ties.
         best: tuple[float, str, int] | None = None
         offered = False
-        refused: str | None = None
+        refused: Refusal | None = None
         for gpu_type in request.type:
             total = gpus.get(gpu_type, 0)
             if total <= 0:
@@ -475,10 +398,11 @@ class CompiledPolicy:
         if refused is not None:
             return None, refused
         if not offered:
-            return None, f"has no {'/'.join(request.type)} GPUs (has {', '.join(pool.gpus) or 'none'})"
+            return None, Refusal(RejectionKind.NO_GPU_TYPE,
+                                 f"has no {'/'.join(request.type)} GPUs (has {', '.join(pool.gpus) or 'none'})")
         offered_types = [t for t in dict.fromkeys(request.type) if gpus.get(t, 0) > 0]
         detail = ", ".join(f"{t}: {max(pool.free(t), 0)} of {gpus[t]} free" for t in offered_types)
-        return None, f"not enough free GPUs for {count} ({detail})"
+        return None, Refusal(RejectionKind.CAPACITY, f"not enough free GPUs for {count} ({detail})")
 
     @staticmethod
     def _rank_key(spec: WorkloadSpec) -> Callable[[_Candidate], tuple[Any, ...]]:

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from inferofabric.models.policy import QuotaLimit, TeamPolicy
+from inferofabric.models.status import RejectionKind
+from inferofabric.policies.reasons import Refusal
 
 Resource = tuple[str | None, str]  # (location or None = every location, GPU type)
 
@@ -31,6 +33,11 @@ class QuotaVerdict:
     allowed: bool
     borrowing: bool = False
     reason: str = ""
+
+    @property
+    def refusal(self) -> Refusal | None:
+        """A refused verdict as a rejection's kind and text (None when allowed)."""
+        return None if self.allowed else Refusal(RejectionKind.QUOTA, self.reason)
 
 
 class QuotaBook:

@@ -27,7 +27,7 @@ from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import PoolView
 from inferofabric.models.workload import GpuRequest, PlacementHints, Resources, WorkloadSpec
-from inferofabric.policies.admission import Held, Pending, plan_cycle, resolve_class
+from inferofabric.policies.admission import CycleInput, Held, Pending, plan_cycle, resolve_class
 from inferofabric.policies.engine import CompiledPolicy
 from inferofabric.policies.fairshare import accrue
 
@@ -190,7 +190,7 @@ def simulate(policy: PlacementPolicy, pools: Sequence[PoolSpec], jobs: Sequence[
                      resolve_class(compiled, _spec(r.job))[1], "", 50, r.started, r.started + r.job.runtime_s,
                      borrowing=r.borrowing) for r in running.values()]
         started = time.perf_counter()
-        plan = plan_cycle(list(pending.values()), held, views, compiled, usage, now)
+        plan = plan_cycle(CycleInput(list(pending.values()), held, views, compiled, usage, now))
         cycle_times.append(time.perf_counter() - started)
         evaluations += plan.evaluations
         for stop in plan.preemptions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
@@ -36,9 +37,45 @@ class PoolView(BaseModel):
         return sum(self.used.values())
 
 
+class RejectionKind(StrEnum):
+    """Why a pool was not chosen, as a type: code branches on this, `Rejection.reason` is for people."""
+
+    CAPACITY = "capacity"  # it offers the GPU type, but not enough of it is free now
+    NO_GPU_TYPE = "no_gpu_type"  # it offers none of the acceptable GPU types
+    UNHEALTHY = "unhealthy"  # not in service: unhealthy or cordoned
+    EXCLUDED = "excluded"  # this workload is kept off it (it failed there, a drain)
+    LOCATION = "location"  # the workload requires another location
+    REGION = "region"  # outside the workload's allowed regions
+    GANG = "gang"  # its back end cannot launch a gang (`replicas` > 1)
+    COMPLIANCE = "compliance"  # a policy constraint (deny / require) keeps the workload off it
+    QUOTA = "quota"  # the team's GPU quota (with its cohort) does not allow the GPUs there
+    BUDGET = "budget"  # a team's or project's budget does not allow the estimated cost there
+    RANKED_LOWER = "ranked_lower"  # allowed and fits, but another pool was ranked first
+    OUTSIDE_TARGET = "outside_target"  # fits, but not in the target the decision placed in
+    OTHER = "other"  # anything else, and rejections recorded before kinds existed
+
+
+class WaitKind(StrEnum):
+    """Why a workload still waits, as a type (the first cause that applies; the reason text says the rest)."""
+
+    CAPACITY = "capacity"  # a pool it may use has its GPU type, but not enough free (or held for others)
+    QUOTA = "quota"
+    BUDGET = "budget"
+    UNHEALTHY = "unhealthy"  # every pool it could use is out of service
+    COMPLIANCE = "compliance"  # constraints keep it off every pool that could hold it
+    EXCLUDED = "excluded"
+    NO_POOL = "no_pool"  # no registered pool it may use (location, region, gang, GPU type, none registered)
+    INFEASIBLE = "infeasible"  # no registered pool could ever hold it
+    APPROVAL_PENDING = "approval_pending"  # a person has to approve its burst
+    APPROVAL_DENIED = "approval_denied"  # its burst was denied and nothing else fits
+    PREEMPTING = "preempting"  # it preempts work (or waits for preempted work to stop)
+    OTHER = "other"
+
+
 class Rejection(BaseModel):
     pool: str
-    reason: str
+    reason: str  # for people: its wording may change
+    kind: RejectionKind = RejectionKind.OTHER  # for code (payloads recorded before kinds have none)
 
 
 class Decision(BaseModel):
@@ -64,6 +101,7 @@ class Decision(BaseModel):
     borrowing: bool = False
     estimated_cost: float | None = None  # runtime (max_runtime_seconds or the policy's default) x GPUs x price
     approval: str | None = None  # set when the policy asks a person to approve this placement: the rule
+    wait_kind: WaitKind | None = None  # mode "wait": why, as a type (None on a placement)
 
     @property
     def placed(self) -> bool:

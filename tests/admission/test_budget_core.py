@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from inferofabric.models.policy import PlacementPolicy
-from inferofabric.policies.admission import plan_cycle
+from inferofabric.policies.admission import CycleInput, plan_cycle
 from inferofabric.policies.budget import BudgetBook, BudgetState, crossed, period_start
 
 from .helpers import policy, pool, waiting
@@ -48,7 +48,7 @@ def test_bursts_reserve_their_estimate_until_the_budget_is_used_up() -> None:
     compiled = policy(BUDGET)
     # 1 GPU x 2 h (the default runtime) x $4 = $8 each; $100 holds 12 of them.
     queue = [waiting(compiled, f"w{i}") for i in range(20)]
-    plan = plan_cycle(queue, [], full_on_prem(), compiled, {}, now=0, explain=True, budgets=[budget()])
+    plan = plan_cycle(CycleInput(queue, [], full_on_prem(), compiled, {}, now=0, explain=True, budgets=[budget()]))
     assert len(admitted(plan)) == 12
     assert all(a.decision.pool == "aws" and a.decision.estimated_cost == 8.0 for a in plan.admitted)
     assert plan.budgets[0].reserved == pytest.approx(96.0)
@@ -61,8 +61,8 @@ def test_a_runtime_limit_is_the_estimate_and_spent_money_counts() -> None:
     compiled = policy(BUDGET)
     short = waiting(compiled, "short", runtime=900)  # 1 GPU x 0.25 h x $4 = $1
     long = waiting(compiled, "long", runtime=36000)  # $40
-    plan = plan_cycle([long, short], [], full_on_prem(), compiled, {}, now=0, explain=True,
-                      budgets=[budget(spent=70.0, reserved=0.0)])
+    plan = plan_cycle(CycleInput([long, short], [], full_on_prem(), compiled, {}, now=0, explain=True,
+                                 budgets=[budget(spent=70.0, reserved=0.0)]))
     assert admitted(plan) == ["short"]
     assert "has $29.00 left ($70.00 spent, $1.00 reserved); this needs an estimated $40.00" in plan.waiting[0].reason
 
@@ -70,7 +70,8 @@ def test_a_runtime_limit_is_the_estimate_and_spent_money_counts() -> None:
 def test_a_burst_over_budget_stays_on_prem_when_on_prem_has_room() -> None:
     compiled = policy(BUDGET.replace("on_prem_utilization > 0.85", "on_prem_utilization >= 0.0"))
     pools = [pool("dc1", gpus=8), pool("aws", gpus=64, location="cloud", price=4.0)]
-    plan = plan_cycle([waiting(compiled, "w")], [], pools, compiled, {}, now=0, budgets=[budget(spent=99.0)])
+    plan = plan_cycle(CycleInput([waiting(compiled, "w")], [], pools, compiled, {}, now=0,
+                                 budgets=[budget(spent=99.0)]))
     assert [(a.pending.workload_id, a.decision.pool) for a in plan.admitted] == [("w", "dc1")]
     assert any("cloud budget" in r.reason for r in plan.admitted[0].decision.rejected)
 
@@ -78,10 +79,11 @@ def test_a_burst_over_budget_stays_on_prem_when_on_prem_has_room() -> None:
 def test_other_teams_and_on_prem_work_are_not_limited_by_a_cloud_budget() -> None:
     compiled = policy(BUDGET)
     pools = [pool("dc1", gpus=8), pool("aws", gpus=64, location="cloud", price=4.0)]
-    plan = plan_cycle([waiting(compiled, "mine"), waiting(compiled, "theirs", team="nlp")], [],
-                      full_on_prem(), compiled, {}, now=0, budgets=[budget(spent=100.0)], explain=True)
+    plan = plan_cycle(CycleInput([waiting(compiled, "mine"), waiting(compiled, "theirs", team="nlp")], [],
+                                 full_on_prem(), compiled, {}, now=0, budgets=[budget(spent=100.0)], explain=True))
     assert admitted(plan) == ["theirs"]
-    plan = plan_cycle([waiting(compiled, "mine")], [], pools, compiled, {}, now=0, budgets=[budget(spent=100.0)])
+    plan = plan_cycle(CycleInput([waiting(compiled, "mine")], [], pools, compiled, {}, now=0,
+                                 budgets=[budget(spent=100.0)]))
     assert admitted(plan) == ["mine"]
 
 
@@ -93,18 +95,18 @@ placement:
 """)
     pools = [pool("dc1", gpus=1), pool("aws", gpus=64, location="cloud", price=4.0)]
     cheap, dear = waiting(compiled, "cheap", runtime=3600), waiting(compiled, "dear", runtime=36000)
-    plan = plan_cycle([cheap], [], pools, compiled, {}, now=0, budgets=[budget()])
+    plan = plan_cycle(CycleInput([cheap], [], pools, compiled, {}, now=0, budgets=[budget()]))
     assert plan.admitted[0].decision.pool == "aws"
-    plan = plan_cycle([dear], [], pools, compiled, {}, now=0, budgets=[budget()])
+    plan = plan_cycle(CycleInput([dear], [], pools, compiled, {}, now=0, budgets=[budget()]))
     assert plan.admitted[0].decision.pool == "dc1"  # the condition is false: default target
-    plan = plan_cycle([cheap], [], pools, compiled, {}, now=0, budgets=[budget(spent=60.0)])
+    plan = plan_cycle(CycleInput([cheap], [], pools, compiled, {}, now=0, budgets=[budget(spent=60.0)]))
     assert plan.admitted[0].decision.pool == "dc1"
 
 
 def test_a_burst_that_needs_approval_waits_and_says_how_to_answer() -> None:
     compiled = policy(APPROVAL)
     dear, cheap = waiting(compiled, "dear", runtime=36000), waiting(compiled, "cheap", runtime=3600)
-    plan = plan_cycle([dear, cheap], [], full_on_prem(), compiled, {}, now=100, explain=True)
+    plan = plan_cycle(CycleInput([dear, cheap], [], full_on_prem(), compiled, {}, now=100, explain=True))
     assert admitted(plan) == ["cheap"]  # $4: under the approval threshold
     assert [a.pending.workload_id for a in plan.approvals] == ["dear"]
     reason = plan.waiting[0].reason
@@ -119,18 +121,18 @@ def test_approved_bursts_go_denied_ones_stay_on_prem_and_the_timeout_takes_the_d
     approved.approval = "approved"
     denied = waiting(compiled, "d", runtime=36000)
     denied.approval = "burst denied by alice"
-    plan = plan_cycle([approved, denied], [], full_on_prem(), compiled, {}, now=0, explain=True)
+    plan = plan_cycle(CycleInput([approved, denied], [], full_on_prem(), compiled, {}, now=0, explain=True))
     assert admitted(plan) == ["a"]
     assert plan.waiting[0].reason.startswith("burst denied by alice; needs 1 x A100")
     late = waiting(compiled, "late", runtime=36000)
     late.approval_asked_at = 0
-    plan = plan_cycle([late], [], full_on_prem(), compiled, {}, now=3600, explain=True)
+    plan = plan_cycle(CycleInput([late], [], full_on_prem(), compiled, {}, now=3600, explain=True))
     assert admitted(plan) == [] and plan.approvals == []
     assert "burst denied by default: nobody approved it within 1h" in plan.waiting[0].reason
     yes = PlacementPolicy.from_yaml(APPROVAL.replace("default: deny", "default: approve"))
     from inferofabric.policies.engine import CompiledPolicy
 
-    plan = plan_cycle([late], [], full_on_prem(), CompiledPolicy(yes), {}, now=3600)
+    plan = plan_cycle(CycleInput([late], [], full_on_prem(), CompiledPolicy(yes), {}, now=3600))
     assert admitted(plan) == ["late"]
     assert "approved by default" in plan.admitted[0].decision.reason
 
@@ -175,7 +177,7 @@ def test_two_hundred_at_once_never_reserve_more_than_the_budget() -> None:
     while queue:
         batch = queue[:chance.randint(1, 40)]
         queue = queue[len(batch):]
-        plan = plan_cycle(batch, [], full_on_prem(), compiled, {}, now=0, budgets=[state])
+        plan = plan_cycle(CycleInput(batch, [], full_on_prem(), compiled, {}, now=0, budgets=[state]))
         admitted_cost += sum(a.decision.estimated_cost or 0.0 for a in plan.admitted)
         state = plan.budgets[0]  # carried to the next cycle: the reservations stand
     assert 240.0 <= admitted_cost <= 250.0 + 1e-6
