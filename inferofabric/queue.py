@@ -15,6 +15,7 @@ from inferofabric.models.common import Health
 from inferofabric.models.status import PoolView, QueueEntry, QueueView
 from inferofabric.models.workload import WorkloadSpec
 from inferofabric.policies.admission import CyclePlan, Held, Pending, plan_cycle, resolve_class
+from inferofabric.policies.cycle import CycleInput
 from inferofabric.policies.engine import CompiledPolicy, default_policy
 from inferofabric.store import admission as queue_store
 from inferofabric.store.budget import budget_states
@@ -116,9 +117,9 @@ def make_planner(cache: SpecCache, policy: CompiledPolicy, explain: int | bool):
 
     def planner(session: Any, items: list[queue_store.QueueItem], current: list[Held], pools: list[PoolView],
                 usage: dict[str, float], now: datetime) -> CyclePlan:
-        pending = cache.pending(session, items, policy)
-        budgets = budget_states(session, policy.policy, now)
-        return plan_cycle(pending, current, pools, policy, usage, now.timestamp(), explain=explain, budgets=budgets)
+        snapshot = CycleInput(cache.pending(session, items, policy), current, pools, policy, usage, now.timestamp(),
+                              explain=explain, budgets=budget_states(session, policy.policy, now))
+        return plan_cycle(snapshot)
 
     return planner
 

@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict, deque
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, NamedTuple, overload
+from collections.abc import Hashable, Sequence
+from typing import NamedTuple
 
 from inferofabric.models.status import Decision, PoolView, WaitKind
 from inferofabric.models.workload import WorkloadSpec
 from inferofabric.policies import preemption
-from inferofabric.policies.budget import BudgetBook, BudgetState, estimate, hourly_rate
+from inferofabric.policies.budget import BudgetBook, estimate, hourly_rate
 from inferofabric.policies.capacity import Capacity, shadow
 from inferofabric.policies.cycle import (
     LOWER_PRIORITY,
@@ -363,25 +363,9 @@ class _Planner:
         return f"preempting {', '.join(v.workload_id for v in choice.victims)} on {choice.pool}"
 
 
-@overload
-def plan_cycle(snapshot: CycleInput, /) -> CyclePlan: ...
-
-
-@overload
-def plan_cycle(snapshot: Sequence[Pending], held: Sequence[Held], pools: Sequence[PoolView], policy: CompiledPolicy,
-               usage: Mapping[str, float], now: float, explain: int | bool = False,
-               budgets: Sequence[BudgetState] = ()) -> CyclePlan: ...
-
-
-def plan_cycle(snapshot: CycleInput | Sequence[Pending], *args: Any, **kwargs: Any) -> CyclePlan:
-    """Decide one admission cycle over its snapshot (see `CycleInput`).
-
-    The positional form `plan_cycle(pending, held, pools, policy, usage, now, explain=, budgets=)`
-    builds the snapshot from its parts (kept for callers not yet handing a `CycleInput`)."""
-    if not isinstance(snapshot, CycleInput):
-        snapshot = CycleInput(snapshot, *args, **kwargs)
-    elif args or kwargs:
-        raise TypeError("plan_cycle(snapshot) takes the snapshot alone")
+def plan_cycle(snapshot: CycleInput, /) -> CyclePlan:
+    """Decide one admission cycle over its snapshot (see `CycleInput`): the live loop
+    (inferofabric/queue.py) and `fabric policy simulate` (policies/simulation.py) both call this."""
     return _Planner(snapshot).walk(snapshot.pending, snapshot.explain)
 
 

@@ -20,7 +20,7 @@ import pytest
 from inferofabric.models.common import Health
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import Decision, Rejection, RejectionKind, WaitKind
-from inferofabric.policies import admission, simulation
+from inferofabric.policies import simulation
 from inferofabric.policies.admission import CycleInput, CyclePlan, plan_cycle
 from inferofabric.policies.budget import BudgetBook, BudgetState
 from inferofabric.policies.engine import CompiledPolicy, PlacementRequest
@@ -189,15 +189,6 @@ def test_payloads_recorded_before_kinds_still_load() -> None:
     decision = Decision.model_validate(old)
     assert decision.rejected[0].kind == RejectionKind.OTHER and decision.wait_kind is None
     assert Decision.model_validate_json(decision.model_dump_json()) == decision
-
-
-def test_the_positional_form_is_the_snapshot_form() -> None:
-    snapshot = scenario(7)
-    assert outcome(admission.plan_cycle(*[getattr(_copy(snapshot), f) for f in (
-        "pending", "held", "pools", "policy", "usage", "now")], explain=True, budgets=_copy(snapshot).budgets)) \
-        == outcome(plan_cycle(_copy(snapshot)))
-    with pytest.raises(TypeError):
-        plan_cycle(snapshot, [])  # type: ignore[call-overload]
 
 
 def test_budget_refusals_are_of_kind_budget() -> None:
