@@ -26,7 +26,15 @@ from inferofabric.backends.base import job_id_for
 from inferofabric.backends.registry import backend_class
 from inferofabric.errors import FailureType
 from inferofabric.models.common import Health
-from inferofabric.models.messages import ReconcileReport, RelocateSignal
+from inferofabric.models.messages import (
+    CordonInput,
+    MoveOffInput,
+    ReconcileInput,
+    ReconcileReport,
+    RecordHealthInput,
+    RelocateInput,
+    RelocateSignal,
+)
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import HealthEvent, PoolStatus, QueueView
@@ -92,10 +100,10 @@ class ControlActivities:
 
     @activity.defn(name="control_cordon")
     @typed_errors
-    async def cordon(self, name: str, cordoned: bool) -> HealthEvent | None:
-        event = await in_store(self.store.set_cordoned, name, cordoned)
+    async def cordon(self, request: CordonInput) -> HealthEvent | None:
+        event = await in_store(self.store.set_cordoned, request.pool, request.cordoned)
         if event is not None:
-            await _wake(f"pool {name} {'cordoned' if cordoned else 'uncordoned'}")
+            await _wake(f"pool {request.pool} {'cordoned' if request.cordoned else 'uncordoned'}")
         return event
 
     @activity.defn(name="control_simulate")
@@ -115,11 +123,11 @@ class ControlActivities:
 
     @activity.defn(name="control_record_health")
     @typed_errors
-    async def record_health(self, name: str, health: Health, reason: str,
-                            gpus: dict[str, int] | None = None) -> HealthEvent | None:
-        event, capacity_changed = await in_store(self.store.record_probe, name, health, reason, gpus)
+    async def record_health(self, request: RecordHealthInput) -> HealthEvent | None:
+        event, capacity_changed = await in_store(self.store.record_probe, request.pool, request.health,
+                                                 request.reason, request.gpus)
         if event is not None or capacity_changed:  # either can change what the queue may admit
-            await _wake(f"pool {name}: {event.to_health.value if event else 'capacity changed'}")
+            await _wake(f"pool {request.pool}: {event.to_health.value if event else 'capacity changed'}")
         return event
 
     @activity.defn(name="control_workloads_on_pool")
@@ -130,16 +138,17 @@ class ControlActivities:
 
     @activity.defn(name="control_relocate")
     @typed_errors
-    async def relocate(self, name: str, reason: str, health: Health) -> list[str]:
+    async def relocate(self, request: RelocateInput) -> list[str]:
         """Tell every workload on the pool to move (a drain: each stops its own copy gracefully).
         Signals are sent concurrently from here, not one by one from workflow code, so 1,000 moves
         take seconds and no workflow's history grows with the pool's size. Returns the workloads told."""
-        told = await self._tell_all(name, RelocateSignal(pool=name, reason=reason, health=health))
+        told = await self._tell_all(request.pool, RelocateSignal(pool=request.pool, reason=request.reason,
+                                                                 health=request.health))
         return sorted(workload_id for workload_id, _ in told)  # one signal per workload
 
     @activity.defn(name="control_move_off")
     @typed_errors
-    async def move_off(self, name: str, reason: str, health: Health) -> list[str]:
+    async def move_off(self, request: MoveOffInput) -> list[str]:
         """A failover: re-queue every workload on the pool in one store transaction and wake the
         admission loop, then tell each workload (signal `relocate`, naming its next attempt when the
         store queued it). The loop places the moved work while the workflows take in the news. The
@@ -150,6 +159,7 @@ class ControlActivities:
         its heartbeat and tells the workloads again, instead of finding nothing held on the pool."""
         from inferofabric.store.admission import Requeued, requeue_off_pool
 
+        name, reason, health = request.pool, request.reason, request.health
         details = activity.info().heartbeat_details
         if details and isinstance(details[0], list):
             moved = [Requeued(str(w), int(a), int(n) if n is not None else None) for w, a, n in details[0]]
@@ -198,11 +208,11 @@ class ControlActivities:
 
     @activity.defn(name="control_reconcile")
     @typed_errors
-    async def reconcile(self, name: str, states: dict[str, str]) -> ReconcileReport:
+    async def reconcile(self, request: ReconcileInput) -> ReconcileReport:
         """Compare the store's reservations on the pool, the back end's jobs there (`states`, from
         the pool's side) and the workflows: release reservations whose workflow is gone, and name
         the fabric jobs no live attempt owns (the caller cancels them on the pool)."""
-        return await reconcile_pool(self.store, activity.client(), name, states)
+        return await reconcile_pool(self.store, activity.client(), request.pool, request.states)
 
     @activity.defn(name="control_audit")
     @typed_errors

@@ -11,13 +11,13 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.service import RPCError, RPCStatusCode
 
-from inferofabric.models.endpoint_status import ReplicaReport
+from inferofabric.models.messages import ReplicaReportInput
 
 
 @activity.defn(name="report_replica")
-async def report_replica(endpoint_id: str, report: ReplicaReport) -> None:
+async def report_replica(request: ReplicaReportInput) -> None:
     try:
-        await activity.client().get_workflow_handle(endpoint_id).signal("replica", report)
+        await activity.client().get_workflow_handle(request.endpoint_id).signal("replica", request.report)
     except RPCError as error:
         if error.status != RPCStatusCode.NOT_FOUND:  # the endpoint is gone: nobody to tell
             raise

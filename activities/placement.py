@@ -10,7 +10,7 @@ from temporalio import activity
 
 from inferofabric.activities.admission import wake_from_activity
 from inferofabric.activities.errors import typed_errors
-from inferofabric.models.messages import ReleaseInput, StartedInput
+from inferofabric.models.messages import ReleaseInput, SealSecretsInput, StartedInput
 from inferofabric.models.workload import SecretRef, WorkloadSpec
 from inferofabric.secrets import check_use, seal, unseal
 from inferofabric.store.db import Store, get_store
@@ -43,9 +43,9 @@ class PlacementActivities:
 
     @activity.defn(name="seal_secrets")
     @typed_errors
-    async def seal_secrets(self, spec: WorkloadSpec, pool: str) -> dict[str, str]:
+    async def seal_secrets(self, request: SealSecretsInput) -> dict[str, str]:
         """Sealed values of the workload's secret env entries, for the pool that will run it."""
-        return await in_store(self._seal, spec, pool)
+        return await in_store(self._seal, request.spec, request.pool)
 
     def _seal(self, spec: WorkloadSpec, pool: str) -> dict[str, str]:
         sealed: dict[str, str] = {}

@@ -21,9 +21,11 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.models.common import Health
     from inferofabric.models.messages import (
         ControlRequest,
+        CordonInput,
         MonitorInput,
         MonitorSettings,
         ReconcileReport,
+        RelocateInput,
         WatcherInput,
         WatcherSettings,
     )
@@ -36,15 +38,17 @@ with workflow.unsafe.imports_passed_through():
 CONTROL_TIMEOUT = timedelta(seconds=30)
 CONTROL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=[FailureType.INVALID_INPUT.value,
                                                                        FailureType.NOT_FOUND.value])
-# op -> activity; the argument list is taken from ControlRequest.args in this order.
-OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+# op -> activity and what it takes from ControlRequest.args: its arguments in this order, or (an
+# activity taking one input model) {field of the model: name in ControlRequest.args}, sent as one
+# object the activity decodes (undecodable input fails it at once, as a bad argument always did).
+OPERATIONS: dict[str, tuple[str, tuple[str, ...] | dict[str, str]]] = {
     "register_pool": ("control_register_pool", ("spec",)),
     "remove_pool": ("control_remove_pool", ("name",)),
     "list_pools": ("control_list_pools", ()),
     "pool_spec": ("control_pool_spec", ("name",)),
     "set_policy": ("control_set_policy", ("policy", "force")),
     "get_policy": ("control_get_policy", ()),
-    "cordon": ("control_cordon", ("name", "cordoned")),
+    "cordon": ("control_cordon", {"pool": "name", "cordoned": "cordoned"}),  # CordonInput
     "simulate": ("control_simulate", ("name", "action")),
     "put_secret": ("control_put_secret", ("name", "sealed_value", "pool", "team", "shared_with", "fabric")),
     "list_secrets": ("control_list_secrets", ()),
@@ -81,7 +85,10 @@ class ControlWorkflow:
             raise ApplicationError(f"unknown operation {request.op!r}", type=FailureType.INVALID_INPUT,
                                    non_retryable=True)
         activity_name, arg_names = OPERATIONS[request.op]
-        args = [request.args.get(name) for name in arg_names]
+        if isinstance(arg_names, dict):
+            args: list[Any] = [{field: request.args.get(name) for field, name in arg_names.items()}]
+        else:
+            args = [request.args.get(name) for name in arg_names]
         result = await workflow.execute_activity(
             activity_name, args=args, start_to_close_timeout=CONTROL_TIMEOUT, retry_policy=CONTROL_RETRY,
             summary=request.op,
@@ -125,10 +132,12 @@ class ControlWorkflow:
     async def _drain(self, pool: str, reason: str) -> list[str]:
         """Move every workload off the pool on purpose, with the failover machinery (one activity tells
         them all, concurrently: 1,000 workloads take seconds)."""
-        await workflow.execute_activity("control_cordon", args=[pool, True], start_to_close_timeout=CONTROL_TIMEOUT,
-                                        retry_policy=CONTROL_RETRY, summary=f"cordon {pool}")
+        await workflow.execute_activity("control_cordon", CordonInput(pool=pool, cordoned=True),
+                                        start_to_close_timeout=CONTROL_TIMEOUT, retry_policy=CONTROL_RETRY,
+                                        summary=f"cordon {pool}")
         moved: list[str] = await workflow.execute_activity(
-            "control_relocate", args=[pool, reason, Health.CORDONED], start_to_close_timeout=timedelta(minutes=10),
+            "control_relocate", RelocateInput(pool=pool, reason=reason, health=Health.CORDONED),
+            start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(seconds=30), retry_policy=CONTROL_RETRY,
             summary=f"move every workload off {pool}")
         return moved

@@ -26,7 +26,14 @@ with workflow.unsafe.imports_passed_through():
     # PoolSpec comes from the module that declares JobInput, so that the spec returned by
     # control_pool_spec is an instance of the very class JobInput.pool expects: in the sandbox,
     # inferofabric.models.pool can be a re-imported copy of the class messages.py refers to.
-    from inferofabric.models.messages import MonitorInput, PoolSpec, ProbeResult, ReconcileReport
+    from inferofabric.models.messages import (
+        MonitorInput,
+        MoveOffInput,
+        PoolSpec,
+        ProbeResult,
+        ReconcileReport,
+        RecordHealthInput,
+    )
     from inferofabric.task_queues import fabric_queue, monitor_queue_for, task_queue_for
     from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.pool_spec import current_pool_spec
@@ -148,7 +155,7 @@ class PoolMonitorWorkflow:
     async def _record(self, pool: PoolSpec, before: Health | None, after: Health, probe: ProbeResult) -> None:
         reason = probe.reason or after.value
         await workflow.execute_local_activity(
-            "control_record_health", args=[pool.name, after, reason, probe.gpus],
+            "control_record_health", RecordHealthInput(pool=pool.name, health=after, reason=reason, gpus=probe.gpus),
             start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY,
         )
         # Act on the monitor's own transition, not only on a change of the pool's effective health in
@@ -167,7 +174,8 @@ class PoolMonitorWorkflow:
         when the pool is back)."""
         try:
             left: list[str] = await workflow.execute_activity(
-                "control_move_off", args=[pool.name, f"became unhealthy: {reason}", Health.UNHEALTHY],
+                "control_move_off",
+                MoveOffInput(pool=pool.name, reason=f"became unhealthy: {reason}", health=Health.UNHEALTHY),
                 start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=5),
                 summary=f"move every workload off {pool.name}")

@@ -18,7 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from inferofabric.models.messages import PoolSpec, ReconcileReport, StatusesInput
+    from inferofabric.models.messages import PoolSpec, ReconcileInput, ReconcileReport, StatusesInput
     from inferofabric.task_queues import task_queue_for
 
 POOL_CALL = timedelta(seconds=60)
@@ -35,7 +35,7 @@ async def reconcile(pool: PoolSpec) -> ReconcileReport:
     except ActivityError as error:
         return ReconcileReport(pool=pool.name, errors=[f"the pool did not answer: {error.cause or error}"])
     report: ReconcileReport = await workflow.execute_activity(
-        "control_reconcile", args=[pool.name, states], result_type=ReconcileReport,
+        "control_reconcile", ReconcileInput(pool=pool.name, states=states), result_type=ReconcileReport,
         start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY, summary=f"reconcile {pool.name}")
     if report.orphans:
         outcome = await stop_jobs(pool, report.orphans, f"remove {len(report.orphans)} orphan job(s) from {pool.name}")

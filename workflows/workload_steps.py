@@ -20,17 +20,12 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.models.common import Health, WorkloadState
     from inferofabric.models.endpoint_status import ReplicaReport
     from inferofabric.models.jobs import JobStatus
-    from inferofabric.models.messages import (
-        AdmittedSignal,
-        JobInput,
-        PreemptSignal,
-        ReleaseInput,
-        RelocateSignal,
-    )
+    from inferofabric.models.messages import JobInput, ReleaseInput, ReplicaReportInput
     from inferofabric.models.pool import PoolSpec
-    from inferofabric.models.status import Decision, WorkloadStatus
+    from inferofabric.models.status import WorkloadStatus
     from inferofabric.task_queues import task_queue_for
     from inferofabric.workflows.failures import cause_message
+    from inferofabric.workflows.workload_state import WorkloadRun
     from inferofabric.workflows.workload_visibility import upsert
 
 LOCAL_TIMEOUT = timedelta(seconds=60)
@@ -63,44 +58,28 @@ class Moved(Exception):
 
 
 class WorkloadSteps:
-    """The state of one workload and the steps its attempts are made of (WorkloadWorkflow builds on it)."""
+    """The steps a workload's attempts are made of, over the one state of its run (WorkloadWorkflow
+    holds that state, and these steps, and decides which step comes next)."""
 
-    def __init__(self) -> None:
-        self._status: WorkloadStatus | None = None
-        self._decisions: list[Decision] = []
-        self._events: list[str] = []
-        self._cancel_requested = False
-        self._relocate: RelocateSignal | None = None
-        self._pool: PoolSpec | None = None
-        self._background: list[asyncio.Future[None]] = []
-        self._memo: dict[str, Any] = {"region": "", "attempts": 0, "backend": "", "message": ""}  # as last set
-        self._attempt = 0
-        self._admitted: AdmittedSignal | None = None
-        self._preempt: PreemptSignal | None = None
-        self._job: JobStatus | None = None  # the current attempt's job, as the pool's watcher last saw it
-        self._launched = False  # the current attempt's launch returned (before it, "lost" is not news)
-        self._news = False  # the pool's watcher has reported this attempt's job
-        self._unreleased: int | None = None  # a moved attempt whose GPUs the next enqueue gives back
-        self._requeued: int | None = None  # the next attempt, queued by a failover on our behalf
-        self._admitted_ahead: dict[int, AdmittedSignal] = {}  # an admission that came before its attempt
-        self._reports: list[Any] = []  # an endpoint's replica: state reports to the endpoint on their way
-        self._report_seq = 0
+    def __init__(self, state: WorkloadRun) -> None:
+        self.state = state
 
-    async def _leave_requeued(self, workload_id: str) -> None:
+    async def leave_requeued(self, workload_id: str) -> None:
         """Ending with a next attempt that a failover queued for us (or the loop admitted already):
         take it out of the queue, with whatever it holds."""
-        ahead = [n for n in [self._requeued, *self._admitted_ahead] if n is not None and n > self._attempt]
+        state = self.state
+        ahead = [n for n in [state.requeued, *state.admitted_ahead] if n is not None and n > state.attempt]
         if ahead:
-            await self._dequeue(workload_id, max(ahead))
-            self._requeued = None
-            self._admitted_ahead.clear()
+            await self.dequeue(workload_id, max(ahead))
+            self.state.requeued = None
+            self.state.admitted_ahead.clear()
 
-    async def _dequeue(self, workload_id: str, attempt: int) -> None:
+    async def dequeue(self, workload_id: str, attempt: int) -> None:
         await workflow.execute_local_activity(
             "dequeue_workload", args=[workload_id, attempt], result_type=int,
             start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
 
-    async def _follow(self, pool: PoolSpec, done: Any, timeout: timedelta | None) -> JobStatus | None:
+    async def follow(self, pool: PoolSpec, done: Any, timeout: timedelta | None) -> JobStatus | None:
         """Sleep until the watcher's news satisfies `done` (or `timeout` passes: the job as last seen);
         None when a cancel came first; Moved when the pool fails, is drained or preempts us.
 
@@ -108,13 +87,13 @@ class WorkloadSteps:
         the workflow asks the pool itself now and then (10 s, doubling up to 10 min): a job that
         ended before the watcher's first look, or a watcher that is down, cannot leave it waiting."""
         def stop() -> bool:
-            return self._cancel_requested or self._relocate is not None or self._preempt is not None
+            return self.state.stopping()
 
         def settled() -> bool:
-            return stop() or (self._job is not None and done(self._job))
+            return stop() or (self.state.job is not None and done(self.state.job))
 
         def settled_or_news() -> bool:
-            return settled() or self._news
+            return settled() or self.state.news
 
         deadline = workflow.now() + timeout if timeout is not None else None
         check = NO_NEWS_CHECK
@@ -124,106 +103,105 @@ class WorkloadSteps:
                 break
             # Without news yet, wake for the first news or the next look of our own; with news, only
             # the deadline (if any) bounds the wait.
-            if self._news:
+            if self.state.news:
                 condition, wait = settled, left
             else:
                 condition, wait = settled_or_news, (check if left is None else min(left, check))
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(condition, timeout=wait)
-            if not settled() and not self._news and self._status is not None and self._status.job_id:
-                await self._ask_pool(pool, self._status.job_id)
+            if not settled() and not self.state.news and self.state.status is not None and self.state.status.job_id:
+                await self._ask_pool(pool, self.state.status.job_id)
                 check = min(check * 2, NO_NEWS_CHECK_MAX)
-        if self._job is not None and done(self._job) and not self._cancel_requested:
-            return self._job
+        if self.state.job is not None and done(self.state.job) and not self.state.cancel_requested:
+            return self.state.job
         if not stop():
-            return self._job  # timed out
-        return self._stopped(pool.name)
+            return self.state.job  # timed out
+        return self.stopped(pool.name)
 
     async def _ask_pool(self, pool: PoolSpec, job_id: str) -> None:
         """One look at the job from here (the watcher has not reported it yet)."""
         try:
-            status: JobStatus = await self._activity(
+            status: JobStatus = await self.activity(
                 "job_status", JobInput(pool=pool, job_id=job_id), task_queue_for(pool, workflow.info().task_queue),
                 JobStatus, timedelta(seconds=30), retry=RetryPolicy(maximum_attempts=2),
                 summary=f"look at {job_id} (no news from the pool's watcher yet)")
         except ActivityError:
             return
-        if self._job is None or not self._job.state.terminal:
-            self._job = status
+        if self.state.job is None or not self.state.job.state.terminal:
+            self.state.job = status
 
-    async def _race(self, task: Any, pool: str, settle_on_cancel: bool = False) -> JobStatus | None:
+    async def race(self, task: Any, pool: str, settle_on_cancel: bool = False) -> JobStatus | None:
         """Await an activity unless the pool fails or a cancel arrives first (None = cancel)."""
         future = asyncio.ensure_future(task)
-        stop = asyncio.ensure_future(workflow.wait_condition(
-            lambda: self._cancel_requested or self._relocate is not None or self._preempt is not None))
+        stop = asyncio.ensure_future(workflow.wait_condition(self.state.stopping))
         done, _ = await workflow.wait([future, stop], return_when=asyncio.FIRST_COMPLETED)
         if future in done:
             stop.cancel()
             return future.result()  # type: ignore[no-any-return]
-        if settle_on_cancel and self._cancel_requested:
+        if settle_on_cancel and self.state.cancel_requested:
             with contextlib.suppress(ActivityError):
                 await future
             return None
         future.cancel()
         with contextlib.suppress(asyncio.CancelledError, ActivityError):
             await future
-        return self._stopped(pool)
+        return self.stopped(pool)
 
-    def _stopped(self, pool: str) -> JobStatus | None:
+    def stopped(self, pool: str) -> JobStatus | None:
         """What stopped the wait: None for a cancel, else raise the move."""
-        if self._cancel_requested:
+        if self.state.cancel_requested:
             return None
-        if self._preempt is not None:
-            raise Moved(self._preempt.reason, Health.HEALTHY, recorded=True, preempted=True)
-        assert self._relocate is not None
-        raise Moved(f"pool {pool} {self._relocate.reason}", self._relocate.health, recorded=True,
-                     copy_stopped=self._relocate.copies_stopped_by_sender)
+        if self.state.preempt is not None:
+            raise Moved(self.state.preempt.reason, Health.HEALTHY, recorded=True, preempted=True)
+        assert self.state.relocate is not None
+        raise Moved(f"pool {pool} {self.state.relocate.reason}", self.state.relocate.health, recorded=True,
+                     copy_stopped=self.state.relocate.copies_stopped_by_sender)
 
-    async def _end_failed(self, workload_id: str, attempt: int, error: BaseException) -> WorkloadStatus:
+    async def end_failed(self, workload_id: str, attempt: int, error: BaseException) -> WorkloadStatus:
         """The one way a workload ends on a failure it cannot get past: out of the queue (or its job
         stopped), its GPUs released, and the reason in its status, history, explanation and search
         attributes. A clean-up step that fails as well is recorded, not raised: the pool's reconciler
         releases what an ended workload still holds."""
-        assert self._status is not None
-        where = f" on {self._status.pool}" if self._status.pool else ""
+        assert self.state.status is not None
+        where = f" on {self.state.status.pool}" if self.state.status.pool else ""
         reason = f"attempt {attempt}{where} could not go on: {cause_message(error)}"
-        queued = self._status.state == WorkloadState.QUEUED
+        queued = self.state.status.state == WorkloadState.QUEUED
         if not queued:
-            self._history_end("failed")
-        leave = (lambda: self._dequeue(workload_id, attempt)) if queued else (
-            lambda: self._cleanup_attempt(workload_id, attempt, best_effort=True))
-        for step in (leave, lambda: self._release_unreleased(workload_id), self._drain_background):
+            self.history_end("failed")
+        leave = (lambda: self.dequeue(workload_id, attempt)) if queued else (
+            lambda: self.cleanup_attempt(workload_id, attempt, best_effort=True))
+        for step in (leave, lambda: self.release_unreleased(workload_id), self.drain_background):
             # each on its own: one that fails does not skip the others
             try:
                 await step()
             except (ActivityError, ApplicationError) as cleanup:
-                self._event(f"clean-up after the failure did not finish ({cause_message(cleanup)}); the pool's "
+                self.event(f"clean-up after the failure did not finish ({cause_message(cleanup)}); the pool's "
                             "reconciler releases what is left")
-        return await self._finish(WorkloadState.FAILED, reason)
+        return await self.finish(WorkloadState.FAILED, reason)
 
-    async def _cancel_attempt(self, workload_id: str, attempt: int) -> WorkloadStatus:
-        await self._cleanup_attempt(workload_id, attempt, best_effort=False)
-        self._history_end("cancelled")
-        return await self._finish(WorkloadState.CANCELLED, "cancelled by request")
+    async def cancel_attempt(self, workload_id: str, attempt: int) -> WorkloadStatus:
+        await self.cleanup_attempt(workload_id, attempt, best_effort=False)
+        self.history_end("cancelled")
+        return await self.finish(WorkloadState.CANCELLED, "cancelled by request")
 
-    async def _cleanup_attempt(self, workload_id: str, attempt: int, best_effort: bool,
-                               cancel_job: bool = True, release: bool = True, ended: JobStatus | None = None) -> None:
+    async def cleanup_attempt(self, workload_id: str, attempt: int, best_effort: bool,
+                              cancel_job: bool = True, release: bool = True, ended: JobStatus | None = None) -> None:
         """Stop the attempt's job (if asked) and release its GPUs (unless the caller releases them
         with the next enqueue).
 
         Best effort (moving off a failed pool): the cancel runs in the background so a dead pool
         cannot delay the move; the pool monitor removes orphan copies when the pool answers again.
         """
-        pool = self._pool
-        if cancel_job and pool is not None and self._status is not None and self._status.job_id:
-            cancel = self._cancel_job(pool, self._status.job_id, best_effort)
+        pool = self.state.pool
+        if cancel_job and pool is not None and self.state.status is not None and self.state.status.job_id:
+            cancel = self._cancel_job(pool, self.state.status.job_id, best_effort)
             if best_effort:
-                self._background.append(asyncio.ensure_future(cancel))
+                self.state.background.append(asyncio.ensure_future(cancel))
             else:
                 await cancel
         if release:
             await self._release(workload_id, attempt, ended)
-        self._pool = None
+        self.state.pool = None
 
     async def _release(self, workload_id: str, attempt: int, ended: JobStatus | None = None) -> None:
         """Give the attempt's GPUs back; its ledger line ends at the back end's end when `ended` says."""
@@ -233,31 +211,31 @@ class WorkloadSteps:
                                              started_at=ended.started_at if ended else None),
             start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
 
-    async def _release_unreleased(self, workload_id: str) -> None:
+    async def release_unreleased(self, workload_id: str) -> None:
         """Give back the GPUs of a moved attempt that no enqueue has released yet."""
-        if self._unreleased is not None:
-            await self._release(workload_id, self._unreleased)
-            self._unreleased = None
+        if self.state.unreleased is not None:
+            await self._release(workload_id, self.state.unreleased)
+            self.state.unreleased = None
 
     async def _cancel_job(self, pool: PoolSpec, job_id: str, best_effort: bool) -> None:
         try:
-            await self._activity(
+            await self.activity(
                 "cancel_job", JobInput(pool=pool, job_id=job_id), task_queue_for(pool, workflow.info().task_queue),
                 type(None), timedelta(seconds=20), retry=RetryPolicy(maximum_attempts=2 if best_effort else 5),
                 summary=f"cancel {job_id} on {pool.name}",
                 schedule_to_close=timedelta(seconds=30 if best_effort else 120),
             )
-            self._event(f"cancelled {job_id} on {pool.name}")
+            self.event(f"cancelled {job_id} on {pool.name}")
         except ActivityError as error:
-            self._event(f"could not cancel {job_id} on {pool.name} now ({cause_message(error)}); "
+            self.event(f"could not cancel {job_id} on {pool.name} now ({cause_message(error)}); "
                         "the pool monitor removes it when the pool answers again")
 
-    async def _drain_background(self) -> None:
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-            self._background.clear()
+    async def drain_background(self) -> None:
+        if self.state.background:
+            await asyncio.gather(*self.state.background, return_exceptions=True)
+            self.state.background.clear()
 
-    def _activity(self, name: str, arg: Any, queue: str, result_type: Any, start_to_close: timedelta,
+    def activity(self, name: str, arg: Any, queue: str, result_type: Any, start_to_close: timedelta,
                   retry: RetryPolicy, summary: str, heartbeat: timedelta | None = None,
                   schedule_to_close: timedelta | None = None) -> Any:
         return workflow.execute_activity(
@@ -267,50 +245,51 @@ class WorkloadSteps:
         )
 
     # -- state ---------------------------------------------------------------------------------------
-    async def _finish(self, state: WorkloadState, message: str) -> WorkloadStatus:
-        self._set(state=state, message=message)
-        self._upsert(state=state)
-        self._event(f"{state.value}: {message}")
-        assert self._status is not None
-        return self._status
+    async def finish(self, state: WorkloadState, message: str) -> WorkloadStatus:
+        self.set_status(state=state, message=message)
+        self.upsert(state=state)
+        self.event(f"{state.value}: {message}")
+        assert self.state.status is not None
+        return self.state.status
 
-    def _set(self, **fields: Any) -> None:
-        assert self._status is not None
-        before = (self._status.state, self._status.address)
+    def set_status(self, **fields: Any) -> None:
+        assert self.state.status is not None
+        before = (self.state.status.state, self.state.status.address)
         for key, value in fields.items():
-            setattr(self._status, key, value)
-        self._status.updated_at = workflow.now()
-        if (self._status.state, self._status.address) != before:
+            setattr(self.state.status, key, value)
+        self.state.status.updated_at = workflow.now()
+        if (self.state.status.state, self.state.status.address) != before:
             self._report()
 
     def _report(self) -> None:
         """A replica of an endpoint (a child of its EndpointWorkflow) tells the endpoint where it is
         and in what state. Through a local activity: the signal carries the worker's own identity."""
         parent = workflow.info().parent
-        if parent is None or self._status is None:
+        if parent is None or self.state.status is None:
             return
-        self._report_seq += 1
-        status = self._status
-        report = ReplicaReport(replica=status.id, seq=self._report_seq, state=status.state, pool=status.pool,
+        self.state.report_seq += 1
+        status = self.state.status
+        report = ReplicaReport(replica=status.id, seq=self.state.report_seq, state=status.state, pool=status.pool,
                                location=status.location, backend=status.backend, address=status.address,
                                message=status.message)
-        self._reports = [r for r in self._reports if not r.done()]
-        self._reports.append(workflow.start_local_activity(
-            "report_replica", args=[parent.workflow_id, report], start_to_close_timeout=LOCAL_TIMEOUT,
+        self.state.reports = [r for r in self.state.reports if not r.done()]
+        self.state.reports.append(workflow.start_local_activity(
+            "report_replica", ReplicaReportInput(endpoint_id=parent.workflow_id, report=report),
+            start_to_close_timeout=LOCAL_TIMEOUT,
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=5)))
 
-    async def _flush_reports(self) -> None:
-        if self._reports:
-            await asyncio.gather(*self._reports, return_exceptions=True)
-            self._reports.clear()
+    async def flush_reports(self) -> None:
+        if self.state.reports:
+            await asyncio.gather(*self.state.reports, return_exceptions=True)
+            self.state.reports.clear()
 
-    def _history_end(self, outcome: str) -> None:
-        if self._status and self._status.history:
-            self._status.history[-1].outcome = outcome
-            self._status.history[-1].ended_at = workflow.now()
+    def history_end(self, outcome: str) -> None:
+        if self.state.status and self.state.status.history:
+            self.state.status.history[-1].outcome = outcome
+            self.state.status.history[-1].ended_at = workflow.now()
 
-    def _event(self, text: str) -> None:
-        self._events.append(f"{workflow.now().strftime('%H:%M:%S')} {text}")
+    def event(self, text: str) -> None:
+        self.state.events.append(f"{workflow.now().strftime('%H:%M:%S')} {text}")
 
-    def _upsert(self, **attributes: Any) -> None:
-        self._memo = upsert(self._status, self._memo, **attributes)
+    def upsert(self, **attributes: Any) -> None:
+        self.state.memo = upsert(self.state.status, self.state.memo, **attributes)

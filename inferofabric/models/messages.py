@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from inferofabric.models.common import Health
+from inferofabric.models.endpoint_status import ReplicaReport
 from inferofabric.models.jobs import JobStatus
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.status import Decision
@@ -106,6 +107,20 @@ class StartedInput(BaseModel):
     started_at: datetime
 
 
+class SealSecretsInput(BaseModel):
+    """Seal the workload's secret env entries for the pool that will run it (`seal_secrets`)."""
+
+    spec: WorkloadSpec
+    pool: str
+
+
+class ReplicaReportInput(BaseModel):
+    """A replica tells its endpoint's workflow where it is and in what state (`report_replica`)."""
+
+    endpoint_id: str
+    report: ReplicaReport
+
+
 class ControlRequest(BaseModel):
     """An operator/SDK operation run by ControlWorkflow as an activity on the control plane."""
 
@@ -145,6 +160,47 @@ class ProbeResult(BaseModel):
     throttled: bool = False  # the API said "slow down": counts neither as a failed nor a good probe
 
 
+# -- control-plane operations on a pool (activities/control.py) ------------------------------------------
+class CordonInput(BaseModel):
+    """Cordon (or uncordon) a pool (`control_cordon`)."""
+
+    pool: str
+    cordoned: bool
+
+
+class RecordHealthInput(BaseModel):
+    """The pool monitor's verdict on a pool, and the GPUs its probe saw (`control_record_health`)."""
+
+    pool: str
+    health: Health
+    reason: str
+    gpus: dict[str, int] | None = None
+
+
+class RelocateInput(BaseModel):
+    """A drain: tell every workload on the pool to move, each stopping its own copy (`control_relocate`)."""
+
+    pool: str
+    reason: str
+    health: Health
+
+
+class MoveOffInput(BaseModel):
+    """A failover: re-queue every workload on the pool and tell each (`control_move_off`)."""
+
+    pool: str
+    reason: str
+    health: Health
+
+
+class ReconcileInput(BaseModel):
+    """The pool's live fabric jobs (job id -> state, from the pool's side), to compare with the store
+    and the workflows (`control_reconcile`)."""
+
+    pool: str
+    states: dict[str, str]
+
+
 class RelocateSignal(BaseModel):
     pool: str
     reason: str
@@ -174,6 +230,27 @@ class EnqueueInput(BaseModel):
     # The previous attempt, moved off its pool: its GPUs are given back in the same transaction (one
     # store write and one wake per move instead of two: a failover moves hundreds at once).
     release_attempt: int | None = None
+
+
+class DequeueInput(BaseModel):
+    """A workload's attempt leaves the queue, with whatever it holds (`dequeue_workload`)."""
+
+    workload_id: str
+    attempt: int
+
+
+class PriorityClassInput(BaseModel):
+    """Change a waiting workload's priority class (`set_priority_class`)."""
+
+    workload_id: str
+    priority_class: str
+
+
+class ApprovalInput(BaseModel):
+    """Record a person's answer to a burst waiting for approval (`set_approval`): "approved", or why not."""
+
+    workload_id: str
+    answer: str
 
 
 class AdmittedSignal(BaseModel):

@@ -35,8 +35,12 @@ from inferofabric.models.messages import (
     LaunchInput,
     MonitorInput,
     MonitorSettings,
+    MoveOffInput,
     ProbeResult,
+    ReconcileInput,
     ReconcileReport,
+    RecordHealthInput,
+    RelocateInput,
     RelocateSignal,
     StatusesInput,
     WorkloadRequest,
@@ -132,10 +136,9 @@ class MonitorStubs:
             return answer  # type: ignore[no-any-return]
 
         @activity.defn(name="control_record_health")
-        async def control_record_health(name: str, health: Health, reason: str,
-                                        gpus: dict[str, int] | None = None) -> HealthEvent | None:
-            self.transitions.append((await self._elapsed(), health, reason))
-            return HealthEvent(pool=name, from_health=None, to_health=health, reason=reason,
+        async def control_record_health(request: RecordHealthInput) -> HealthEvent | None:
+            self.transitions.append((await self._elapsed(), request.health, request.reason))
+            return HealthEvent(pool=request.pool, from_health=None, to_health=request.health, reason=request.reason,
                                at=await self._now())
 
         @activity.defn(name="control_workloads_on_pool")
@@ -144,11 +147,13 @@ class MonitorStubs:
             return self.moving if unhealthy else self.after_recovery
 
         @activity.defn(name="control_relocate")
-        async def control_relocate(name: str, reason: str, health: Health) -> list[str]:
-            return await self._tell(name, RelocateSignal(pool=name, reason=reason, health=health))
+        async def control_relocate(request: RelocateInput) -> list[str]:
+            return await self._tell(request.pool, RelocateSignal(pool=request.pool, reason=request.reason,
+                                                                 health=request.health))
 
         @activity.defn(name="control_move_off")
-        async def control_move_off(name: str, reason: str, health: Health) -> list[str]:
+        async def control_move_off(request: MoveOffInput) -> list[str]:
+            name, reason, health = request.pool, request.reason, request.health
             rows = {row["workload_id"]: row["attempt"] for row in await control_workloads_on_pool(name)}
             told = []
             for workload_id in await self._tell(name, RelocateSignal(pool=name, reason=reason, health=health,
@@ -161,7 +166,8 @@ class MonitorStubs:
             return {job_id: "running" for job_id in self.live_jobs}
 
         @activity.defn(name="control_reconcile")
-        async def control_reconcile(name: str, states: dict[str, str]) -> ReconcileReport:
+        async def control_reconcile(request: ReconcileInput) -> ReconcileReport:
+            name, states = request.pool, request.states
             owned = {f"{row['workload_id']}-a{row['attempt']}" for row in await control_workloads_on_pool(name)}
             return ReconcileReport(pool=name, jobs_seen=len(states), orphans=sorted(set(states) - owned))
 
