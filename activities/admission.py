@@ -24,9 +24,12 @@ from inferofabric.activities.errors import typed_errors
 from inferofabric.models.messages import (
     AdmissionInput,
     AdmittedSignal,
+    ApprovalInput,
     CycleSummary,
+    DequeueInput,
     EnqueueInput,
     PreemptSignal,
+    PriorityClassInput,
     WaitingSignal,
 )
 from inferofabric.models.pool import PoolSpec
@@ -195,14 +198,15 @@ class AdmissionActivities:
 
     @activity.defn(name="dequeue_workload")
     @typed_errors
-    async def dequeue_workload(self, workload_id: str, attempt: int) -> int:
-        released = await in_store(queue_store.dequeue, self.store, workload_id, attempt)
-        await wake_from_activity(f"dequeued {workload_id}")
+    async def dequeue_workload(self, request: DequeueInput) -> int:
+        released = await in_store(queue_store.dequeue, self.store, request.workload_id, request.attempt)
+        await wake_from_activity(f"dequeued {request.workload_id}")
         return released
 
     @activity.defn(name="set_priority_class")
     @typed_errors
-    async def set_priority_class(self, workload_id: str, priority_class: str) -> bool:
+    async def set_priority_class(self, request: PriorityClassInput) -> bool:
+        workload_id, priority_class = request.workload_id, request.priority_class
         policy = await in_store(compiled_policy, self.store)
         policy.policy.priority_class(priority_class)  # an unknown class is a one-line InvalidInput
         changed = await in_store(queue_store.set_priority_class, self.store, workload_id, priority_class)
@@ -212,8 +216,9 @@ class AdmissionActivities:
 
     @activity.defn(name="set_approval")
     @typed_errors
-    async def set_approval(self, workload_id: str, answer: str) -> bool:
+    async def set_approval(self, request: ApprovalInput) -> bool:
         """A person's answer to a placement that waits for approval; False when it does not wait for one."""
+        workload_id, answer = request.workload_id, request.answer
         from inferofabric.store.budget import approval_of, set_approval
 
         found = await in_store(approval_of, self.store, workload_id)

@@ -3,7 +3,7 @@
     python bench/cel_runtimes.py          # in an environment that has both packages
 
 The fabric's conditions are small (a comparison or two over a few variables) and evaluated once per
-decision per condition, memoized on the values they read (policies/expressions.py), so what matters
+decision per condition, memoized on the values they read (inferofabric/models/expressions.py), so what matters
 is the cost of one uncached evaluation. Prints microseconds per evaluation for each runtime over the
 same expressions and inputs, and the ratio. The other candidate named in the admission issue,
 `cel-expr-python`, is not measured here (its 0.1 release has no prebuilt wheel for this machine).

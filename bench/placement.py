@@ -28,11 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inferofabric.models.common import Health, Location
+from inferofabric.models.expressions import compile_expression
 from inferofabric.models.policy import PlacementPolicy
 from inferofabric.models.status import PoolView
 from inferofabric.models.workload import WorkloadSpec
 from inferofabric.policies.engine import CompiledPolicy, PlacementRequest
-from inferofabric.policies.expressions import compile_expression
 
 TARGET_P99_US = 1000.0
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferofabric.models.common import Health, Location
+from inferofabric.models.expressions import Expression, compile_expression
 from inferofabric.models.policy import Constraint, PlacementPolicy, Rule
 from inferofabric.models.status import Decision, PoolView, Rejection, RejectionKind, WaitKind
 from inferofabric.models.workload import WorkloadSpec
 from inferofabric.policies.budget import estimate, hourly_rate
-from inferofabric.policies.expressions import Expression, compile_expression
 from inferofabric.policies.reasons import Refusal, wait_kind_of
 from inferofabric.policies.selectors import (
     ScreeningRule,

@@ -7,10 +7,10 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from inferofabric.models.common import Health, Location
+from inferofabric.models.expressions import Expression
 from inferofabric.models.policy import Constraint, PoolSelector
 from inferofabric.models.status import PoolView
 from inferofabric.models.workload import WorkloadSpec
-from inferofabric.policies.expressions import Expression
 
 
 def matches(selector: PoolSelector, pool: PoolView) -> bool:

@@ -30,12 +30,8 @@ from temporalio.worker import Worker
 from inferofabric import safe_yaml
 from inferofabric.models.pool import PoolSpec
 from inferofabric.models.workload import WorkloadSpec
-from inferofabric.worker.input_errors import (
-    INVALID_INPUT,
-    InvalidInputFailureConverter,
-    WorkflowInputDecodeError,
-    with_input_errors,
-)
+from inferofabric.worker.input_errors import INVALID_INPUT, InvalidInputFailureConverter, with_input_errors
+from inferofabric.workflows.decode_failures import WorkflowInputDecodeError
 
 # "Billion laughs": nine levels of nine aliases, 9^9 (387 million) strings once anything walks it.
 ALIAS_BOMB = "".join(

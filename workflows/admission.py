@@ -23,7 +23,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from inferofabric.models.messages import AdmissionInput, CycleSummary
-    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
+    from inferofabric.workflows.decode_failures import DECODE_FAILURES  # undecodable input fails the workflow
 
 CYCLE_TIMEOUT = timedelta(seconds=120)
 CYCLE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))

@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from inferofabric.models.pool import PoolSpec
     from inferofabric.task_queues import system_queue
-    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
+    from inferofabric.workflows.decode_failures import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.reconcile import reconcile
     from inferofabric.workflows.watcher import watcher_id
 

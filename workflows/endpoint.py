@@ -60,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.models.workload import SIM_LATENCY_ANNOTATION
     from inferofabric.policies.autoscale import Sample, ScaleState, recommend
     from inferofabric.policies.replicas import plan_replicas
-    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
+    from inferofabric.workflows.decode_failures import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.workload_visibility import initial_search_attributes
 
 TICK = timedelta(seconds=30)  # an idle endpoint still looks now and then (scale to zero, stale samples)

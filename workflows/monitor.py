@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         RecordHealthInput,
     )
     from inferofabric.task_queues import fabric_queue, monitor_queue_for, task_queue_for
-    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
+    from inferofabric.workflows.decode_failures import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.pool_spec import current_pool_spec
     from inferofabric.workflows.reconcile import reconcile, stop_jobs
 

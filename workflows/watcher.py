@@ -17,7 +17,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from inferofabric.models.messages import WatcherInput, WatchPoolInput, WatchPoolResult
     from inferofabric.task_queues import fabric_queue, monitor_queue_for
-    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
+    from inferofabric.workflows.decode_failures import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.pool_spec import current_pool_spec
 
 HEARTBEAT = timedelta(seconds=30)

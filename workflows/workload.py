@@ -36,10 +36,12 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.models.messages import (
         AdmittedSignal,
         ApprovalAnswer,
+        ApprovalInput,
         EnqueueInput,
         JobUpdate,
         LaunchInput,
         PreemptSignal,
+        PriorityClassInput,
         RelocateSignal,
         SealSecretsInput,
         StartedInput,
@@ -49,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.models.pool import PoolSpec
     from inferofabric.models.status import AttemptRecord, Decision, Explanation, WorkloadStatus
     from inferofabric.task_queues import task_queue_for
-    from inferofabric.worker.input_errors import DECODE_FAILURES  # undecodable input fails the workflow
+    from inferofabric.workflows.decode_failures import DECODE_FAILURES  # undecodable input fails the workflow
     from inferofabric.workflows.failures import cause_message, cause_type, summarize
     from inferofabric.workflows.workload_state import WorkloadRun
     from inferofabric.workflows.workload_steps import (
@@ -146,7 +148,8 @@ class WorkloadWorkflow:
             raise ApplicationError(f"workload {self.state.status.id!r} is {self.state.status.state.value}: the class "
                                    "of running work cannot change", type=FailureType.INVALID_INPUT, non_retryable=True)
         changed = await workflow.execute_local_activity(
-            "set_priority_class", args=[self.state.status.id, priority_class], result_type=bool,
+            "set_priority_class", PriorityClassInput(workload_id=self.state.status.id, priority_class=priority_class),
+            result_type=bool,
             start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
         if changed:
             self.state.status.priority_class = priority_class
@@ -168,7 +171,7 @@ class WorkloadWorkflow:
         words = "approved" if answer.approve else "denied"
         text = "approved" if answer.approve else f"burst denied by {answer.by or 'someone'}"
         changed = await workflow.execute_local_activity(
-            "set_approval", args=[self.state.status.id, text], result_type=bool,
+            "set_approval", ApprovalInput(workload_id=self.state.status.id, answer=text), result_type=bool,
             start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
         if not changed:
             raise ApplicationError(f"workload {self.state.status.id!r} is not waiting for an approval",

@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from inferofabric.models.common import Health, WorkloadState
     from inferofabric.models.endpoint_status import ReplicaReport
     from inferofabric.models.jobs import JobStatus
-    from inferofabric.models.messages import JobInput, ReleaseInput, ReplicaReportInput
+    from inferofabric.models.messages import DequeueInput, JobInput, ReleaseInput, ReplicaReportInput
     from inferofabric.models.pool import PoolSpec
     from inferofabric.models.status import WorkloadStatus
     from inferofabric.task_queues import task_queue_for
@@ -76,7 +76,7 @@ class WorkloadSteps:
 
     async def dequeue(self, workload_id: str, attempt: int) -> None:
         await workflow.execute_local_activity(
-            "dequeue_workload", args=[workload_id, attempt], result_type=int,
+            "dequeue_workload", DequeueInput(workload_id=workload_id, attempt=attempt), result_type=int,
             start_to_close_timeout=LOCAL_TIMEOUT, retry_policy=LOCAL_RETRY)
 
     async def follow(self, pool: PoolSpec, done: Any, timeout: timedelta | None) -> JobStatus | None:

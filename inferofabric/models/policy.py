@@ -336,7 +336,7 @@ class PlacementPolicy(StrictModel):
     def _expressions_compile(self) -> PlacementPolicy:
         # Compile every condition once here so a bad expression is a clear error at `policy check`,
         # not a failure at the first placement.
-        from inferofabric.policies.expressions import compile_expression
+        from inferofabric.models.expressions import compile_expression
 
         rules = [("placement.burst.when", self.placement.burst), ("placement.failover.when", self.placement.failover)]
         for where, rule in rules:

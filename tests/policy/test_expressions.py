@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from inferofabric.policies.expressions import Expression, ExpressionError, compile_expression
+from inferofabric.models.expressions import Expression, ExpressionError, compile_expression
 
 
 def fresh(text: str) -> Expression:

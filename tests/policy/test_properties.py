@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from inferofabric.models import Decision, Health, PlacementPolicy, PoolView, WorkloadSpec
+from inferofabric.models.expressions import compile_expression
 from inferofabric.policies.engine import CompiledPolicy, PlacementRequest
-from inferofabric.policies.expressions import compile_expression
 
 from .helpers import assert_accounted
 

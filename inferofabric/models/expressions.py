@@ -1,5 +1,9 @@
 """Policy conditions as CEL expressions (cel-python), compiled once and evaluated safely (no `eval`).
 
+It sits with the models (it imports nothing of the fabric's): a policy document compiles its
+conditions when it is validated (models/policy.py), and the engine (policies/engine.py) evaluates
+them; neither imports upward.
+
 Conditions read `on_prem_utilization`, `cloud_utilization`, `pool_health`, `attempt`, `workload.*`
 (with `workload.estimated_cost`), `team.*` (`team.budget_remaining`) and `pool.*`. The health
 names (`healthy`, `degraded`, `unhealthy`, `cordoned`) are bound as constants, so
