@@ -215,9 +215,13 @@ def check_query(identity: Identity, name: str) -> None:
         raise Refused(f"{identity.describe()} may not run the {name} query (it shows the worker's code)")
 
 
+def reads_every_history(identity: Identity) -> bool:
+    return identity.role in ("admin", "operator")
+
+
 def check_history(identity: Identity, target: Target, workflow_id: str) -> None:
     """Operators and admins read every history; a member its own team's work and control calls."""
-    if identity.role in ("admin", "operator"):
+    if reads_every_history(identity):
         return
     if target.workflow_type == "ControlWorkflow" or (target.team is not None and target.team == identity.team):
         return
